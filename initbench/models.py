@@ -1,0 +1,136 @@
+"""The models under study, built for a dataset's input shape: SimpleCNN (seed 002) and an MLP (seed 003)."""
+
+from __future__ import annotations
+
+import difflib
+import inspect
+import itertools
+import math
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from initbench.errors import InitbenchError
+from initbench.spec import parse_call
+
+_MODELS: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
+    """Register a model class built as `cls(input_shape, num_classes, **params)`."""
+
+    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
+        _MODELS[name] = cls
+        return cls
+
+    return decorator
+
+
+def list_models() -> dict[str, Callable[..., nn.Module]]:
+    return dict(sorted(_MODELS.items()))
+
+
+def model_params(name: str) -> dict[str, Any]:
+    """A model's parameters with their defaults (input_shape and num_classes come from the data)."""
+    sig = inspect.signature(_get(name))
+    return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+
+
+def _get(name: str) -> Callable[..., nn.Module]:
+    if name not in _MODELS:
+        close = difflib.get_close_matches(name, _MODELS, n=2, cutoff=0.5)
+        hint = f"did you mean {', '.join(close)}? " if close else ""
+        raise InitbenchError(f"unknown model '{name}'; {hint}valid: {', '.join(sorted(_MODELS))}")
+    return _MODELS[name]
+
+
+def build_model(spec: str | Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build `simplecnn`, `mlp(hidden=[512, 256], activation=tanh)`, ... for inputs of `input_shape` (C, H, W)."""
+    name, params = parse_call(spec, "model")
+    valid = model_params(name)
+    for key in params:
+        if key not in valid:
+            raise InitbenchError(f"model '{name}' has no parameter '{key}'; valid: {', '.join(valid)}")
+    return _get(name)(tuple(input_shape), num_classes, **params)
+
+
+_ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
+    # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
+    "relu": (nn.ReLU, "relu"),
+    "leaky_relu": (nn.LeakyReLU, "leaky_relu"),
+    "tanh": (nn.Tanh, "tanh"),
+    "sigmoid": (nn.Sigmoid, "sigmoid"),
+    "selu": (nn.SELU, "selu"),
+    "gelu": (nn.GELU, "relu"),
+    "silu": (nn.SiLU, "relu"),
+    "elu": (nn.ELU, "relu"),
+    "identity": (nn.Identity, "linear"),
+}
+
+
+@register_model("mlp")
+class MLP(nn.Module):
+    """The perceptron of seed 003 as a classifier: flatten, then Linear + activation per hidden layer."""
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | int = (256, 128),
+                 activation: str = "relu") -> None:
+        super().__init__()
+        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
+        if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
+            raise InitbenchError(f"model 'mlp': hidden must be a list of positive integers, got {hidden!r}")
+        if activation not in _ACTIVATIONS:
+            raise InitbenchError(f"model 'mlp': unknown activation '{activation}'; valid: {', '.join(_ACTIVATIONS)}")
+        make_act, self.nonlinearity = _ACTIVATIONS[activation]
+        self.negative_slope = 0.01  # nn.LeakyReLU's default
+        widths = [math.prod(input_shape), *hidden]
+        layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
+        for i, (a, b) in enumerate(itertools.pairwise(widths), 1):
+            layers += [(f"fc{i}", nn.Linear(a, b)), (f"act{i}", make_act())]
+        layers.append(("out", nn.Linear(widths[-1], num_classes)))
+        self.layers = nn.Sequential(OrderedDict(layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.layers(x)
+
+
+@register_model("simplecnn")
+class SimpleCNN(nn.Module):
+    """Seed 002's SimpleCNN: three (3x3 conv, ReLU, 2x2 max-pool) blocks of 32/64/128 channels, FC 512-64-classes.
+
+    The first FC layer's width follows from the input (2048 for 3x32x32, 1152 for 1x28x28, 128 for 8x8).
+    """
+
+    nonlinearity = "relu"
+
+    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: list[int] = (32, 64, 128),
+                 fc: list[int] = (512, 64)) -> None:
+        super().__init__()
+        if len(input_shape) != 3:
+            raise InitbenchError(f"model 'simplecnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}")
+        c, h, w = input_shape
+        blocks = len(channels)
+        if min(h, w) < 2**blocks:
+            raise InitbenchError(
+                f"model 'simplecnn' needs images of at least {2**blocks}x{2**blocks} pixels for {blocks} "
+                f"pooling steps, got {h}x{w}"
+            )
+        self.features = nn.Sequential()
+        for i, out in enumerate(channels, 1):
+            self.features.add_module(f"layer{i}", nn.Sequential(OrderedDict([
+                (f"conv{i}", nn.Conv2d(c, out, kernel_size=3, stride=1, padding=1)),
+                (f"relu{i}", nn.ReLU(inplace=True)),
+                (f"pool{i}", nn.MaxPool2d(2, 2)),
+            ])))
+            c, h, w = out, h // 2, w // 2
+        widths = [c * h * w, *fc]
+        head: list[tuple[str, nn.Module]] = []
+        for i, (a, b) in enumerate(itertools.pairwise(widths), 1):
+            head += [(f"fc{i}", nn.Linear(a, b)), (f"fc_relu{i}", nn.ReLU(inplace=True))]
+        head.append((f"fc{len(widths)}", nn.Linear(widths[-1], num_classes)))
+        self.classifier = nn.Sequential(OrderedDict(head))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x).flatten(1))
