@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from initbench.errors import InitbenchError
 
@@ -29,6 +30,82 @@ def _list(args: argparse.Namespace) -> None:
         print("             or package.module:function (a function that fills a tensor in place)")
 
 
+# RunSpec field -> (type, help); each becomes --field-name on `run` (and `bench`).
+RUN_OPTIONS: dict[str, tuple[type, str]] = {
+    "model": (str, "model spec, e.g. simplecnn or 'mlp(hidden=[512, 256], activation=tanh)'"),
+    "init": (str, "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench list inits`)"),
+    "dataset": (str, "mnist, fashion-mnist, cifar10 or digits (default: cifar10 for simplecnn, mnist for mlp)"),
+    "seed": (int, "seed for the init and the data order"),
+    "init_seed": (int, "seed for the init alone (default: --seed)"),
+    "data_seed": (int, "seed for the data order alone (default: --seed)"),
+    "optimizer": (str, "sgd (with momentum), adam or adamw"),
+    "lr": (float, "learning rate"),
+    "momentum": (float, "SGD momentum"),
+    "weight_decay": (float, "weight decay"),
+    "schedule": (str, "learning-rate schedule: none or cosine"),
+    "batch_size": (int, "batch size"),
+    "epochs": (int, "epochs"),
+    "max_steps": (int, "stop after this many steps (overrides --epochs when reached first)"),
+    "limit_train": (int, "use only N training examples"),
+    "limit_val": (int, "use only N validation examples"),
+    "limit_test": (int, "use only N test examples"),
+    "val_fraction": (float, "fraction of the training set held out for validation"),
+    "split_seed": (int, "seed of the train/val split (keep it fixed across a study)"),
+    "accelerator": (str, "auto, cpu, gpu, ..."),
+    "devices": (str, "auto or a number of devices"),
+    "precision": (str, "Lightning precision: 32-true, 16-mixed, bf16-mixed, ..."),
+    "log_every": (int, "log train loss/acc and gradient norms every N steps (and at step 0)"),
+}
+
+
+def _spec_from(args: argparse.Namespace):
+    from initbench.runner import DEFAULT_DATASET, RunSpec
+
+    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    if "dataset" not in given:
+        from initbench.spec import parse_call
+
+        given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
+    return RunSpec(**given)
+
+
+def _run(args: argparse.Namespace) -> None:
+    from initbench.runner import run
+
+    spec = _spec_from(args)
+    run_dir, summary = run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
+                           download=not args.no_download)
+    acc = summary.get("test_acc")
+    print(f"{spec.problem} / {spec.init} / seed {spec.seed}: {summary['status']}"
+          + (f" at step {summary['diverged_step']}" if "diverged_step" in summary else ""))
+    if summary["status"] == "failed":
+        print(f"  error: {summary.get('error')}")
+    print(f"  test acc {_f(acc)}   test loss {_f(summary.get('test_loss'))}   best val acc "
+          f"{_f(summary.get('best_val_acc'))}   {summary.get('steps')} steps in {summary.get('wall_time_s')} s")
+    print(f"  record: {run_dir}")
+
+
+def _f(x: float | None) -> str:
+    return "-" if x is None else f"{x:.4f}"
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    for name, (typ, help_) in RUN_OPTIONS.items():
+        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
+    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from initbench.bench import bench, format_rows
+    from initbench.runner import RunSpec
+
+    rows = bench(args.models, args.dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
+                 args.data_dir)
+    print(format_rows(rows, args.dataset, args.steps, args.repeats, args.batch_size, RunSpec.log_every))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="initbench", description="Which weight-initialization scheme trains best?")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -37,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("what", choices=["inits"])
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'kaiming*'")
     p.set_defaults(func=_list)
+
+    p = sub.add_parser("run", help="train one (init, model, dataset, seed) and write its run record")
+    _add_run_options(p)
+    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
+    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--steps", type=int, default=300)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--accelerator", default="auto")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.set_defaults(func=_bench)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""Callbacks that watch training: per-layer gradient/weight norms, and throughput."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import Callback
+
+
+class NormMonitor(Callback):
+    """Every `every` steps (and always at step 0, the init's signature) log, per parameter tensor:
+    `grad_norm/<name>` (plus `grad_norm/total`), `weight_norm/<name>` and `update_ratio/<name>`
+    (|step update| / |weight|). All norms come from one `torch._foreach_norm` call each and reach
+    the host in one transfer per logging step; steps in between cost nothing."""
+
+    def __init__(self, every: int) -> None:
+        self.every = every
+        self._pending: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        named = [(n, p) for n, p in pl_module.model.named_parameters() if p.requires_grad]
+        self.names = [n for n, _ in named]
+        self.params = [p for _, p in named]
+
+    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
+        if trainer.global_step % self.every:
+            return
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
+        grad_norms = torch.stack(torch._foreach_norm(grads))
+        weight_norms = torch.stack(torch._foreach_norm(self.params))
+        self._pending = (grad_norms, weight_norms, [p.detach().clone() for p in self.params])
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        if self._pending is None:
+            return
+        grad_norms, weight_norms, before = self._pending
+        self._pending = None
+        updates = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before)))
+        values = torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms,
+                            updates / weight_norms.clamp_min(1e-12)]).tolist()
+        n = len(self.names)
+        metrics = {f"grad_norm/{k}": v for k, v in zip(self.names, values[:n], strict=True)}
+        metrics["grad_norm/total"] = values[n]
+        metrics.update({f"weight_norm/{k}": v for k, v in zip(self.names, values[n + 1 : 2 * n + 1], strict=True)})
+        metrics.update({f"update_ratio/{k}": v for k, v in zip(self.names, values[2 * n + 1 :], strict=True)})
+        pl_module.log_step(metrics, trainer.global_step - 1)  # the step whose update this was
+
+
+class Throughput(Callback):
+    """Wall time spent training (validation excluded) and the number of examples seen."""
+
+    def __init__(self) -> None:
+        self.examples = 0
+        self.seconds = 0.0
+        self._start = 0.0
+
+    def _sync(self, pl_module: L.LightningModule) -> None:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        self.examples += len(batch[1])
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop(pl_module)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._stop(pl_module)
+
+    def _stop(self, pl_module: L.LightningModule) -> None:
+        if self._start:
+            self._sync(pl_module)
+            self.seconds += time.perf_counter() - self._start
+            self._start = 0.0
+
+    @property
+    def images_per_s(self) -> float | None:
+        return self.examples / self.seconds if self.seconds > 0 else None

@@ -1,0 +1,246 @@
+"""RunSpec -> one training run -> a run record on disk."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import platform
+import shutil
+import time
+import traceback
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from initbench import __version__
+from initbench.data import TensorDataModule, check_dataset
+from initbench.errors import InitbenchError
+from initbench.inits import Manifest, apply_init, get_strategy, parse_init
+from initbench.models import build_model
+from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
+from initbench.monitor import NormMonitor, Throughput
+from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, is_complete, write_json
+from initbench.spec import parse_call
+
+LSUV_BATCH = 512
+DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one run. Its stable hash (`run_id`) keys the record on disk."""
+
+    model: str = "mlp"
+    init: str = "kaiming_normal"
+    dataset: str = "digits"
+    seed: int = 0
+    init_seed: int | None = None  # default: seed
+    data_seed: int | None = None  # default: seed; shared across inits within a seed -> paired comparisons
+    optimizer: str = "sgd"
+    lr: float = 0.05
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    schedule: str = "none"
+    batch_size: int = 128
+    epochs: int = 5
+    max_steps: int | None = None
+    limit_train: int | None = None
+    limit_val: int | None = None
+    limit_test: int | None = None
+    val_fraction: float = 0.1
+    split_seed: int = 0
+    accelerator: str = "auto"
+    devices: str = "auto"
+    precision: str = "32-true"
+    log_every: int = 20
+    loggers: tuple[str, ...] = field(default=("csv",), compare=False)
+    experiment: str = field(default="adhoc", compare=False)
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        return (self.seed if self.init_seed is None else self.init_seed,
+                self.seed if self.data_seed is None else self.data_seed)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the result (loggers and the experiment's name do not)."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        d["init"] = str(parse_init(d["init"]))  # canonical spelling: 'normal( std=1 )' == 'normal(std=1)'
+        return d
+
+    @property
+    def run_id(self) -> str:
+        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        return f"{parse_init(self.init).name}-seed{self.seed}-{self.run_id[:8]}"
+
+    @property
+    def problem(self) -> str:
+        """DeepOBS-style problem name: <dataset>_<model>."""
+        return f"{self.dataset}_{parse_call(self.model, 'model')[0]}"
+
+    def validate(self) -> None:
+        """Check names and numbers before any work or any file is written."""
+        check_dataset(self.dataset)
+        parse_call(self.model, "model")
+        spec = parse_init(self.init)
+        get_strategy(spec.name).resolve(spec.params)
+        if self.optimizer not in OPTIMIZERS:
+            raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise InitbenchError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
+        positive = {"batch size": self.batch_size, "epochs": self.epochs, "log every": self.log_every}
+        if self.max_steps is not None:
+            positive["max steps"] = self.max_steps
+        for what, value in positive.items():
+            if value < 1:
+                raise InitbenchError(f"{what} must be at least 1, got {value}")
+        if not self.lr > 0:
+            raise InitbenchError(f"learning rate must be positive, got {self.lr}")
+
+
+@dataclass
+class Prepared:
+    """A run ready to train: its data, the initialised model inside its LightningModule, the manifest."""
+
+    spec: RunSpec
+    data: TensorDataModule
+    module: Classifier
+    manifest: Manifest
+
+
+def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) -> Prepared:
+    """Seed, load data, build the model for the data's shape and apply the init (no files written)."""
+    spec.validate()
+    init_seed, data_seed = spec.seeds
+    data = TensorDataModule(spec.dataset, spec.batch_size, data_seed, spec.split_seed, spec.val_fraction,
+                            spec.limit_train, spec.limit_val, spec.limit_test, data_dir, download)
+    data.setup()
+    torch.manual_seed(init_seed)
+    model = build_model(spec.model, data.input_shape, data.num_classes)
+    batch = data.sample(min(LSUV_BATCH, len(data.y_train)), init_seed)
+    manifest = apply_init(model, spec.init, data=batch)
+    module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
+                        spec.schedule, spec.log_every)
+    return Prepared(spec, data, module, manifest)
+
+
+def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
+                 validate: bool = True) -> L.Trainer:
+    return L.Trainer(
+        accelerator=spec.accelerator,
+        devices=spec.devices if spec.devices == "auto" else int(spec.devices),
+        precision=spec.precision,
+        max_epochs=spec.epochs,
+        max_steps=spec.max_steps or -1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        log_every_n_steps=spec.log_every,  # step metrics go to the loggers directly (Classifier.log_step)
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+    )
+
+
+def _quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def _device(trainer: L.Trainer) -> str:
+    root = trainer.strategy.root_device
+    if root.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(root)}"
+    return f"{root.type}: {platform.processor() or platform.machine()}"
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchvision
+
+    return {"initbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "python": platform.python_version()}
+
+
+def run_dir_for(spec: RunSpec, out: Path) -> Path:
+    return Path(out) / spec.problem / spec.name
+
+
+def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, data_dir: Path | None = None,
+        download: bool = True, extra_loggers: list[Any] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train one run and write its record; a complete record already on disk is returned as is."""
+    run_dir = run_dir_for(spec, out)
+    if is_complete(run_dir):
+        return run_dir, json.loads((run_dir / SUMMARY).read_text())
+    started = time.time()
+    prepared = prepare(spec, data_dir, download)  # all user mistakes surface here, before any file
+    try:
+        if run_dir.exists():  # an interrupted earlier attempt: start it over
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+    except OSError as exc:
+        raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
+    _quiet_lightning()
+    speed = Throughput()
+    callbacks = [NormMonitor(spec.log_every), speed]
+    loggers = [CSVLogger(run_dir, name="", version=""), *(extra_loggers or [])]
+    trainer = make_trainer(spec, callbacks, loggers, progress)
+    write_json(run_dir / CONFIG, {
+        "run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(), "device": _device(trainer),
+        "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
+                 "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
+        "parameters": sum(p.numel() for p in prepared.module.model.parameters()),
+    })
+    write_json(run_dir / MANIFEST, prepared.manifest.to_dict())
+    summary: dict[str, Any] = {"run_id": spec.run_id, "status": "ok"}
+    torch.manual_seed(spec.seeds[1])  # any randomness inside training (e.g. dropout) follows the data seed
+    try:
+        trainer.fit(prepared.module, datamodule=prepared.data)
+        test = trainer.test(prepared.module, datamodule=prepared.data, verbose=False)[0]
+        summary.update({"test_loss": test.get("test/loss"), "test_acc": test.get("test/acc")})
+    except Exception as exc:  # a crash inside training is a result too: recorded, not lost
+        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
+                       traceback=traceback.format_exc(limit=5))
+    for logger in loggers:
+        logger.finalize("success")
+    if prepared.module.diverged_step is not None:
+        summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
+    summary.update(_curve_summary(run_dir / METRICS))
+    summary.update(steps=trainer.global_step, epochs=trainer.current_epoch,
+                   train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
+                   wall_time_s=round(time.time() - started, 3))
+    write_json(run_dir / SUMMARY, summary)
+    return run_dir, summary
+
+
+def _curve_summary(metrics_csv: Path) -> dict[str, Any]:
+    """Final and best validation accuracy and the final train loss, read back from metrics.csv."""
+    import pandas as pd
+
+    if not metrics_csv.exists():
+        return {}
+    df = pd.read_csv(metrics_csv)
+    out: dict[str, Any] = {}
+    if "val/acc" in df:
+        val = df.dropna(subset=["val/acc"])
+        if len(val):
+            best = val.loc[val["val/acc"].idxmax()]
+            out.update(val_acc_final=float(val["val/acc"].iloc[-1]), best_val_acc=float(best["val/acc"]),
+                       best_val_step=int(best["step"]))
+    if "train/loss" in df:
+        train = df.dropna(subset=["train/loss"])
+        if len(train):
+            out["train_loss_final"] = float(train["train/loss"].iloc[-1])
+    return out
