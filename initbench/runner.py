@@ -217,7 +217,7 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
         logger.finalize("success")
     if prepared.module.diverged_step is not None:
         summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
-    summary.update(_curve_summary(run_dir / METRICS))
+    summary.update(_tidy_metrics(run_dir / METRICS))
     summary.update(steps=trainer.global_step, epochs=trainer.current_epoch,
                    train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
                    wall_time_s=round(time.time() - started, 3))
@@ -225,13 +225,18 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     return run_dir, summary
 
 
-def _curve_summary(metrics_csv: Path) -> dict[str, Any]:
-    """Final and best validation accuracy and the final train loss, read back from metrics.csv."""
+def _tidy_metrics(metrics_csv: Path) -> dict[str, Any]:
+    """Merge Lightning's one-row-per-logging-call CSV into one row per step (written back atomically),
+    and read the final/best validation accuracy and the final train loss from it."""
     import pandas as pd
 
     if not metrics_csv.exists():
         return {}
-    df = pd.read_csv(metrics_csv)
+    df = pd.read_csv(metrics_csv).groupby("step", as_index=False, sort=True).first()
+    cols = ["step", "epoch", *sorted(c for c in df.columns if c not in ("step", "epoch"))]
+    tmp = metrics_csv.with_suffix(".tmp")
+    df[cols].to_csv(tmp, index=False)
+    tmp.replace(metrics_csv)
     out: dict[str, Any] = {}
     if "val/acc" in df:
         val = df.dropna(subset=["val/acc"])

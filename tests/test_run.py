@@ -1,0 +1,176 @@
+"""`initbench run` end to end: real loaders over real-format files, real Lightning trainers, records on disk."""
+
+import json
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+import torch
+
+from initbench.cli import main
+from initbench.data import TensorBatches, TensorDataModule
+from initbench.runner import RunSpec, run
+
+PAIRS = [(m, d) for m in ("mlp", "simplecnn") for d in ("digits", "mnist", "fashion-mnist", "cifar10")]
+
+
+@pytest.mark.parametrize(("model", "dataset"), PAIRS)
+def test_every_model_dataset_pair_trains(model, dataset, tiny_spec, tmp_path, request):
+    data_dir = {"mnist": "mnist_dir", "cifar10": "cifar10_dir", "fashion-mnist": "fashion_mnist_dir"}.get(dataset)
+    data_dir = request.getfixturevalue(data_dir) if data_dir else None
+    spec = tiny_spec(model=model, dataset=dataset, limit_train=128, limit_val=64, limit_test=64, epochs=1,
+                     init="kaiming_normal")
+    run_dir, summary = run(spec, tmp_path, progress=False, data_dir=data_dir, download=False)
+    assert summary["status"] == "ok", summary.get("error")
+    assert 0.0 <= summary["test_acc"] <= 1.0 and summary["steps"] == 2
+    config = json.loads((run_dir / "config.json").read_text())
+    shape = {"digits": [1, 8, 8], "mnist": [1, 28, 28], "fashion-mnist": [1, 28, 28], "cifar10": [3, 32, 32]}
+    assert config["data"]["input_shape"] == shape[dataset]
+    assert config["data"]["train"] == 128
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    step0 = metrics[metrics["step"] == 0].iloc[0]
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    for rec in manifest["records"]:  # the init's signature: every parameter's gradient norm at step 0
+        assert step0[f"grad_norm/{rec['name']}"] > 0, rec["name"]
+
+
+def test_fashion_mnist_comes_from_debian_through_torchvision(fashion_mnist_dir):
+    data = TensorDataModule("fashion-mnist", data_dir=fashion_mnist_dir, download=False)
+    data.setup()
+    assert data.sizes() == {"train": 54000, "val": 6000, "test": 10000}
+    assert (fashion_mnist_dir / "FashionMNIST" / "raw" / "train-images-idx3-ubyte").exists()
+    assert data.y_train.bincount().tolist() == pytest.approx([5400] * 10, rel=0.05)
+    assert data.x_train.mean().item() == pytest.approx(0, abs=1e-3)
+    assert data.x_train.std().item() == pytest.approx(1, abs=1e-3)
+
+
+def test_run_record_files_and_fields(tiny_spec, tmp_path):
+    spec = tiny_spec(epochs=3, init="xavier_uniform(gain=relu)", seed=4)
+    run_dir, summary = run(spec, tmp_path, progress=False)
+    assert run_dir == tmp_path / "digits_mlp" / f"xavier_uniform-seed4-{spec.run_id[:8]}"
+    files = {p.name for p in run_dir.iterdir()}
+    assert files == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["spec"]["init"] == "xavier_uniform(gain=relu)" and config["spec"]["seed"] == 4
+    assert set(config["versions"]) >= {"torch", "lightning", "initbench"} and config["device"].startswith("cpu")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert manifest["nonlinearity"].startswith("relu")
+    assert [r["scheme"] for r in manifest["records"] if r["role"] == "weight"] == ["xavier_uniform"] * 2
+
+    m = pd.read_csv(run_dir / "metrics.csv")
+    steps_per_epoch = 256 // 64
+    last = 3 * steps_per_epoch - 1
+    train = m.dropna(subset=["train/loss"])
+    assert train["step"].tolist() == [0, 2, 4, 6, 8, 10, last][: len(train)] and train["step"].iloc[-1] == last
+    val = m.dropna(subset=["val/acc"])
+    assert val["step"].tolist() == [3, 7, 11]  # after the last batch of each epoch
+    for prefix in ("grad_norm/", "weight_norm/", "update_ratio/"):
+        assert {c for c in m.columns if c.startswith(prefix)} >= {f"{prefix}{r['name']}" for r in manifest["records"]}
+    grads = m.dropna(subset=["grad_norm/total"])
+    assert grads["step"].tolist() == [0, 2, 4, 6, 8, 10]
+    layer_cols = [c for c in m.columns if c.startswith("grad_norm/") and c != "grad_norm/total"]
+    total = (grads[layer_cols] ** 2).sum(axis=1) ** 0.5
+    assert grads["grad_norm/total"].tolist() == pytest.approx(total.tolist(), rel=1e-5)
+    assert (m.dropna(subset=["update_ratio/layers.fc1.weight"])["update_ratio/layers.fc1.weight"] > 0).all()
+
+    assert summary["status"] == "ok" and summary["steps"] == last + 1 and summary["epochs"] == 3
+    assert summary["test_acc"] == pytest.approx(m["test/acc"].dropna().iloc[-1])
+    assert summary["best_val_acc"] == pytest.approx(val["val/acc"].max())
+    assert summary["images_per_s"] > 0 and summary["wall_time_s"] > 0
+    assert (run_dir / "summary.json").stat().st_mtime >= (run_dir / "metrics.csv").stat().st_mtime
+
+
+def test_same_spec_and_seed_gives_identical_metrics(tiny_spec, tmp_path):
+    spec = tiny_spec(model="simplecnn", init="orthogonal", seed=7, epochs=2, limit_train=128)
+    a_dir, a = run(spec, tmp_path / "a", progress=False)
+    b_dir, b = run(spec, tmp_path / "b", progress=False)
+    pd.testing.assert_frame_equal(pd.read_csv(a_dir / "metrics.csv"), pd.read_csv(b_dir / "metrics.csv"))
+    assert a["test_acc"] == b["test_acc"] and a["test_loss"] == b["test_loss"]
+    c_dir, _ = run(tiny_spec(model="simplecnn", init="orthogonal", seed=8, epochs=2, limit_train=128),
+                   tmp_path / "c", progress=False)
+    assert not pd.read_csv(a_dir / "metrics.csv").equals(pd.read_csv(c_dir / "metrics.csv"))
+
+
+def test_data_order_is_shared_across_inits_within_a_seed():
+    x, y = torch.arange(100).float().view(-1, 1), torch.arange(100)
+    a, b = TensorBatches(x, y, 10, True, seed=3), TensorBatches(x, y, 10, True, seed=3)
+    epoch_a1, epoch_a2 = [yb.tolist() for _, yb in a], [yb.tolist() for _, yb in a]
+    assert epoch_a1 == [yb.tolist() for _, yb in b]  # same seed -> same order
+    assert epoch_a1 != epoch_a2  # reshuffled every epoch
+    assert sorted(i for batch in epoch_a1 for i in batch) == list(range(100))
+    assert RunSpec(seed=5).seeds == (5, 5) and RunSpec(seed=5, init_seed=1).seeds == (1, 5)
+
+
+def test_divergence_is_a_result_not_a_crash(tiny_spec, tmp_path):
+    spec = tiny_spec(init="normal(std=100)", lr=1e8, epochs=3)
+    run_dir, summary = run(spec, tmp_path, progress=False)
+    assert summary["status"] == "diverged"
+    assert 0 <= summary["diverged_step"] < summary["steps"] <= summary["diverged_step"] + spec.log_every
+    m = pd.read_csv(run_dir / "metrics.csv").dropna(subset=["train/loss"])
+    finite_until = m[m["step"] < summary["diverged_step"]]["train/loss"]
+    assert finite_until.notna().all()
+
+
+def test_a_complete_record_is_not_rerun(tiny_spec, tmp_path):
+    spec = tiny_spec()
+    run_dir, first = run(spec, tmp_path, progress=False)
+    stamp = (run_dir / "summary.json").stat().st_mtime_ns
+    _, second = run(spec, tmp_path, progress=False)
+    assert second == first and (run_dir / "summary.json").stat().st_mtime_ns == stamp
+
+
+def test_cli_run_prints_a_summary(tmp_path, capsys):
+    code = main(["run", "--dataset", "digits", "--model", "mlp", "--init", "lecun_normal", "--epochs", "1",
+                 "--limit-train", "128", "--out", str(tmp_path), "--no-progress", "--accelerator", "cpu"])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "digits_mlp / lecun_normal / seed 0: ok" in out and "test acc 0." in out
+    assert f"record: {tmp_path}" in out
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--model", "resnet"], "unknown model 'resnet'; valid: mlp, simplecnn"),
+    (["--dataset", "mnits"], "unknown dataset 'mnits'; did you mean mnist, digits? valid: cifar10, digits, "
+                             "fashion-mnist, mnist"),
+    (["--init", "xavier"], "unknown init 'xavier'; did you mean"),
+    (["--model", "mlp(width=3)"], "model 'mlp' has no parameter 'width'; valid: hidden, activation"),
+    (["--model", "mlp(activation=swish)"], "unknown activation 'swish'"),
+    (["--limit-train", "0"], "--limit-train must be at least 1, got 0"),
+    (["--limit-train", "100000"], "--limit-train 100000 is more than the 1294 examples digits has there"),
+    (["--batch-size", "0"], "batch size must be at least 1, got 0"),
+    (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, adam, adamw"),
+    (["--model", "simplecnn(channels=[8, 8, 8, 8])"], "needs images of at least 16x16 pixels"),
+    (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+])
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
+    code = main(["run", "--dataset", "digits", "--out", str(tmp_path / "out"), "--no-progress", *args])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "out").exists()  # nothing half-written
+
+
+def test_missing_data_offline_names_the_folder_and_the_alternatives(tmp_path, capsys):
+    code = main(["run", "--model", "mlp", "--data-dir", str(tmp_path / "nodata"), "--out", str(tmp_path / "out")])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1
+    assert f"MNIST not found in {tmp_path / 'nodata'}" in err
+    assert "--dataset digits" in err and "dataset-fashion-mnist" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_unwritable_out_is_one_line(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    code = main(["run", "--dataset", "digits", "--limit-train", "64", "--out", str(blocker / "sub")])
+    err = capsys.readouterr().err
+    assert code == 2 and "cannot write the run record to" in err and err.count("\n") == 1
+
+
+def test_the_installed_command_exits_2_without_traceback(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "initbench.cli", "run", "--init", "normal(std=", "--out",
+                           str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == ("initbench: error: malformed init spec 'normal(std=': expected NAME or "
+                                   "NAME(key=value, ...)")
