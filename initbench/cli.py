@@ -28,6 +28,16 @@ def _list(args: argparse.Namespace) -> None:
         print("\nevery init also takes: " + "; ".join(f"{k} ({v})" for k, v in WALK_HELP.items()))
         print("spec syntax: NAME or NAME(key=value, ...), e.g. 'kaiming_normal(mode=fan_out, nonlinearity=relu)'")
         print("             or package.module:function (a function that fills a tensor in place)")
+    elif args.what == "models":
+        from initbench.models import list_models, model_params
+
+        for name, cls in list_models().items():
+            params = ", ".join(f"{k}={v}" for k, v in model_params(name).items())
+            print(f"{name:<12} {(cls.__doc__ or '').splitlines()[0]}\n{'':<12}   params: {params}")
+    else:
+        from initbench.data import list_datasets
+
+        print("\n".join(list_datasets()))
 
 
 # RunSpec field -> (type, help); each becomes --field-name on `run` (and `bench`).
@@ -110,8 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="initbench", description="Which weight-initialization scheme trains best?")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    p = sub.add_parser("list", help="list init strategies")
-    p.add_argument("what", choices=["inits"])
+    p = sub.add_parser("list", help="list init strategies, models or datasets")
+    p.add_argument("what", choices=["inits", "models", "datasets"])
     p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'kaiming*'")
     p.set_defaults(func=_list)
 

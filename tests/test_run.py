@@ -142,6 +142,9 @@ def test_cli_run_prints_a_summary(tmp_path, capsys):
     (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, adam, adamw"),
     (["--model", "simplecnn(channels=[8, 8, 8, 8])"], "needs images of at least 16x16 pixels"),
     (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
+    (["--init", "normal(sdt=1)"], "init 'normal' has no parameter 'sdt'; valid: mean, std, bias, norm, fallback"),
+    (["--init", "kaiming_normal(mode=sideways)"], "must be one of fan_in, fan_out, got 'sideways'"),
+    (["--init", "no_such_pkg:fn"], "cannot import 'no_such_pkg' for init 'no_such_pkg:fn'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     code = main(["run", "--dataset", "digits", "--out", str(tmp_path / "out"), "--no-progress", *args])
@@ -174,3 +177,12 @@ def test_the_installed_command_exits_2_without_traceback(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip() == ("initbench: error: malformed init spec 'normal(std=': expected NAME or "
                                    "NAME(key=value, ...)")
+
+
+def test_bench_measures_both_loops(capsys):
+    from initbench.bench import bench, format_rows
+
+    rows = bench(["mlp"], "digits", steps=6, repeats=1, batch_size=64, accelerator="cpu")
+    assert rows[0]["plain_img_s"] > 0 and rows[0]["initbench_img_s"] > 0
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["initbench_img_s"] / rows[0]["plain_img_s"])
+    assert "mlp" in format_rows(rows, "digits", 6, 1, 64, 20)
