@@ -116,6 +116,45 @@ def _bench(args: argparse.Namespace) -> None:
     print(format_rows(rows, args.dataset, args.steps, args.repeats, args.batch_size, RunSpec.log_every))
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from initbench.sweep import completed, execute, load_sweep, parse_shard
+
+    sweep = load_sweep(args.file, args.name)
+    shard = parse_shard(args.shard)
+    out = args.out or Path("results") / sweep.name
+    if args.dry_run:
+        mine = {r.run_id for r in sweep.shard(*shard)}
+        rows = [(r, done) for r, done in completed(sweep, out) if r.run_id in mine]
+        for r, done in rows:
+            print(f"{'done   ' if done else 'pending'}  {r.problem:<24} {r.init:<40} seed {r.seed}  {r.run_id}")
+        print(f"{len(rows)} runs ({sum(d for _, d in rows)} done) of {len(sweep.runs)} in the grid; out: {out}")
+        return 0
+    try:
+        counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        done = sum(d for _, d in completed(sweep, out))
+        print(f"initbench: interrupted with {done}/{len(sweep.runs)} runs complete; rerun the same command "
+              "to finish the rest", file=sys.stderr)
+        return 130
+    done = sum(d for _, d in completed(sweep, out))
+    print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
+          f"{counts['skipped']} already done, {counts['busy']} running elsewhere; {done}/{len(sweep.runs)} "
+          f"complete in {out}")
+    if done == len(sweep.runs) and not args.no_report:
+        from initbench.report import write_report
+
+        files = write_report(out)
+        print(f"report: {files['html']} (also report.md, ranking.csv, runs.csv)")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> None:
+    from initbench.report import write_report
+
+    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out)
+    print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="initbench", description="Which weight-initialization scheme trains best?")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
@@ -130,6 +169,28 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("sweep", help="run every (dataset, model, init, seed) of an experiment file; resumable")
+    p.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/quickstart.yaml")
+    p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<experiment name>)")
+    p.add_argument("--name", default=None, help="experiment name (default: the file's `name`)")
+    p.add_argument("--shard", default=None, help="run only shard i of N (1-based), e.g. --shard 2/4")
+    p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; train nothing")
+    p.add_argument("--no-report", action="store_true", help="do not write the report when the grid is complete")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--no-download", action="store_true")
+    p.set_defaults(func=_sweep)
+
+    p = sub.add_parser("report", help="rank the schemes of a results folder: tables, statistics, plots")
+    p.add_argument("results_dir", type=Path)
+    p.add_argument("--metric", default="test_acc",
+                   help="ranking metric: test_acc, best_val_acc, val_acc_final or auc_val_acc")
+    p.add_argument("--test", default="wilcoxon", help="paired test against the best scheme: wilcoxon or ttest")
+    p.add_argument("--target", type=float, default=None,
+                   help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
+    p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
     p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"])
@@ -146,14 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         args = build_parser().parse_args(argv)
-        args.func(args)
+        code = args.func(args)
     except InitbenchError as exc:
         print(f"initbench: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("initbench: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

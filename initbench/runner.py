@@ -207,6 +207,7 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     summary: dict[str, Any] = {"run_id": spec.run_id, "status": "ok"}
     torch.manual_seed(spec.seeds[1])  # any randomness inside training (e.g. dropout) follows the data seed
     try:
+        trainer.validate(prepared.module, datamodule=prepared.data, verbose=False)  # the init's val acc, step 0
         trainer.fit(prepared.module, datamodule=prepared.data)
         test = trainer.test(prepared.module, datamodule=prepared.data, verbose=False)[0]
         summary.update({"test_loss": test.get("test/loss"), "test_acc": test.get("test/acc")})

@@ -64,7 +64,7 @@ def test_run_record_files_and_fields(tiny_spec, tmp_path):
     train = m.dropna(subset=["train/loss"])
     assert train["step"].tolist() == [0, 2, 4, 6, 8, 10, last][: len(train)] and train["step"].iloc[-1] == last
     val = m.dropna(subset=["val/acc"])
-    assert val["step"].tolist() == [3, 7, 11]  # after the last batch of each epoch
+    assert val["step"].tolist() == [0, 3, 7, 11]  # the init itself, then after the last batch of each epoch
     for prefix in ("grad_norm/", "weight_norm/", "update_ratio/"):
         assert {c for c in m.columns if c.startswith(prefix)} >= {f"{prefix}{r['name']}" for r in manifest["records"]}
     grads = m.dropna(subset=["grad_norm/total"])

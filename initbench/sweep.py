@@ -1,0 +1,224 @@
+"""Experiment file -> grid of RunSpecs -> resumable, shardable execution."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from initbench.data import decode
+from initbench.errors import InitbenchError
+from initbench.inits import parse_init
+from initbench.results import is_complete, write_json
+from initbench.runner import RunSpec, run, run_dir_for
+from initbench.spec import format_call, parse_call
+
+LOGGERS = ("csv",)
+TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "logger")
+# RunSpec fields a sweep file may set under `train:` (and per model/dataset); the grid sets the rest.
+TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
+                   if f.name not in ("model", "init", "dataset", "seed", "loggers", "experiment"))
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """A parsed experiment file: its name, the raw document, and the grid of runs in execution order."""
+
+    name: str
+    source: dict[str, Any]
+    runs: tuple[RunSpec, ...]
+
+    def shard(self, index: int, count: int) -> tuple[RunSpec, ...]:
+        """Shard `index` of `count` (1-based): every count-th run, so shards get similar mixes."""
+        return self.runs[index - 1 :: count]
+
+
+def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
+    unknown = [k for k in given if k not in valid]
+    if unknown:
+        raise InitbenchError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))}; "
+                             f"valid: {', '.join(valid)}")
+
+
+def _train_settings(where: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InitbenchError(f"{where}: 'train' must be a mapping of settings, got {value!r}")
+    _check_keys(f"{where} train", value, TRAIN_KEYS)
+    return dict(value)
+
+
+def _entries(doc: Mapping[str, Any], key: str, path: Path) -> list[Any]:
+    value = doc.get(key)
+    if value is None:
+        raise InitbenchError(f"{path}: missing '{key}' (the grid needs datasets, models, inits and seeds)")
+    items = value if isinstance(value, list) else [value]
+    if not items:
+        raise InitbenchError(f"{path}: empty grid: '{key}' is an empty list")
+    return items
+
+
+def _named(item: Any, what: str, path: Path) -> tuple[str, dict[str, Any]]:
+    """A grid entry: 'name', 'name(k=v)' or {name: ..., k: v, train: {...}} -> (spec string, overrides)."""
+    if isinstance(item, Mapping):
+        item = dict(item)
+        overrides = _train_settings(f"{path} {what} {item.get('name')}", item.pop("train", None))
+        name, params = parse_call(item, what)
+        return format_call(name, params), overrides
+    if isinstance(item, str):
+        return item, {}
+    raise InitbenchError(f"{path}: a {what} entry must be a name or a mapping, got {item!r}")
+
+
+def load_sweep(path: Path, name: str | None = None) -> Sweep:
+    """Read and check an experiment file; every name in the grid is validated before anything runs."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise InitbenchError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise InitbenchError(f"malformed YAML in {path}{where}: {problem}") from None
+    if not isinstance(doc, Mapping):
+        raise InitbenchError(f"{path}: a sweep file must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
+    _check_keys(str(path), doc, TOP_KEYS)
+    experiment = str(name or doc.get("name") or path.stem)
+    shared = _train_settings(str(path), doc.get("train"))
+    datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
+    models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
+    inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
+    seeds_doc = doc.get("seeds")
+    if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool):
+        if seeds_doc < 1:
+            raise InitbenchError(f"{path}: empty grid: 'seeds' must be at least 1, got {seeds_doc}")
+        seeds = list(range(seeds_doc))
+    else:
+        seeds = _entries(doc, "seeds", path)
+        if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
+            raise InitbenchError(f"{path}: 'seeds' must be a count or a list of integers, got {seeds_doc!r}")
+    logger = doc.get("logger", "csv")
+    if logger not in LOGGERS:
+        raise InitbenchError(f"{path}: unknown logger {logger!r}; valid: {', '.join(LOGGERS)}")
+    loggers = ("csv",) if logger == "csv" else ("csv", logger)
+    runs = []
+    for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
+        for dataset, d_over in datasets:
+            for model, m_over in models:
+                for init in inits:
+                    settings = {**shared, **m_over, **d_over}
+                    try:
+                        spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, loggers=loggers,
+                                       experiment=experiment, **settings)
+                    except TypeError as exc:
+                        raise InitbenchError(f"{path}: {exc}") from None
+                    spec.validate()
+                    runs.append(spec)
+    ids = [r.run_id for r in runs]
+    if len(set(ids)) != len(ids):
+        raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
+    return Sweep(experiment, dict(doc), tuple(runs))
+
+
+def parse_shard(text: str | None) -> tuple[int, int]:
+    if text is None:
+        return 1, 1
+    try:
+        index, count = (int(p) for p in text.split("/"))
+    except ValueError:
+        raise InitbenchError(f"--shard must look like i/N (e.g. 2/4), got {text!r}") from None
+    if not 1 <= index <= count:
+        raise InitbenchError(f"--shard {text}: i must be between 1 and N")
+    return index, count
+
+
+class RunLock:
+    """An exclusive claim on one run, so two processes never train (or clear) the same run at once.
+    A claim whose process is gone (same host) is stale and taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir.parent / f".{run_dir.name}.lock"
+        self.me = f"{socket.gethostname()} {os.getpid()}"
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.me)
+            return True
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            host, pid = self.path.read_text().split()
+        except (OSError, ValueError):
+            return True
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
+            download: bool = True, on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
+            progress: bool = True) -> dict[str, int]:
+    """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome."""
+    from tqdm.auto import tqdm
+
+    runs = sweep.shard(*shard)
+    for dataset in sorted({r.dataset for r in runs}):  # missing data fails the sweep now, not run by run
+        decode(dataset, data_dir, download)
+    write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
+    counts = {"ok": 0, "diverged": 0, "failed": 0, "skipped": 0, "busy": 0}
+    todo = [r for r in runs if not is_complete(run_dir_for(r, out))]
+    counts["skipped"] = len(runs) - len(todo)
+    bar = tqdm(total=len(runs), initial=counts["skipped"], unit="run", disable=not progress, dynamic_ncols=True,
+               desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
+    try:
+        for spec in todo:
+            bar.set_postfix_str(f"{spec.problem} {spec.init} seed {spec.seed}", refresh=True)
+            lock = RunLock(run_dir_for(spec, out))
+            if not lock.acquire():
+                counts["busy"] += 1
+                bar.update()
+                continue
+            try:
+                summary = run(spec, out, progress=False, data_dir=data_dir, download=download)[1]
+            finally:
+                lock.release()
+            counts[summary["status"]] += 1
+            if on_run:
+                on_run(spec, summary)
+            bar.update()
+    finally:
+        bar.close()
+    return counts
+
+
+def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
+    """Each run of the grid with whether its record is complete."""
+    return [(r, is_complete(run_dir_for(r, out))) for r in sweep.runs]
