@@ -1,0 +1,148 @@
+"""`initbench sweep`: grid expansion, bad files, real runs, resume after kill -9, concurrent shards."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from initbench.cli import main
+from initbench.errors import InitbenchError
+from initbench.sweep import load_sweep
+
+TINY_TRAIN = "train: {epochs: 2, batch_size: 64, limit_train: 256, limit_val: 128, limit_test: 128, log_every: 2, " \
+             "accelerator: cpu}"
+
+
+def write(tmp_path: Path, text: str, name: str = "exp.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_grid_expansion_with_overrides(tmp_path):
+    path = write(tmp_path, """
+        name: grid
+        datasets: [digits, {name: mnist, train: {lr: 0.1}}]
+        models: [mlp, {name: simplecnn, train: {batch_size: 32}}, "mlp(hidden=[16])"]
+        inits: [kaiming_normal, {name: normal, std: 0.02}]
+        seeds: [0, 5]
+        train: {epochs: 3, lr: 0.01}
+    """)
+    sweep = load_sweep(path)
+    assert sweep.name == "grid" and len(sweep.runs) == 2 * 3 * 2 * 2
+    assert [r.seed for r in sweep.runs[:12]] == [0] * 12  # seed-major: complete paired blocks first
+    assert {r.init for r in sweep.runs} == {"kaiming_normal", "normal(std=0.02)"}
+    assert {r.model for r in sweep.runs} == {"mlp", "simplecnn", "mlp(hidden=[16])"}
+    for r in sweep.runs:
+        assert r.epochs == 3 and r.experiment == "grid"
+        assert r.lr == (0.1 if r.dataset == "mnist" else 0.01)
+        assert r.batch_size == (32 if r.model == "simplecnn" else 128)
+    shards = [sweep.shard(i, 3) for i in (1, 2, 3)]
+    assert sorted(r.run_id for s in shards for r in s) == sorted(r.run_id for r in sweep.runs)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("datasets: [digits\nmodels: [mlp]\n", "malformed YAML in"),
+    ("- just\n- a list\n", "a sweep file must be a YAML mapping"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\nepochs: 3\n",
+     "unknown key epochs; valid: name, description, datasets, models, inits, seeds, train, logger"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\ntrain: {epoch: 3}\n",
+     "train: unknown key epoch; valid: init_seed, data_seed, optimizer"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: []\nseeds: 2\n", "empty grid: 'inits' is an empty list"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 0\n", "empty grid: 'seeds' must be at least 1"),
+    ("datasets: [digits]\ninits: [zeros]\nseeds: 1\n", "missing 'models'"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [kaiming]\nseeds: 1\n", "unknown init 'kaiming'"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros, zeros]\nseeds: 1\n", "the same run twice"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\nlogger: tensorboard\n", "unknown logger"),
+])
+def test_bad_sweep_files_are_one_line_errors(text, message, tmp_path, capsys):
+    path = write(tmp_path, text)
+    with pytest.raises(InitbenchError, match="") as err:
+        load_sweep(path)
+    assert message in str(err.value)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
+
+
+def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
+    path = write(tmp_path, f"""
+        name: small
+        datasets: [digits]
+        models: ["mlp(hidden=[32])"]
+        inits: [kaiming_normal, zeros]
+        seeds: 2
+        {TINY_TRAIN}
+    """)
+    out = tmp_path / "res"
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "small: 4 ok, 0 diverged, 0 failed, 0 already done" in printed and "report:" in printed
+    summaries = sorted(out.rglob("summary.json"))
+    assert len(summaries) == 4 and (out / "report.html").exists() and (out / "sweep.json").exists()
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert "0 ok, 0 diverged, 0 failed, 4 already done" in capsys.readouterr().out
+    assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
+    listing = capsys.readouterr().out
+    assert listing.count("done   ") == 4 and "4 runs (4 done) of 4" in listing
+
+
+def _sweep_cmd(path: Path, out: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "initbench.cli", "sweep", str(path), "--out", str(out), "--no-progress",
+            "--no-report", *extra]
+
+
+def test_resume_after_kill_9_records_every_run_exactly_once(tmp_path):
+    path = write(tmp_path, """
+        name: killed
+        datasets: [digits]
+        models: ["mlp(hidden=[64])"]
+        inits: [kaiming_normal, xavier_uniform, orthogonal, lecun_normal]
+        seeds: 2
+        train: {epochs: 6, batch_size: 32, limit_train: 512, limit_val: 128, limit_test: 128, accelerator: cpu}
+    """)
+    out = tmp_path / "res"
+    proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.time() + 120
+    while len(list(out.rglob("summary.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    assert 2 <= len(before) < 8, "the kill must land in the middle of the sweep"
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    after = {p.parent.name: p.stat().st_mtime_ns for p in out.rglob("summary.json")}
+    assert len(after) == 8
+    assert all(after[name] == stamp for name, stamp in before.items())  # finished runs were not rerun
+    run_dirs = [p for p in (out / "digits_mlp").iterdir() if p.is_dir()]
+    assert len(run_dirs) == 8 and not list(out.rglob("*.lock"))
+    for d in run_dirs:
+        assert {f.name for f in d.iterdir()} == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+
+
+def test_concurrent_shards_share_one_folder(tmp_path):
+    path = write(tmp_path, f"""
+        name: sharded
+        datasets: [digits]
+        models: ["mlp(hidden=[16])"]
+        inits: [kaiming_normal, zeros, orthogonal]
+        seeds: 2
+        {TINY_TRAIN}
+    """)
+    out = tmp_path / "res"
+    procs = [subprocess.Popen(_sweep_cmd(path, out, "--shard", f"{i}/2"), stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    assert "3 ok" in outputs[0][0] and "3 ok" in outputs[1][0]
+    summaries = list(out.rglob("summary.json"))
+    assert len(summaries) == 6
+    assert all(json.loads(s.read_text())["status"] == "ok" for s in summaries)
+    assert main(["report", str(out)]) == 0
