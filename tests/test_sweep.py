@@ -146,3 +146,15 @@ def test_concurrent_shards_share_one_folder(tmp_path):
     assert len(summaries) == 6
     assert all(json.loads(s.read_text())["status"] == "ok" for s in summaries)
     assert main(["report", str(out)]) == 0
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("experiments/*.yaml")), ids=lambda p: p.stem)
+def test_shipped_experiment_files_are_valid(path):
+    sweep = load_sweep(path)
+    assert sweep.name == path.stem and len(sweep.runs) >= 40
+    if path.stem == "quickstart":
+        inits = {r.init for r in sweep.runs}
+        assert len(inits) >= 8 and {"zeros", "pytorch_default", "normal(std=1)"} <= inits
+        assert any(i.startswith("constant") for i in inits)
+        assert {r.dataset for r in sweep.runs} == {"digits"} and {r.model for r in sweep.runs} == {"mlp", "simplecnn"}
+        assert len({r.seed for r in sweep.runs}) >= 3
