@@ -12,7 +12,8 @@ from initbench.errors import InitbenchError
 
 class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line, exit 2 (argparse prints usage too)
-        raise InitbenchError(f"{self.prog}: {message}")
+        command = self.prog.removeprefix("initbench").strip()
+        raise InitbenchError(f"{command}: {message}" if command else message)
 
 
 def _list(args: argparse.Namespace) -> None:
@@ -65,6 +66,9 @@ RUN_OPTIONS: dict[str, tuple[type, str]] = {
     "devices": (str, "auto or a number of devices"),
     "precision": (str, "Lightning precision: 32-true, 16-mixed, bf16-mixed, ..."),
     "log_every": (int, "log train loss/acc and gradient norms every N steps (and at step 0)"),
+    "experiment": (str, "experiment name (the W&B group is EXPERIMENT/DATASET_MODEL)"),
+    "wandb_project": (str, "W&B project (default: initbench)"),
+    "wandb_entity": (str, "W&B entity (user or team)"),
 }
 
 
@@ -72,6 +76,8 @@ def _spec_from(args: argparse.Namespace):
     from initbench.runner import DEFAULT_DATASET, RunSpec
 
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    if args.logger == "wandb":
+        given["loggers"] = ("csv", "wandb")
     if "dataset" not in given:
         from initbench.spec import parse_call
 
@@ -101,7 +107,8 @@ def _f(x: float | None) -> str:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     for name, (typ, help_) in RUN_OPTIONS.items():
-        p.add_argument("--" + name.replace("_", "-"), dest=name, type=typ, default=None, help=help_)
+        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])  # W&B agents pass --a_b
+        p.add_argument(*flags, dest=name, type=typ, default=None, help=help_)
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
@@ -122,6 +129,14 @@ def _sweep(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.file, args.name)
     shard = parse_shard(args.shard)
     out = args.out or Path("results") / sweep.name
+    if args.emit_wandb_sweep:
+        from initbench.dashboards import emit_sweep_config
+
+        config = emit_sweep_config(sweep, args.emit_wandb_sweep, out, sweep.runs[0].wandb_project)
+        sizes = ", ".join(f"{k} x{len(v['values'])}" for k, v in config["parameters"].items() if "values" in v)
+        print(f"wrote {args.emit_wandb_sweep}: a W&B grid of {len(sweep.runs)} runs ({sizes}); "
+              f"run `wandb sweep {args.emit_wandb_sweep}` (needs a W&B server), then `wandb agent` on each machine")
+        return 0
     if args.dry_run:
         mine = {r.run_id for r in sweep.shard(*shard)}
         rows = [(r, done) for r, done in completed(sweep, out) if r.run_id in mine]
@@ -151,8 +166,11 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> None:
     from initbench.report import write_report
 
-    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out)
+    wandb = (args.wandb_project, args.wandb_entity) if args.wandb else None
+    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out, wandb=wandb)
     print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
+    if args.wandb:
+        print(f"W&B: report runs (job_type=report) in project {args.wandb_project}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -168,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--logger", choices=["csv", "wandb"], default="csv",
+                   help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials)")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("sweep", help="run every (dataset, model, init, seed) of an experiment file; resumable")
@@ -177,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--shard", default=None, help="run only shard i of N (1-based), e.g. --shard 2/4")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; train nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report when the grid is complete")
+    p.add_argument("--emit-wandb-sweep", type=Path, default=None, metavar="SWEEP.yaml",
+                   help="write a W&B sweep config whose agents run this grid with `initbench run`, and exit")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--data-dir", type=Path, default=None)
     p.add_argument("--no-download", action="store_true")
@@ -190,6 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None,
                    help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")
+    p.add_argument("--wandb", action="store_true",
+                   help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")
+    p.add_argument("--wandb-project", default="initbench")
+    p.add_argument("--wandb-entity", default=None)
     p.set_defaults(func=_report)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")

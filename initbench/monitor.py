@@ -13,8 +13,9 @@ from lightning.pytorch.callbacks import Callback
 class NormMonitor(Callback):
     """Every `every` steps (and always at step 0, the init's signature) log, per parameter tensor:
     `grad_norm/<name>` (plus `grad_norm/total`), `weight_norm/<name>` and `update_ratio/<name>`
-    (|step update| / |weight|). All norms come from one `torch._foreach_norm` call each and reach
-    the host in one transfer per logging step; steps in between cost nothing."""
+    (|step update| / |weight|, NaN while the weight is all zeros). All norms come from one
+    `torch._foreach_norm` call each and reach the host in one transfer per logging step; steps in
+    between cost nothing."""
 
     def __init__(self, every: int) -> None:
         self.every = every
@@ -40,8 +41,8 @@ class NormMonitor(Callback):
         grad_norms, weight_norms, before = self._pending
         self._pending = None
         updates = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before)))
-        values = torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms,
-                            updates / weight_norms.clamp_min(1e-12)]).tolist()
+        ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)  # undefined for all-zero weights
+        values = torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms, ratios]).tolist()
         n = len(self.names)
         metrics = {f"grad_norm/{k}": v for k, v in zip(self.names, values[:n], strict=True)}
         metrics["grad_norm/total"] = values[n]

@@ -107,10 +107,12 @@ def _layer_order(run_dir: Path) -> list[str]:
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
     from initbench.inits import parse_init
+    from initbench.spec import format_call, parse_call
 
     data = config.get("data", {})
     return {
-        "run_id": run_id, "experiment": spec.get("experiment"), "dataset": spec["dataset"], "model": spec["model"],
+        "run_id": run_id, "experiment": spec.get("experiment"), "dataset": spec["dataset"],
+        "model": format_call(*parse_call(spec["model"], "model")),
         "init": str(parse_init(spec["init"])), "seed": spec["seed"], "status": summary["status"],
         "test_acc": summary.get("test_acc"), "test_loss": summary.get("test_loss"),
         "best_val_acc": summary.get("best_val_acc"), "val_acc_final": summary.get("val_acc_final"),
@@ -430,8 +432,9 @@ def _legend(metric: str, test: str) -> str:
 
 
 def write_report(results_dir: Path, metric: str = "test_acc", test: str = "wilcoxon", target: float | None = None,
-                 out: Path | None = None) -> dict[str, Path]:
-    """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html."""
+                 out: Path | None = None, wandb: tuple[str, str | None] | None = None) -> dict[str, Path]:
+    """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html;
+    with `wandb=(project, entity)` also log the ranking to W&B as report runs."""
     study = load_study(results_dir)
     study.runs = steps_to_target(study.runs, study.curves, target)
     ranking = rank(study.runs, metric, test)
@@ -477,7 +480,13 @@ def write_report(results_dir: Path, metric: str = "test_acc", test: str = "wilco
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>initbench report</title>"
             f"<style>{_CSS}</style></head><body>{''.join(body)}</body></html>")
     files["html"].write_text(page)
+    wandb_runs = []
+    if wandb:
+        from initbench.dashboards import log_report
+
+        experiment = str(study.settings.get("name") or study.runs["experiment"].iloc[0])
+        wandb_runs = log_report(ranking, plots, Path(results_dir), wandb[0], wandb[1], metric, experiment)
     write_json(out / "report.json", {"metric": metric, "test": test, "runs": len(study.runs),
-                                     "skipped": study.skipped, "caveats": ranking.caveats})
+                                     "skipped": study.skipped, "caveats": ranking.caveats, "wandb_runs": wandb_runs})
     return files
 

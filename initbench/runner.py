@@ -27,9 +27,10 @@ from initbench.models import build_model
 from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
 from initbench.monitor import NormMonitor, Throughput
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, is_complete, write_json
-from initbench.spec import parse_call
+from initbench.spec import format_call, parse_call
 
 LSUV_BATCH = 512
+LOGGERS = ("csv", "wandb")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 
 
@@ -62,6 +63,8 @@ class RunSpec:
     log_every: int = 20
     loggers: tuple[str, ...] = field(default=("csv",), compare=False)
     experiment: str = field(default="adhoc", compare=False)
+    wandb_project: str = field(default="initbench", compare=False)
+    wandb_entity: str | None = field(default=None, compare=False)
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -84,7 +87,12 @@ class RunSpec:
 
     @property
     def problem(self) -> str:
-        """DeepOBS-style problem name: <dataset>_<model>."""
+        """DeepOBS-style problem name, <dataset>_<model spec>: model variants are different problems."""
+        return f"{self.dataset}_{format_call(*parse_call(self.model, 'model'))}"
+
+    @property
+    def folder(self) -> str:
+        """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
         return f"{self.dataset}_{parse_call(self.model, 'model')[0]}"
 
     def validate(self) -> None:
@@ -105,6 +113,9 @@ class RunSpec:
                 raise InitbenchError(f"{what} must be at least 1, got {value}")
         if not self.lr > 0:
             raise InitbenchError(f"learning rate must be positive, got {self.lr}")
+        unknown = [lg for lg in self.loggers if lg not in LOGGERS]
+        if unknown:
+            raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
 
 
 @dataclass
@@ -175,17 +186,22 @@ def versions() -> dict[str, str]:
 
 
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
-    return Path(out) / spec.problem / spec.name
+    return Path(out) / spec.folder / spec.name
 
 
 def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, data_dir: Path | None = None,
-        download: bool = True, extra_loggers: list[Any] | None = None) -> tuple[Path, dict[str, Any]]:
+        download: bool = True) -> tuple[Path, dict[str, Any]]:
     """Train one run and write its record; a complete record already on disk is returned as is."""
     run_dir = run_dir_for(spec, out)
     if is_complete(run_dir):
         return run_dir, json.loads((run_dir / SUMMARY).read_text())
     started = time.time()
     prepared = prepare(spec, data_dir, download)  # all user mistakes surface here, before any file
+    use_wandb = "wandb" in spec.loggers
+    if use_wandb:
+        from initbench import dashboards
+
+        dashboards.check_settings(spec.wandb_project, dashboards.wandb_dir(out))
     try:
         if run_dir.exists():  # an interrupted earlier attempt: start it over
             shutil.rmtree(run_dir)
@@ -195,15 +211,17 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     _quiet_lightning()
     speed = Throughput()
     callbacks = [NormMonitor(spec.log_every), speed]
-    loggers = [CSVLogger(run_dir, name="", version=""), *(extra_loggers or [])]
-    trainer = make_trainer(spec, callbacks, loggers, progress)
-    write_json(run_dir / CONFIG, {
+    trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
+    config = {
         "run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(), "device": _device(trainer),
         "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
                  "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
         "parameters": sum(p.numel() for p in prepared.module.model.parameters()),
-    })
+    }
+    write_json(run_dir / CONFIG, config)
     write_json(run_dir / MANIFEST, prepared.manifest.to_dict())
+    if use_wandb:  # started once the record exists; the device it names comes from the trainer
+        trainer.loggers = [*trainer.loggers, dashboards.train_logger(spec, out, prepared.manifest, config)]
     summary: dict[str, Any] = {"run_id": spec.run_id, "status": "ok"}
     torch.manual_seed(spec.seeds[1])  # any randomness inside training (e.g. dropout) follows the data seed
     try:
@@ -214,7 +232,7 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     except Exception as exc:  # a crash inside training is a result too: recorded, not lost
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(limit=5))
-    for logger in loggers:
+    for logger in trainer.loggers:
         logger.finalize("success")
     if prepared.module.diverged_step is not None:
         summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
@@ -223,6 +241,8 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
                    train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
                    wall_time_s=round(time.time() - started, 3))
     write_json(run_dir / SUMMARY, summary)
+    if use_wandb:
+        dashboards.finish_train_logger(trainer.loggers[-1], summary)
     return run_dir, summary
 
 

@@ -19,8 +19,9 @@ from initbench.results import is_complete, write_json
 from initbench.runner import RunSpec, run, run_dir_for
 from initbench.spec import format_call, parse_call
 
-LOGGERS = ("csv",)
-TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "logger")
+LOGGERS = ("csv", "wandb")
+WANDB_KEYS = ("project", "entity")
+TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "logger", "wandb")
 # RunSpec fields a sweep file may set under `train:` (and per model/dataset); the grid sets the rest.
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
                    if f.name not in ("model", "init", "dataset", "seed", "loggers", "experiment"))
@@ -110,6 +111,11 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     if logger not in LOGGERS:
         raise InitbenchError(f"{path}: unknown logger {logger!r}; valid: {', '.join(LOGGERS)}")
     loggers = ("csv",) if logger == "csv" else ("csv", logger)
+    wandb_doc = doc.get("wandb") or {}
+    if not isinstance(wandb_doc, Mapping):
+        raise InitbenchError(f"{path}: 'wandb' must be a mapping with keys {', '.join(WANDB_KEYS)}")
+    _check_keys(f"{path} wandb", wandb_doc, WANDB_KEYS)
+    wandb_settings = {f"wandb_{k}": v for k, v in wandb_doc.items()}
     runs = []
     for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
         for dataset, d_over in datasets:
@@ -118,7 +124,7 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
                     settings = {**shared, **m_over, **d_over}
                     try:
                         spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, loggers=loggers,
-                                       experiment=experiment, **settings)
+                                       experiment=experiment, **wandb_settings, **settings)
                     except TypeError as exc:
                         raise InitbenchError(f"{path}: {exc}") from None
                     spec.validate()
