@@ -60,35 +60,41 @@ def initbench_loop(prepared: Prepared, steps: int, workdir: Path) -> float:
     return speed.images_per_s or 0.0
 
 
-def bench(models: list[str], dataset: str, steps: int, repeats: int, batch_size: int, accelerator: str,
+# Enough steps per measurement that a pass takes seconds, not milliseconds: short passes on a shared
+# 2-core machine swing by +-30%.
+DEFAULT_STEPS = {"mlp": 1000, "simplecnn": 150}
+
+
+def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batch_size: int, accelerator: str,
           data_dir: Path | None = None) -> list[dict[str, Any]]:
     _quiet_lightning()
     rows = []
     for model in models:
+        n_steps = steps or DEFAULT_STEPS.get(model, 300)
         spec = RunSpec(model=model, dataset=dataset, batch_size=batch_size, accelerator=accelerator)
         prepared = prepare(spec, data_dir)
         device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
             accelerator == "auto" and torch.cuda.is_available()) else "cpu")
         plain, ours = [], []
         with tempfile.TemporaryDirectory() as tmp:
-            plain_loop(prepared, min(steps, 20), device)  # warm-up: allocator, kernels, caches
+            plain_loop(prepared, 20, device)  # warm-up: allocator, kernels, caches
             for i in range(repeats):  # interleaved, so drift in machine load hits both sides alike
-                plain.append(plain_loop(prepared, steps, device))
-                ours.append(initbench_loop(prepared, steps, Path(tmp) / str(i)))
+                plain.append(plain_loop(prepared, n_steps, device))
+                ours.append(initbench_loop(prepared, n_steps, Path(tmp) / str(i)))
         ratios = sorted(o / p for o, p in zip(ours, plain, strict=True))  # paired: same moment, same load
-        rows.append({"model": model, "plain_img_s": statistics.median(plain),
+        rows.append({"model": model, "steps": n_steps, "plain_img_s": statistics.median(plain),
                      "initbench_img_s": statistics.median(ours),
                      "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
                      "device": str(device), "params": sum(q.numel() for q in prepared.module.model.parameters())})
     return rows
 
 
-def format_rows(rows: list[dict[str, Any]], dataset: str, steps: int, repeats: int, batch_size: int,
-                log_every: int) -> str:
-    lines = [f"dataset {dataset}, batch {batch_size}, {steps} steps x {repeats} interleaved repeats (medians), "
+def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int, log_every: int) -> str:
+    lines = [f"dataset {dataset}, batch {batch_size}, {repeats} interleaved repeats (medians), "
              f"torch threads {torch.get_num_threads()}, norms logged every {log_every} steps",
-             f"{'model':<12}{'device':<8}{'plain loop img/s':>18}{'initbench img/s':>18}{'ratio':>8}  ratio range"]
+             f"{'model':<12}{'device':<8}{'steps':>7}{'plain loop img/s':>18}{'initbench img/s':>18}{'ratio':>8}"
+             "  ratio range"]
     for r in rows:
-        lines.append(f"{r['model']:<12}{r['device']:<8}{r['plain_img_s']:>18,.0f}{r['initbench_img_s']:>18,.0f}"
-                     f"{r['ratio']:>8.3f}  {r['ratio_min']:.3f}-{r['ratio_max']:.3f}")
+        lines.append(f"{r['model']:<12}{r['device']:<8}{r['steps']:>7}{r['plain_img_s']:>18,.0f}"
+                     f"{r['initbench_img_s']:>18,.0f}{r['ratio']:>8.3f}  {r['ratio_min']:.3f}-{r['ratio_max']:.3f}")
     return "\n".join(lines)
