@@ -30,7 +30,7 @@ results: $(STAMP)
 # torchvision 0.29.1 come from this machine's local wheel store); pyproject.toml keeps ranges for users.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -qq --disable-pip-version-check -c constraints.txt -e '.[dev]'
 	touch $@
 
 # Real Fashion-MNIST for the tests, from Debian (no download at run time).

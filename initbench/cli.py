@@ -85,7 +85,7 @@ def _spec_from(args: argparse.Namespace):
     return RunSpec(**given)
 
 
-def _run(args: argparse.Namespace) -> None:
+def _run(args: argparse.Namespace) -> int:
     from initbench.runner import run
 
     spec = _spec_from(args)
@@ -99,6 +99,7 @@ def _run(args: argparse.Namespace) -> None:
     print(f"  test acc {_f(acc)}   test loss {_f(summary.get('test_loss'))}   best val acc "
           f"{_f(summary.get('best_val_acc'))}   {summary.get('steps')} steps in {summary.get('wall_time_s')} s")
     print(f"  record: {run_dir}")
+    return 1 if summary["status"] == "failed" else 0
 
 
 def _f(x: float | None) -> str:

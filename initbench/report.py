@@ -439,7 +439,11 @@ def write_report(results_dir: Path, metric: str = "test_acc", test: str = "wilco
     study.runs = steps_to_target(study.runs, study.curves, target)
     ranking = rank(study.runs, metric, test)
     out = Path(out or results_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "report.json").touch()
+    except OSError as exc:
+        raise InitbenchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     files = {"runs": out / "runs.csv", "ranking": out / "ranking.csv", "overall": out / "ranking_overall.csv",
              "markdown": out / "report.md", "html": out / "report.html"}
     study.runs.to_csv(files["runs"], index=False)

@@ -198,7 +198,10 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     runs = sweep.shard(*shard)
     for dataset in sorted({r.dataset for r in runs}):  # missing data fails the sweep now, not run by run
         decode(dataset, data_dir, download)
-    write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
+    try:
+        write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
+    except OSError as exc:
+        raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "failed": 0, "skipped": 0, "busy": 0}
     todo = [r for r in runs if not is_complete(run_dir_for(r, out))]
     counts["skipped"] = len(runs) - len(todo)

@@ -170,3 +170,6 @@ def test_report_bad_input(tmp_path, study, capsys):
     assert "no complete run records" in capsys.readouterr().err
     assert main(["report", str(study), "--out", str(tmp_path / "r"), "--metric", "loss"]) == 2
     assert "unknown metric 'loss'; valid: test_acc, best_val_acc" in capsys.readouterr().err
+    (tmp_path / "file").write_text("")
+    assert main(["report", str(study), "--out", str(tmp_path / "file" / "r")]) == 2
+    assert "cannot write the report to" in capsys.readouterr().err

@@ -93,6 +93,14 @@ def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
     assert listing.count("done   ") == 4 and "4 runs (4 done) of 4" in listing
 
 
+def test_unwritable_results_folder_is_one_line(tmp_path, capsys):
+    path = write(tmp_path, "datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\n")
+    (tmp_path / "file").write_text("")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "file" / "res"), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write to the results folder" in err and err.count("\n") == 1
+
+
 def _sweep_cmd(path: Path, out: Path, *extra: str) -> list[str]:
     return [sys.executable, "-m", "initbench.cli", "sweep", str(path), "--out", str(out), "--no-progress",
             "--no-report", *extra]
