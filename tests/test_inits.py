@@ -381,3 +381,16 @@ def test_bad_specs_are_one_clear_error(spec, message):
         apply_init(nn.Linear(3, 3), spec)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_cli_lists_strategies_with_parameters(capsys):
+    from initbench.cli import main
+
+    assert main(["list", "inits"]) == 0
+    out = capsys.readouterr().out
+    for s in list_inits():
+        assert f"\n{s.name} " in f"\n{out}"
+    assert "params: a=0.0, mode=fan_in, nonlinearity=auto" in out and "value=<required>" in out
+    assert "every init also takes: bias" in out
+    assert main(["list", "inits", "kaiming*"]) == 0
+    assert capsys.readouterr().out.count("He et al. 2015") == 2
