@@ -343,7 +343,7 @@ def _plots(study: Study, ranking: Ranking, metric: str, out: Path) -> dict[str, 
         for k, (init, vals) in enumerate(zip(order, data, strict=True), 1):
             ax.scatter(k + rng.uniform(-0.12, 0.12, len(vals)), vals, s=14, color=colors[init], zorder=3)
         ax.set(title=f"{problem}: {METRICS_HIGHER_IS_BETTER[metric].split(' (')[0]} per run", ylabel=metric)
-        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", fontsize=8)
         paths.append(_save(fig, out / f"final_{slug}.png"))
 
         g = study.grads0.merge(runs[["run_id", "init"]], on="run_id")
@@ -363,7 +363,7 @@ def _plots(study: Study, ranking: Ranking, metric: str, out: Path) -> dict[str, 
         err = np.array([table["mean"] - table["ci_low"], table["ci_high"] - table["mean"]]).clip(min=0)
         ax.bar(order, table["mean"], yerr=np.nan_to_num(err), color=[colors[i] for i in order], capsize=3)
         ax.set(title=f"{problem}: mean {metric} with 95% bootstrap CI", ylabel=metric)
-        ax.tick_params(axis="x", rotation=35, labelsize=8)
+        plt.setp(ax.get_xticklabels(), rotation=35, ha="right", fontsize=8)
         paths.append(_save(fig, out / f"ranking_{slug}.png"))
         plots[problem] = paths
     return plots
