@@ -358,6 +358,7 @@ class Walk:
     nonlinearity: str | None
     negative_slope: float
     manifest: Manifest
+    fallback: tuple[Strategy, dict[str, Any]]
     tensors: dict[str, Tensor] = field(default_factory=dict)
 
     def record(self, full: str, module: nn.Module, role: str, t: Tensor, scheme: str,
@@ -375,11 +376,9 @@ class Walk:
             note = strategy.fn(t, **resolved)  # torch.nn.init functions return the tensor: not a note
             return strategy.name, resolved, note if isinstance(note, str) else ""
         except NotApplicable as why:
-            if strategy.name == parse_init(self.params["fallback"]).name:
+            fb_strategy, fb_params = self.fallback
+            if strategy is fb_strategy:
                 raise InitbenchError(f"fallback '{strategy.name}' does not fit either: {why}") from None
-            fb = parse_init(self.params["fallback"])
-            fb_strategy = get_strategy(fb.name)
-            fb_params = {k: v for k, v in fb_strategy.resolve(fb.params).items() if k in fb_strategy.params}
             name, used, _ = self.fill(fb_strategy, fb_params, t)
             return name, used, f"fallback for {strategy.name}: {why}"
 
@@ -439,9 +438,11 @@ def apply_init(model: nn.Module, spec: str | Mapping[str, Any] | InitSpec, data:
     spec = parse_init(spec)
     strategy = get_strategy(spec.name)
     params = strategy.resolve(spec.params)
-    get_strategy(parse_init(params["fallback"]).name)  # fail early on a bad fallback
+    fb = parse_init(params["fallback"])  # resolved once, so a bad fallback fails before any tensor changes
+    fb_strategy = get_strategy(fb.name)
+    fallback = (fb_strategy, {k: v for k, v in fb_strategy.resolve(fb.params).items() if k in fb_strategy.params})
     nl, slope, nl_note = infer_nonlinearity(model)
-    walk = Walk(strategy, params, nl, slope, Manifest(str(spec), nl_note))
+    walk = Walk(strategy, params, nl, slope, Manifest(str(spec), nl_note), fallback)
     with torch.no_grad():
         if strategy.whole_model:
             strategy.fn(model, data, walk, **{k: v for k, v in params.items() if k in strategy.params})

@@ -373,6 +373,7 @@ def test_every_strategy_is_listed_with_a_description():
     ("normal(0.02)", "arguments must be key=value"),
     ("normal(bias=maybe)", "parameter 'bias' of init 'normal' must be zeros, keep or a number"),
     ("sparse(fallback=nosuch)", "unknown init 'nosuch'"),
+    ("sparse(fallback=normal(sd=1))", "init 'normal' has no parameter 'sd'"),
     ("no_such_pkg.sub:fn", "cannot import 'no_such_pkg.sub' for init 'no_such_pkg.sub:fn'"),
     ("math:no_such_fn", "module 'math' has no function 'no_such_fn'"),
 ])
