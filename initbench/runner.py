@@ -146,6 +146,18 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) 
 
 def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
                  validate: bool = True) -> L.Trainer:
+    """The Lightning Trainer for a run; settings Lightning rejects (accelerator, devices, precision) are
+    one InitbenchError."""
+    try:
+        return _trainer(spec, callbacks, loggers, progress, validate)
+    except Exception as exc:  # building a Trainer does no training: whatever fails here is a setting
+        message = " ".join(str(exc).split())
+        raise InitbenchError(f"bad trainer settings (accelerator {spec.accelerator!r}, devices {spec.devices!r}, "
+                             f"precision {spec.precision!r}): {message}") from None
+
+
+def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
+             validate: bool) -> L.Trainer:
     return L.Trainer(
         accelerator=spec.accelerator,
         devices=spec.devices if spec.devices == "auto" else int(spec.devices),
@@ -202,16 +214,16 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
         from initbench import dashboards
 
         dashboards.check_settings(spec.wandb_project, dashboards.wandb_dir(out))
+    _quiet_lightning()
+    speed = Throughput()
+    callbacks = [NormMonitor(spec.log_every), speed]
+    trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     try:
         if run_dir.exists():  # an interrupted earlier attempt: start it over
             shutil.rmtree(run_dir)
         run_dir.mkdir(parents=True)
     except OSError as exc:
         raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
-    _quiet_lightning()
-    speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every), speed]
-    trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     config = {
         "run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(), "device": _device(trainer),
         "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),

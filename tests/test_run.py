@@ -145,6 +145,9 @@ def test_cli_run_prints_a_summary(tmp_path, capsys):
     (["--init", "normal(sdt=1)"], "init 'normal' has no parameter 'sdt'; valid: mean, std, bias, norm, fallback"),
     (["--init", "kaiming_normal(mode=sideways)"], "must be one of fan_in, fan_out, got 'sideways'"),
     (["--init", "no_such_pkg:fn"], "cannot import 'no_such_pkg' for init 'no_such_pkg:fn'"),
+    (["--precision", "12-bit"], "bad trainer settings"),
+    (["--accelerator", "tpu"], "bad trainer settings (accelerator 'tpu'"),
+    (["--devices", "two"], "bad trainer settings"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     code = main(["run", "--dataset", "digits", "--out", str(tmp_path / "out"), "--no-progress", *args])
