@@ -8,6 +8,7 @@ import json
 import logging
 import platform
 import shutil
+import signal
 import time
 import traceback
 import warnings
@@ -244,6 +245,11 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     except Exception as exc:  # a crash inside training is a result too: recorded, not lost
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(limit=5))
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); the run stays unfinished, rerun later
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
     for logger in trainer.loggers:
         logger.finalize("success")
     if prepared.module.diverged_step is not None:

@@ -135,6 +135,31 @@ def test_resume_after_kill_9_records_every_run_exactly_once(tmp_path):
         assert {f.name for f in d.iterdir()} == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
 
 
+def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
+    path = write(tmp_path, """
+        name: interrupted
+        datasets: [digits]
+        models: ["mlp(hidden=[64])"]
+        inits: [kaiming_normal, xavier_uniform, orthogonal]
+        seeds: 2
+        train: {epochs: 8, batch_size: 32, limit_train: 512, limit_val: 128, limit_test: 128, accelerator: cpu}
+    """)
+    out = tmp_path / "res"
+    proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not list(out.rglob("summary.json")) and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next run's training
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in err
+    assert "runs complete; rerun the same command to finish the rest" in err
+    done = len(list(out.rglob("summary.json")))
+    assert 1 <= done < 6 and not list(out.rglob("*.lock"))
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
+    assert len(list(out.rglob("summary.json"))) == 6
+
+
 def test_concurrent_shards_share_one_folder(tmp_path):
     path = write(tmp_path, f"""
         name: sharded
