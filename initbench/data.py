@@ -8,7 +8,6 @@ package, and `digits` (scikit-learn's bundled 8x8 set) works anywhere, offline.
 from __future__ import annotations
 
 import contextlib
-import difflib
 import gzip
 import io
 import os
@@ -22,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, unknown_name
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE_HINT = ("offline alternatives: --dataset digits (bundled), or --dataset fashion-mnist after "
@@ -62,9 +61,7 @@ def list_datasets() -> list[str]:
 
 def check_dataset(name: str) -> None:
     if name not in _LOADERS:
-        close = difflib.get_close_matches(name, _LOADERS, n=2, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise InitbenchError(f"unknown dataset '{name}'; {hint}valid: {', '.join(sorted(_LOADERS))}")
+        raise unknown_name("dataset", name, _LOADERS)
 
 
 def decode(name: str, data_dir: Path | None = None, download: bool = True) -> Decoded:

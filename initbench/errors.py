@@ -1,5 +1,16 @@
 """The one exception type for user mistakes; the CLI prints it as one line and exits 2."""
 
+import difflib
+from collections.abc import Iterable
+
 
 class InitbenchError(Exception):
     """Bad input from the user: an unknown name, a malformed spec, missing data, ..."""
+
+
+def unknown_name(what: str, name: str, valid: Iterable[str], suggestions: int = 2) -> InitbenchError:
+    """The error for a name that is not registered: close matches first, then every valid choice."""
+    valid = sorted(valid)
+    close = difflib.get_close_matches(name, valid, n=suggestions, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    return InitbenchError(f"unknown {what} '{name}'; {hint}valid: {', '.join(valid)}")

@@ -10,7 +10,6 @@ Two strategies work on the whole model instead: `pytorch_default` and the data-d
 from __future__ import annotations
 
 import contextlib
-import difflib
 import importlib
 import inspect
 import json
@@ -26,7 +25,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import init as tinit
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, unknown_name
 from initbench.spec import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
@@ -190,9 +189,7 @@ def get_strategy(name: str) -> Strategy:
         return _import_strategy(name)
     _load_entry_points()
     if name not in _REGISTRY:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise InitbenchError(f"unknown init '{name}'; {hint}valid: {', '.join(sorted(_REGISTRY))}")
+        raise unknown_name("init", name, _REGISTRY, suggestions=3)
     return _REGISTRY[name]
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import itertools
 import math
@@ -13,7 +12,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, unknown_name
 from initbench.spec import parse_call
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
@@ -41,9 +40,7 @@ def model_params(name: str) -> dict[str, Any]:
 
 def _get(name: str) -> Callable[..., nn.Module]:
     if name not in _MODELS:
-        close = difflib.get_close_matches(name, _MODELS, n=2, cutoff=0.5)
-        hint = f"did you mean {', '.join(close)}? " if close else ""
-        raise InitbenchError(f"unknown model '{name}'; {hint}valid: {', '.join(sorted(_MODELS))}")
+        raise unknown_name("model", name, _MODELS)
     return _MODELS[name]
 
 
