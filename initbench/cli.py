@@ -41,7 +41,7 @@ def _list(args: argparse.Namespace) -> None:
         print("\n".join(list_datasets()))
 
 
-# RunSpec field -> (type, help); each becomes --field-name on `run` (and `bench`).
+# RunSpec field -> (type, help); each becomes --field-name (and --field_name, for W&B agents) on `run`.
 RUN_OPTIONS: dict[str, tuple[type, str]] = {
     "model": (str, "model spec, e.g. simplecnn or 'mlp(hidden=[512, 256], activation=tanh)'"),
     "init": (str, "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench list inits`)"),

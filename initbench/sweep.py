@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,9 +22,10 @@ from initbench.spec import format_call, parse_call
 LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
 TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "logger", "wandb")
-# RunSpec fields a sweep file may set under `train:` (and per model/dataset); the grid sets the rest.
+# RunSpec fields a sweep file may set under `train:` (and per model/dataset): those that change the
+# result, less the grid's own axes. Logging settings have their own keys (`logger`, `wandb`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
-                   if f.name not in ("model", "init", "dataset", "seed", "loggers", "experiment"))
+                   if f.compare and f.name not in ("model", "init", "dataset", "seed"))
 
 
 @dataclass(frozen=True)
@@ -190,8 +191,7 @@ class RunLock:
 
 
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
-            download: bool = True, on_run: Callable[[RunSpec, dict[str, Any]], None] | None = None,
-            progress: bool = True) -> dict[str, int]:
+            download: bool = True, progress: bool = True) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome."""
     from tqdm.auto import tqdm
 
@@ -220,8 +220,6 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
             finally:
                 lock.release()
             counts[summary["status"]] += 1
-            if on_run:
-                on_run(spec, summary)
             bar.update()
     finally:
         bar.close()

@@ -60,6 +60,8 @@ def test_grid_expansion_with_overrides(tmp_path):
     ("datasets: [digits]\nmodels: [mlp]\ninits: [kaiming]\nseeds: 1\n", "unknown init 'kaiming'"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros, zeros]\nseeds: 1\n", "the same run twice"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\nlogger: tensorboard\n", "unknown logger"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\ntrain: {wandb_project: p}\n",
+     "train: unknown key wandb_project"),
 ])
 def test_bad_sweep_files_are_one_line_errors(text, message, tmp_path, capsys):
     path = write(tmp_path, text)
