@@ -153,7 +153,8 @@ def _sweep(args: argparse.Namespace) -> int:
               "to finish the rest", file=sys.stderr)
         return 130
     done = sum(d for _, d in completed(sweep, out))
-    print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['failed']} failed, "
+    print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['collapsed']} collapsed, "
+          f"{counts['failed']} failed, "
           f"{counts['skipped']} already done, {counts['busy']} running elsewhere; {done}/{len(sweep.runs)} "
           f"complete in {out}")
     if done == len(sweep.runs) and not args.no_report:
@@ -168,7 +169,8 @@ def _report(args: argparse.Namespace) -> None:
     from initbench.report import write_report
 
     wandb = (args.wandb_project, args.wandb_entity) if args.wandb else None
-    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out, wandb=wandb)
+    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out, wandb=wandb,
+                         baseline=args.baseline, margin_points=args.margin)
     print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
     if args.wandb:
         print(f"W&B: report runs (job_type=report) in project {args.wandb_project}")
@@ -207,9 +209,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("report", help="rank the schemes of a results folder: tables, statistics, plots")
     p.add_argument("results_dir", type=Path)
-    p.add_argument("--metric", default="test_acc",
-                   help="ranking metric: test_acc, best_val_acc, val_acc_final or auc_val_acc")
-    p.add_argument("--test", default="wilcoxon", help="paired test against the best scheme: wilcoxon or ttest")
+    p.add_argument("--metric", default="val_acc_final",
+                   help="ranking metric: val_acc_final (default), best_val_acc, auc_val_acc, or test_acc (selects "
+                   "on the test set; the report says so)")
+    p.add_argument("--baseline", default=None, metavar="INIT",
+                   help="the reference every scheme is compared with, e.g. pytorch_default (default: the sweep "
+                   "file's `baseline:`, else the best scheme of each problem)")
+    p.add_argument("--margin", type=float, default=0.5, metavar="POINTS",
+                   help="equivalence margin in accuracy points (default: 0.5)")
+    p.add_argument("--test", default="wilcoxon", help="paired test against the reference: wilcoxon or ttest")
     p.add_argument("--target", type=float, default=None,
                    help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")

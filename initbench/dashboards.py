@@ -123,13 +123,14 @@ def log_report(ranking: Any, plots: dict[str, list[Path]], results_dir: Path, pr
         run = _init(wandb_dir(results_dir), project=project, entity=entity, group=f"{experiment}/{problem}",
                     name=f"report-{metric}", job_type="report", tags=["report", metric],
                     config={"metric": metric, "problem": problem, "results_dir": str(results_dir)})
-        frame = table.drop(columns=["problem"]).astype({"winner": str, "tied_with_best": str, "significant": str})
+        frame = table.drop(columns=["problem"])
         wb_table = wandb.Table(dataframe=frame.reset_index(drop=True))
         run.log({"ranking": wb_table,
                  "ranking_chart": wandb.plot.bar(wb_table, "init", "mean", title=f"{problem}: mean {metric}"),
                  **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots.get(problem, [])}})
         best = table.iloc[0]
         run.summary.update({"best_init": best["init"], f"best_{metric}": float(best["mean"]),
+                            "reference": best["reference"],
                             "schemes": len(table)})
         dirs.append(run.dir)
         run.finish()
@@ -153,7 +154,7 @@ def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[s
     parameters: dict[str, Any] = {k: {"values": v} for k, v in values.items()}
     parameters.update({k: {"value": v} for k, v in shared.items() if v is not None})
     config = {
-        "name": sweep.name, "method": "grid", "metric": {"name": "test/acc", "goal": "maximize"},
+        "name": sweep.name, "method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
         "parameters": parameters,
         "command": ["initbench", "run", "--logger", "wandb", "--wandb-project", project, "--experiment", sweep.name,
                     "--out", str(out), "--no-progress", "${args}"],

@@ -1,7 +1,8 @@
-"""Callbacks that watch training: per-layer gradient/weight norms, and throughput."""
+"""Callbacks that watch training (per-layer gradient/weight norms, throughput) and the collapse rule."""
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -88,3 +89,25 @@ class Throughput(Callback):
     @property
     def images_per_s(self) -> float | None:
         return self.examples / self.seconds if self.seconds > 0 else None
+
+
+COLLAPSE_LOSS_TOLERANCE = 0.05  # relative distance of the final train loss to ln(classes)
+COLLAPSE_ACC_SE = 3.0  # binomial standard errors above the majority-class share still count as chance
+
+
+def chance_accuracy(labels: torch.Tensor) -> float:
+    """The accuracy of always predicting the most frequent class of `labels` (chance level)."""
+    return float(torch.bincount(labels).max()) / len(labels) if len(labels) else math.nan
+
+
+def collapsed(train_loss_final: float | None, val_acc_final: float | None, num_classes: int, chance_acc: float,
+              n_val: int) -> bool:
+    """A run that never trained: its final training loss is within 5% of ln(classes) (the loss of a
+    uniform guess) and its final validation accuracy is no better than chance (the majority-class share
+    of the validation split plus 3 binomial standard errors)."""
+    if train_loss_final is None or val_acc_final is None or num_classes < 2 or n_val < 1:
+        return False
+    uniform_loss = math.log(num_classes)
+    near_uniform = abs(train_loss_final - uniform_loss) <= COLLAPSE_LOSS_TOLERANCE * uniform_loss
+    at_chance = val_acc_final <= chance_acc + COLLAPSE_ACC_SE * math.sqrt(chance_acc * (1 - chance_acc) / n_val)
+    return near_uniform and at_chance

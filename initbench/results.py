@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
-STATUSES = ("ok", "diverged", "failed")
+STATUSES = ("ok", "diverged", "collapsed", "failed")
 
 
 def _clean(value: Any) -> Any:

@@ -26,7 +26,7 @@ from initbench.errors import InitbenchError
 from initbench.inits import Manifest, apply_init, get_strategy, parse_init
 from initbench.models import build_model
 from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
-from initbench.monitor import NormMonitor, Throughput
+from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, is_complete, write_json
 from initbench.spec import format_call, parse_call
 
@@ -255,6 +255,10 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     if prepared.module.diverged_step is not None:
         summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
     summary.update(_tidy_metrics(run_dir / METRICS))
+    chance = chance_accuracy(prepared.data.y_val)
+    if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
+                                               prepared.data.num_classes, chance, len(prepared.data.y_val)):
+        summary.update(status="collapsed", chance_acc=chance)
     summary.update(steps=trainer.global_step, epochs=trainer.current_epoch,
                    train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
                    wall_time_s=round(time.time() - started, 3))

@@ -21,7 +21,7 @@ from initbench.spec import format_call, parse_call
 
 LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
-TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "logger", "wandb")
+TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "baseline", "logger", "wandb")
 # RunSpec fields a sweep file may set under `train:` (and per model/dataset): those that change the
 # result, less the grid's own axes. Logging settings have their own keys (`logger`, `wandb`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
@@ -99,6 +99,8 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
     inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
+    if doc.get("baseline") is not None and str(parse_init(doc["baseline"])) not in inits:
+        raise InitbenchError(f"{path}: baseline {doc['baseline']!r} is not one of the inits; valid: {', '.join(inits)}")
     seeds_doc = doc.get("seeds")
     if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool):
         if seeds_doc < 1:
@@ -202,7 +204,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
-    counts = {"ok": 0, "diverged": 0, "failed": 0, "skipped": 0, "busy": 0}
+    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
     todo = [r for r in runs if not is_complete(run_dir_for(r, out))]
     counts["skipped"] = len(runs) - len(todo)
     bar = tqdm(total=len(runs), initial=counts["skipped"], unit="run", disable=not progress, dynamic_ncols=True,

@@ -51,7 +51,7 @@ def test_grid_expansion_with_overrides(tmp_path):
     ("datasets: [digits\nmodels: [mlp]\n", "malformed YAML in"),
     ("- just\n- a list\n", "a sweep file must be a YAML mapping"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\nepochs: 3\n",
-     "unknown key epochs; valid: name, description, datasets, models, inits, seeds, train, logger"),
+     "unknown key epochs; valid: name, description, datasets, models, inits, seeds, train, baseline, logger"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\ntrain: {epoch: 3}\n",
      "train: unknown key epoch; valid: init_seed, data_seed, optimizer"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: []\nseeds: 2\n", "empty grid: 'inits' is an empty list"),
@@ -60,6 +60,8 @@ def test_grid_expansion_with_overrides(tmp_path):
     ("datasets: [digits]\nmodels: [mlp]\ninits: [kaiming]\nseeds: 1\n", "unknown init 'kaiming'"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros, zeros]\nseeds: 1\n", "the same run twice"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\nlogger: tensorboard\n", "unknown logger"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros, lsuv]\nseeds: 1\nbaseline: orthogonal\n",
+     "baseline 'orthogonal' is not one of the inits; valid: zeros, lsuv"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\ntrain: {wandb_project: p}\n",
      "train: unknown key wandb_project"),
 ])
@@ -85,11 +87,11 @@ def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
     out = tmp_path / "res"
     assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
-    assert "small: 4 ok, 0 diverged, 0 failed, 0 already done" in printed and "report:" in printed
+    assert "small: 2 ok, 0 diverged, 2 collapsed, 0 failed, 0 already done" in printed and "report:" in printed
     summaries = sorted(out.rglob("summary.json"))
     assert len(summaries) == 4 and (out / "report.html").exists() and (out / "sweep.json").exists()
     assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
-    assert "0 ok, 0 diverged, 0 failed, 4 already done" in capsys.readouterr().out
+    assert "0 ok, 0 diverged, 0 collapsed, 0 failed, 4 already done" in capsys.readouterr().out
     assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert listing.count("done   ") == 4 and "4 runs (4 done) of 4" in listing
@@ -176,10 +178,11 @@ def test_concurrent_shards_share_one_folder(tmp_path):
                               stderr=subprocess.PIPE, text=True) for i in (1, 2)]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
-    assert "3 ok" in outputs[0][0] and "3 ok" in outputs[1][0]
+    assert all("2 ok, 0 diverged, 1 collapsed" in o for o, _ in outputs)  # the zeros runs never train
     summaries = list(out.rglob("summary.json"))
     assert len(summaries) == 6
-    assert all(json.loads(s.read_text())["status"] == "ok" for s in summaries)
+    statuses = {s.parent.name.split("-")[0]: json.loads(s.read_text())["status"] for s in summaries}
+    assert statuses == {"kaiming_normal": "ok", "zeros": "collapsed", "orthogonal": "ok"}
     assert main(["report", str(out)]) == 0
 
 

@@ -99,7 +99,8 @@ def test_the_report_is_a_run_with_its_table(study):
     assert summary["summary"]["best_init"] in {"kaiming_normal", "orthogonal"}
     assert "ranking_chart_table" in summary["summary"] or "ranking_chart" in summary["summary"]
     plots = {k for k in summary["summary"] if k.startswith("plots/")}
-    assert {p.split("_")[0] for p in plots} == {"plots/curves", "plots/final", "plots/gradnorm0", "plots/ranking"}
+    assert {p.split("_")[0] for p in plots} == {"plots/forest", "plots/curves", "plots/final", "plots/gradnorm0",
+                                                "plots/grad", "plots/update"}
 
 
 def test_offline_is_announced_once_with_the_sync_command(tmp_path, capsys, monkeypatch):
@@ -148,7 +149,7 @@ def test_emitted_wandb_sweep_drives_initbench_run(tmp_path, capsys):
     assert main(["sweep", str(ROOT / "experiments" / "quickstart.yaml"), "--emit-wandb-sweep", str(target)]) == 0
     assert "a W&B grid of 200 runs" in capsys.readouterr().out
     config = yaml.safe_load(target.read_text())
-    assert config["method"] == "grid" and config["metric"] == {"name": "test/acc", "goal": "maximize"}
+    assert config["method"] == "grid" and config["metric"] == {"name": "val/acc", "goal": "maximize"}
     params = config["parameters"]
     assert len(params["init"]["values"]) == 10 and params["seed"]["values"] == list(range(10))
     assert params["model"]["values"] == ["mlp", "simplecnn"] and params["batch_size"] == {"value": 64}

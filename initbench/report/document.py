@@ -1,22 +1,112 @@
-"""Tables and words of the report, rendered as Markdown and HTML."""
+"""The report as one document model (a list of blocks), rendered to Markdown and to one HTML page."""
 
 from __future__ import annotations
 
+import base64
 import html
+import json
 import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from initbench.report.stats import BOOTSTRAP, METRICS_HIGHER_IS_BETTER
+from initbench.report.across import RESAMPLES
+from initbench.report.load import Study
+from initbench.report.stats import METRICS_HIGHER_IS_BETTER, TEST_METRICS, VERDICTS, Ranking
 
-_SHOWN = ["rank", "init", "verdict", "n", "mean", "std", "ci_low", "ci_high", "median", "iqm", "best_val_acc",
-          "auc_val_acc", "steps_to_target", "reached_target", "divergence_rate", "mean_rank", "p_holm",
-          "prob_best_better"]
+SHOWN = ["rank", "init", "verdict", "n", "failure_rate", "mean", "ci_low", "ci_high", "delta", "delta_ci_low",
+         "delta_ci_high", "p_holm", "prob_beats_ref", "test_acc", "std", "median", "iqm", "best_val_acc",
+         "auc_val_acc", "steps_to_target", "reached_target", "mean_rank"]
+OVERALL_SHOWN = ["init", "problems", "mean_rank", "wins", "better", "equivalent", "worse", "inconclusive", "failed",
+                 "iqm_norm", "iqm_ci_low", "iqm_ci_high", "prob_improvement", "pi_ci_low", "pi_ci_high",
+                 "failure_rate"]
 
 
-def _fmt(v: Any) -> str:
+@dataclass
+class Block:
+    """One piece of the document: kind is h1, h2, h3, p, note, list, table, img or pre."""
+
+    kind: str
+    content: Any
+    classes: list[str] | None = None  # per table row (HTML only)
+
+
+def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_dir: Path) -> list[Block]:
+    """The whole report, in order: what ranks, the words, each problem, across problems, plots, settings."""
+    metric, runs = ranking.metric, study.runs
+    describe = METRICS_HIGHER_IS_BETTER[metric].split(" (")[0]
+    if metric in TEST_METRICS:
+        first = (f"**Ranked on {describe} (`{metric}`): this selects on the test set, so the winner's test numbers "
+                 "are no longer an unbiased estimate. Rank on a validation metric (the default, `val_acc_final`) to "
+                 "choose, and report test.**")
+    else:
+        first = (f"**Ranked on {describe} (`{metric}`).** Test accuracy (`test_acc`) is shown beside it for reporting "
+                 "only and is never used to choose.")
+    reference = (f"the declared baseline **{ranking.baseline}**" if ranking.baseline
+                 else "the best scheme of each problem (see the winner's-curse note)")
+    test = "Wilcoxon signed-rank test" if ranking.test == "wilcoxon" else "paired t-test"
+    doc = [
+        Block("h1", f"initbench report: {results_dir}"),
+        Block("p", first),
+        Block("p", f"{len(runs)} runs, {runs['problem'].nunique()} problem(s), {runs['init'].nunique()} schemes. "
+                   f"Reference: {reference}. Every other scheme is compared with it seed by seed (within a seed "
+                   "every scheme sees the same data; only the init differs)."),
+        Block("h2", "How to read the verdicts"),
+        Block("list", [f"**{word}**: {text}" for word, text in VERDICTS.items()]),
+        Block("p", f"`delta` is the mean per-seed difference to the reference in `{metric}` with its 95% Student-t "
+                   f"interval (`delta_ci_low`, `delta_ci_high`); `p_holm` is the two-sided {test} over the paired "
+                   f"seeds, Holm-corrected over the comparisons of the problem (alpha {ranking.alpha}); the "
+                   f"equivalence margin is ±{ranking.margin * 100:g} accuracy points. The intervals are not "
+                   "adjusted for the number of comparisons and p_holm is, so an interval can exclude 0 while the "
+                   "verdict stays inconclusive. `mean`, `ci_low`, `ci_high`: "
+                   f"the scheme's mean `{metric}` with a 95% Student-t interval. `prob_beats_ref`: P(a run of the "
+                   "scheme beats a run of the reference). `failure_rate`: diverged + collapsed + failed runs over "
+                   "all runs; a diverged run scores chance level (1/classes), a collapsed run keeps its (chance-level) "
+                   "score, a failed run has none. `steps_to_target`: median first step with validation accuracy "
+                   "at or above the problem's target, over the runs that reached it."),
+    ]
+    if study.split:
+        items = [f"{base}: " + "; ".join(f"{k} = {', '.join(map(_setting, v))}" for k, v in keys.items())
+                 for base, keys in study.split.items()]
+        doc += [Block("note", "Runs with different training settings are separate problems, never pooled:"),
+                Block("list", items)]
+    for problem, table in ranking.per_problem.groupby("problem", sort=True):
+        table = table.reset_index(drop=True)
+        target = ranking.targets.get(problem, math.nan)
+        doc += [Block("h2", problem),
+                Block("p", f"Reference: **{table['reference'].iloc[0]}**. steps_to_target: validation accuracy "
+                           f"≥ {target:.4f}.")]
+        doc += [Block("note", n) for n in ranking.notes.get(problem, [])]
+        doc.append(Block("table", table[SHOWN], [f"v-{v}" for v in table["verdict"]]))
+    if runs["problem"].nunique() > 1:
+        doc += [Block("h2", "Across problems"),
+                Block("p", "`iqm_norm`: interquartile mean of the runs' normalised scores (0 = chance, 1 = the best "
+                           "scheme's mean in the problem) with a 95% stratified-bootstrap interval (runs resampled "
+                           f"within each problem, {RESAMPLES} resamples, percentile). `prob_improvement`: "
+                           "P(a run of the scheme beats a run of the problem's reference), averaged over problems, "
+                           "with the same bootstrap. Verdict columns count the problems. The performance profile plot "
+                           "shows the fraction of problems where the scheme's mean is within tau of the best."),
+                Block("table", ranking.overall[OVERALL_SHOWN])]
+    if study.skipped:
+        doc += [Block("h2", "Skipped records"), Block("list", study.skipped)]
+    doc.append(Block("h2", "Plots"))
+    for problem, paths in plots.items():
+        doc += [Block("h3", problem), *[Block("img", p) for p in paths]]
+    settings = json.dumps(study.settings, indent=2) if study.settings else "(no sweep.json: single runs)"
+    doc += [Block("h2", "Study settings"), Block("pre", settings),
+            Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
+    return doc
+
+
+def _setting(value: Any) -> str:
+    return json.dumps(value) if not isinstance(value, str) else value
+
+
+def fmt(v: Any) -> str:
     if isinstance(v, bool | np.bool_):
         return "yes" if v else ""
     if isinstance(v, float | np.floating):
@@ -26,37 +116,71 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
-    cols = list(df.columns)
-    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
-    return "\n".join(lines)
+def to_markdown(doc: list[Block]) -> str:
+    out = []
+    for b in doc:
+        if b.kind in ("h1", "h2", "h3"):
+            out.append(f"{'#' * int(b.kind[1])} {b.content}")
+        elif b.kind == "p":
+            out.append(b.content)
+        elif b.kind == "note":
+            out.append(f"> {b.content}")
+        elif b.kind == "list":
+            out.append("\n".join(f"- {item}" for item in b.content))
+        elif b.kind == "table":
+            df: pd.DataFrame = b.content
+            lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+            lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+            out.append("\n".join(lines))
+        elif b.kind == "img":
+            out.append(f"![{b.content.stem}]({b.content.name})")
+        elif b.kind == "pre":
+            out.append(f"```json\n{b.content}\n```")
+    return "\n\n".join(out) + "\n"
 
 
-def _html_table(df: pd.DataFrame, highlight: pd.DataFrame | None = None) -> str:
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+CSS = """body{font-family:system-ui,sans-serif;max-width:1360px;margin:2em auto;padding:0 1em;color:#222;
+line-height:1.45}
+.scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:12.5px}
+td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3;position:sticky;
+top:0}td.t{text-align:left}tr.v-best td,tr.v-baseline td{background:#e4e4e4;font-weight:600}
+tr.v-better td{background:#d9f0d3}tr.v-worse td{background:#fbe0dc}tr.v-equivalent td{background:#dde8f6}
+tr.v-failed td{color:#999}.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
+img{max-width:100%;margin:.5em 0;display:block}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px}
+code{background:#f3f3f3;padding:0 .2em}"""
+
+
+def _inline(text: str) -> str:
+    text = html.escape(text)
+    text = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", text)
+    return re.sub(r"`(.+?)`", r"<code>\1</code>", text)
+
+
+def to_html(doc: list[Block]) -> str:
     body = []
-    for i, row in enumerate(df.itertuples(index=False)):
-        cls = ""
-        if highlight is not None:
-            cls = " class='winner'" if highlight.iloc[i]["winner"] else (
-                " class='tied'" if highlight.iloc[i]["tied_with_best"] else "")
-        body.append(f"<tr{cls}>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>")
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
-
-
-_CSS = """body{font-family:system-ui,sans-serif;max-width:1200px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:.5em 0 1.5em}td,th{border:1px solid #ccc;padding:3px 7px;
-text-align:right}th{background:#f3f3f3}td:nth-child(2){text-align:left}tr.winner{background:#c8f0c8;font-weight:600}
-tr.tied{background:#eaf8ea}.caveat{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
-img{max-width:100%;margin:.5em 0}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px}"""
-
-
-def _legend(metric: str, test: str) -> str:
-    name = "Wilcoxon signed-rank test" if test == "wilcoxon" else "paired t-test"
-    return (f"Ranked on **{metric}** ({METRICS_HIGHER_IS_BETTER[metric]}), mean over seeds; 95% CI by percentile "
-            f"bootstrap ({BOOTSTRAP} resamples). Each scheme is compared with the best by a two-sided {name} over "
-            f"paired seeds (same data order, only the init differs), Holm-corrected (p_holm); prob_best_better = "
-            "P(a run of the best beats a run of this scheme). A scheme whose CI reaches the best's lower CI bound "
-            "is marked tied. Diverged runs keep their (chance-level) accuracy; failed runs are left out of the "
-            "means. steps_to_target: median first step with val accuracy >= target, over the runs that reached it.")
+    for b in doc:
+        if b.kind in ("h1", "h2", "h3"):
+            body.append(f"<{b.kind}>{html.escape(str(b.content))}</{b.kind}>")
+        elif b.kind == "p":
+            body.append(f"<p>{_inline(b.content)}</p>")
+        elif b.kind == "note":
+            body.append(f"<p class='note'>{_inline(b.content)}</p>")
+        elif b.kind == "list":
+            body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.content) + "</ul>")
+        elif b.kind == "table":
+            df = b.content
+            head = "".join(f"<th>{html.escape(c)}</th>" for c in df.columns)
+            rows = []
+            for i, row in enumerate(df.itertuples(index=False)):
+                cls = f" class='{b.classes[i]}'" if b.classes else ""
+                rows.append(f"<tr{cls}>" + "".join(
+                    f"<td{' class=t' if isinstance(v, str) else ''}>{html.escape(fmt(v))}</td>" for v in row) + "</tr>")
+            body.append(f"<div class='scroll'><table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}"
+                        "</tbody></table></div>")
+        elif b.kind == "img":
+            data = base64.b64encode(b.content.read_bytes()).decode()
+            body.append(f"<img alt='{html.escape(b.content.stem)}' src='data:image/png;base64,{data}'>")
+        elif b.kind == "pre":
+            body.append(f"<pre>{html.escape(b.content)}</pre>")
+    return ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"
+            f"<title>initbench report</title><style>{CSS}</style></head><body>{''.join(body)}</body></html>")

@@ -12,6 +12,10 @@ import pandas as pd
 from initbench.errors import InitbenchError
 from initbench.results import CONFIG, MANIFEST, METRICS, STATUSES, SUMMARY
 
+# Spec fields that are not training settings: the grid's own axes, seeds, logging.
+NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every", "loggers", "experiment",
+                "wandb_project", "wandb_entity")
+
 
 @dataclass
 class Study:
@@ -19,18 +23,26 @@ class Study:
 
     runs: pd.DataFrame
     curves: pd.DataFrame  # long form: run_id, step, val_acc, train_loss
-    grads0: pd.DataFrame  # long form: run_id, layer, grad_norm (step 0)
+    layers: pd.DataFrame  # long form: run_id, step, layer, grad_norm, update_ratio (model order, then "total")
     skipped: list[str] = field(default_factory=list)
     settings: dict[str, Any] = field(default_factory=dict)
     versions: list[dict[str, str]] = field(default_factory=list)
+    split: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # dataset_model -> setting -> values
+
+    @property
+    def grads0(self) -> pd.DataFrame:
+        """Per-layer gradient norms at step 0 (the init's signature)."""
+        g = self.layers[self.layers["step"] == 0]
+        return g[["run_id", "layer", "grad_norm"]].dropna()
 
 
 def load_study(results_dir: Path) -> Study:
-    """Read every run record under `results_dir`; unfinished or corrupt records are listed, not fatal."""
+    """Read every run record under `results_dir`; unfinished, corrupt or duplicate records are listed, not fatal."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InitbenchError(f"results folder {results_dir} does not exist")
-    rows, curves, grads, skipped, versions = [], [], [], [], []
+    rows, curves, layers, skipped, versions = [], [], [], [], []
+    seen: dict[str, Path] = {}
     for config_path in sorted(results_dir.rglob(CONFIG)):
         run_dir = config_path.parent
         rel = run_dir.relative_to(results_dir)
@@ -52,6 +64,10 @@ def load_study(results_dir: Path) -> Study:
             skipped.append(f"{rel}: corrupt record ({type(exc).__name__}: {str(exc)[:80]})")
             continue
         run_id = config.get("run_id", run_dir.name)
+        if run_id in seen:
+            skipped.append(f"{rel}: the same run as {seen[run_id]} (a copy; counted once)")
+            continue
+        seen[run_id] = rel
         rows.append(_run_row(run_id, rel, config, spec, summary))
         if config.get("versions") not in versions:
             versions.append(config.get("versions"))
@@ -59,23 +75,21 @@ def load_study(results_dir: Path) -> Study:
             c = metrics[["step"]].assign(run_id=run_id,
                                          val_acc=metrics.get("val/acc"), train_loss=metrics.get("train/loss"))
             curves.append(c.dropna(subset=["val_acc", "train_loss"], how="all"))
-            step0 = metrics[metrics["step"] == 0]
-            if len(step0):
-                g = step0.filter(like="grad_norm/").iloc[0].dropna()
-                g.index = [k[len("grad_norm/"):] for k in g.index]
-                g = g.reindex([*_layer_order(run_dir), "total"]).dropna()
-                grads.append(pd.DataFrame({"run_id": run_id, "layer": g.index, "grad_norm": g.to_numpy(dtype=float)}))
+            layers.append(_layer_metrics(run_id, metrics, _layer_order(run_dir)))
     if not rows:
         detail = f" ({len(skipped)} unfinished or corrupt)" if skipped else ""
         raise InitbenchError(f"no complete run records under {results_dir}{detail}")
     runs = pd.DataFrame(rows)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["step", "run_id", "val_acc", "train_loss"])
-    grads_df = pd.concat(grads, ignore_index=True) if grads else pd.DataFrame(columns=["run_id", "layer", "grad_norm"])
+    layers = [df for df in layers if len(df)]
+    layers_df = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(
+        columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])
+    runs, split = _name_problems(runs)
     runs = _add_curve_metrics(runs, curves_df)
     sweep_file = results_dir / "sweep.json"
     settings = json.loads(sweep_file.read_text()).get("source", {}) if sweep_file.exists() else {}
-    return Study(runs, curves_df, grads_df, skipped, settings, versions)
+    return Study(runs, curves_df, layers_df, skipped, settings, versions, split)
 
 
 def _layer_order(run_dir: Path) -> list[str]:
@@ -86,11 +100,36 @@ def _layer_order(run_dir: Path) -> list[str]:
         return []
 
 
+def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.DataFrame:
+    """grad_norm/<layer> and update_ratio/<layer> columns -> long form, layers in model order."""
+    frames = []
+    for stat in ("grad_norm", "update_ratio"):
+        cols = [c for c in metrics.columns if c.startswith(stat + "/")]
+        if not cols:
+            continue
+        wide = metrics[["step", *cols]].dropna(subset=cols, how="all")
+        long = wide.melt(id_vars="step", var_name="layer", value_name=stat)
+        long["layer"] = long["layer"].str.slice(len(stat) + 1)
+        frames.append(long.set_index(["step", "layer"]))
+    if not frames:
+        return pd.DataFrame()
+    df = pd.concat(frames, axis=1).reset_index()
+    known = [*order, "total"]
+    df["order"] = df["layer"].map({name: i for i, name in enumerate(known)})
+    df = df.dropna(subset=["order"]) if order else df.assign(order=0)
+    df = df.sort_values(["order", "step"], kind="stable").drop(columns="order")
+    for stat in ("grad_norm", "update_ratio"):
+        if stat not in df:
+            df[stat] = float("nan")
+    return df.assign(run_id=run_id)[["run_id", "step", "layer", "grad_norm", "update_ratio"]]
+
+
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
     from initbench.inits import parse_init
     from initbench.spec import format_call, parse_call
 
     data = config.get("data", {})
+    settings = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
     return {
         "run_id": run_id, "experiment": spec.get("experiment"), "dataset": spec["dataset"],
         "model": format_call(*parse_call(spec["model"], "model")),
@@ -100,17 +139,37 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
         "train_loss_final": summary.get("train_loss_final"), "diverged_step": summary.get("diverged_step"),
         "steps": summary.get("steps"), "epochs": spec.get("epochs"), "wall_time_s": summary.get("wall_time_s"),
         "images_per_s": summary.get("images_per_s"), "num_classes": data.get("num_classes"),
-        "device": config.get("device"), "path": str(rel),
+        "device": config.get("device"), "settings": json.dumps(settings, sort_keys=True), "path": str(rel),
     }
+
+
+def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, list[Any]]]]:
+    """A problem is (dataset, model, every training setting but init and seed): runs whose settings
+    differ are never pooled. Where one dataset_model has several settings, each problem's name says
+    what differs, e.g. `digits_mlp [epochs=1, lr=0.5]`; `split` lists the differing settings."""
+    from initbench.spec import format_value
+
+    runs = runs.copy()
+    runs["problem"] = runs["dataset"] + "_" + runs["model"]
+    split: dict[str, dict[str, list[Any]]] = {}
+    for base, g in runs.groupby("problem", sort=True):
+        variants = {s: json.loads(s) for s in g["settings"].unique()}
+        if len(variants) == 1:
+            continue
+        keys = sorted({k for v in variants.values() for k in v})
+        differing = [k for k in keys if len({json.dumps(v.get(k)) for v in variants.values()}) > 1]
+        split[base] = {k: [json.loads(x) for x in sorted({json.dumps(v.get(k)) for v in variants.values()})]
+                       for k in differing}
+        names = {s: f"{base} [{', '.join(f'{k}={format_value(v.get(k))}' for k in differing)}]"
+                 for s, v in variants.items()}
+        runs.loc[g.index, "problem"] = g["settings"].map(names)
+    return runs, split
 
 
 def _add_curve_metrics(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame:
     """auc_val_acc: mean val accuracy over the planned evaluations (missing ones, after a divergence, count 0)."""
     val = curves.dropna(subset=["val_acc"]).groupby("run_id")["val_acc"].agg(["sum", "count"])
     runs = runs.merge(val, how="left", left_on="run_id", right_index=True)
-    runs["problem"] = runs["dataset"] + "_" + runs["model"]
-    if runs["experiment"].nunique() > 1:
-        runs["problem"] = runs["experiment"] + "/" + runs["problem"]
     planned = runs.groupby("problem")["count"].transform("max")
     runs["auc_val_acc"] = runs["sum"] / planned
     return runs.drop(columns=["sum", "count"])
