@@ -142,8 +142,10 @@ def test_verdicts_never_contradict_their_numbers():
             seen.add(v)
             assert v in VERDICTS
             if row["init"] == row["reference"]:
-                assert v == ("baseline" if baseline else "best")
+                assert v == ("baseline" if baseline == row["init"] else "best") or row["failure_rate"] == 1
                 continue
+            if v in ("better", "worse", "equivalent"):
+                assert row["paired_seeds"] >= 3
             assert (v == "failed") == (row["failure_rate"] == 1)
             if v == "better":
                 assert row["p_holm"] < alpha and row["delta_ci_low"] > 0
@@ -167,6 +169,23 @@ def test_failed_schemes_and_a_zoom_that_leaves_them_out():
     assert np.isnan(by.loc["crashes", "p_holm"]) and table.iloc[-1]["init"] == "crashes"
     assert by.loc["zeros", "collapsed"] == 8 and by.loc["a", "failure_rate"] == 0
     assert on_scale(table, 0.005).tolist() == [i not in ("zeros", "crashes") for i in table["init"]]
+
+
+def test_a_reference_must_have_trained():
+    """A declared baseline that failed in every run is no reference, and neither is a scheme with one lucky run."""
+    base = np.random.default_rng(5).uniform(0.9, 0.95, 10)
+    lucky = np.full(10, np.nan)
+    lucky[0] = 0.99
+    runs = _runs({"a": base, "b": base - 0.01, "dead": np.full(10, 0.1), "lucky": lucky},
+                 {"dead": ["collapsed"] * 10, "lucky": ["ok"] + ["failed"] * 9})
+    table, notes = rank_problem(runs, baseline="dead")
+    by = table.set_index("init")
+    assert by.loc["dead", "verdict"] == "failed" and (table["reference"] == "a").all()
+    assert any("failed in every run" in n for n in notes)
+    assert by.loc["lucky", "rank"] == 3 and by.loc["lucky", "verdict"] == "inconclusive"  # 1 pair: no word
+    assert by.loc["a", "verdict"] == "best" and by.loc["b", "verdict"] == "worse"
+    few = _runs({"a": base[:2], "b": base[:2] - 0.01})
+    assert rank_problem(few, test="ttest")[0].set_index("init").loc["b", "verdict"] == "inconclusive"
 
 
 def test_unknown_baseline_and_bad_margin_are_one_line_errors():
@@ -243,7 +262,8 @@ def test_report_numbers_recomputed_from_runs_csv(study, tmp_path):
     wide = runs.pivot(index="seed", columns="init", values="val_acc_final")
     reference = ranking["reference"].iloc[0]
     assert reference == ranking.iloc[0]["init"]
-    others = ranking[ranking["init"] != reference]
+    assert ranking.loc[ranking["verdict"] == "failed", "p_holm"].isna().all()  # not tested: outside Holm's family
+    others = ranking[(ranking["init"] != reference) & (ranking["verdict"] != "failed")]
     raw = []
     for _, row in others.iterrows():
         d = wide[row["init"]] - wide[reference]

@@ -46,7 +46,7 @@ def stratified(samples: list[np.ndarray], statistic, seed: int = 0) -> tuple[flo
 def normalised(runs: pd.DataFrame, per_problem: pd.DataFrame) -> pd.Series:
     """Each run's score on the chance (0) to best-scheme-mean (1) scale of its problem."""
     best = per_problem.groupby("problem")["mean"].max()
-    chance = 1.0 / runs["num_classes"].fillna(10)
+    chance = 1.0 / pd.to_numeric(runs["num_classes"], errors="coerce").fillna(10)
     span = runs["problem"].map(best) - chance
     return ((runs["score"] - chance) / span.where(span > 0)).astype(float)
 

@@ -59,7 +59,8 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
         Block("list", [f"**{word}**: {text}" for word, text in VERDICTS.items()]),
         Block("p", f"`delta` is the mean per-seed difference to the reference in `{metric}` with its 95% Student-t "
                    f"interval (`delta_ci_low`, `delta_ci_high`); `p_holm` is the two-sided {test} over the paired "
-                   f"seeds, Holm-corrected over the comparisons of the problem (alpha {ranking.alpha}); the "
+                   f"seeds, Holm-corrected over the comparisons of the problem (alpha {ranking.alpha}; schemes "
+                   "that failed outright are not tested); the "
                    f"equivalence margin is ±{ranking.margin * 100:g} accuracy points. The intervals are not "
                    "adjusted for the number of comparisons and p_holm is, so an interval can exclude 0 while the "
                    "verdict stays inconclusive. `mean`, `ci_low`, `ci_high`: "

@@ -30,13 +30,14 @@ ALPHA = 0.05
 MARGIN_POINTS = 0.5  # equivalence margin, in accuracy points (0.5 points = 0.005)
 LEVEL = 0.95
 FAILED_STATUSES = ("diverged", "collapsed", "failed")
+MIN_PAIRS = 3  # fewer paired seeds than this: always inconclusive (a zero spread is no certainty)
 VERDICTS = {
     "best": "the reference: the best scheme by the ranking metric (chosen from these runs)",
     "baseline": "the reference: the declared baseline",
     "better": "better than the reference: p_holm < alpha, and the 95% CI of the mean paired difference is above 0",
     "worse": "worse than the reference: p_holm < alpha, and the 95% CI of the mean paired difference is below 0",
     "equivalent": "the 95% CI of the mean paired difference lies inside +-margin (and p_holm >= alpha)",
-    "inconclusive": "none of the above: the seeds cannot tell",
+    "inconclusive": "none of the above (or fewer than 3 paired seeds): the seeds cannot tell",
     "failed": "no run trained: every run diverged, collapsed or failed",
 }
 
@@ -155,7 +156,7 @@ def scored(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Runs with the ranking metric as `score`: a diverged run ends with non-finite weights, so its
     final and best accuracies are chance level (1/classes); failed runs have no score."""
     runs = runs.copy()
-    chance = 1.0 / runs["num_classes"].fillna(10)
+    chance = 1.0 / pd.to_numeric(runs["num_classes"], errors="coerce").fillna(10)
     runs["score"] = runs[metric].astype(float)
     diverged = runs["status"] == "diverged"
     if metric != "auc_val_acc":
@@ -192,14 +193,24 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
             "reached_target": f"{reached.sum()}/{len(g)}", "mean_rank": mean_rank.get(init, math.nan),
             "images_per_s": g["images_per_s"].median(),
         })
-    table = pd.DataFrame(rows).sort_values(["mean", "mean_rank"], ascending=[False, True], na_position="last")
-    table = table.reset_index(drop=True)
+    table = pd.DataFrame(rows)
+    # schemes whose runs mostly failed rank after those that mostly trained, whatever their survivors scored
+    table["mostly_failed"] = table["failure_rate"] >= 0.5
+    table = table.sort_values(["mostly_failed", "mean", "mean_rank"], ascending=[True, False, True],
+                              na_position="last").drop(columns="mostly_failed").reset_index(drop=True)
     table.insert(0, "rank", range(1, len(table) + 1))
     notes = []
-    trained = table[table["failure_rate"] < 1]
-    reference = (trained if len(trained) else table).iloc[0]["init"]
-    if baseline is not None and baseline in set(table["init"]):
+    # The best reference is the best scheme whose runs mostly trained (a scheme with one lucky run of ten
+    # is no reference); failing that, any scheme with a trained run.
+    for candidates in (table[table["failure_rate"] < 0.5], table[table["failure_rate"] < 1], table):
+        if len(candidates):
+            reference = candidates.iloc[0]["init"]
+            break
+    failed_baseline = baseline is not None and (table.loc[table["init"] == baseline, "failure_rate"] >= 1).all()
+    if baseline is not None and not failed_baseline:
         reference = baseline
+    elif baseline is not None and baseline in set(table["init"]):
+        notes.append(f"The baseline {baseline} failed in every run here; the reference is the best scheme instead.")
     elif baseline is not None:
         notes.append(f"The baseline {baseline} has no runs here; the reference is the best scheme instead.")
     if reference != baseline:
@@ -217,7 +228,9 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         cmp[init] = {**diff, "pairs": len(d),
                      "prob": prob_improvement(runs.loc[runs["init"] == init, "score"].dropna(),
                                               runs.loc[runs["init"] == reference, "score"].dropna())}
-    tested = [i for i, c in cmp.items() if not math.isnan(c["p"])]
+    # Schemes that failed outright are not tested (their verdict is `failed`): they stay out of Holm's family.
+    failed = set(table.loc[table["failure_rate"] >= 1, "init"])
+    tested = [i for i, c in cmp.items() if not math.isnan(c["p"]) and i not in failed]
     adjusted = dict(zip(tested, holm([cmp[i]["p"] for i in tested]), strict=True)) if tested else {}
     get = lambda key: [cmp.get(i, {}).get(key, math.nan) for i in table["init"]]  # noqa: E731
     table["paired_seeds"] = [cmp[i]["pairs"] if i in cmp else per_seed[reference].notna().sum()
@@ -230,6 +243,10 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
     table["verdict"] = [verdict(row, cmp.get(row["init"], {}).get("direction", 0.0), reference, baseline, margin,
                                 alpha) for _, row in table.iterrows()]
     notes += [w for w in (disagreement(row, alpha) for _, row in table.iterrows()) if w]
+    repeats = int(runs.duplicated(["init", "seed"]).sum())
+    if repeats:
+        notes.append(f"{repeats} run(s) repeat a (scheme, seed) pair with other init or data seeds: the paired "
+                     "comparisons use the first run of each pair; n, mean and the interval use all runs.")
     seed_words = seed_note([cmp[i]["nonzero"] for i in tested], test, alpha)
     if seed_words:
         notes.append(seed_words)
@@ -239,10 +256,12 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
 def verdict(row: pd.Series, direction: float, reference: str, baseline: str | None, margin: float,
             alpha: float) -> str:
     """One word from the row's numbers (see VERDICTS)."""
-    if row["init"] == reference:
-        return "baseline" if reference == baseline else "best"
     if row["failure_rate"] >= 1:
         return "failed"
+    if row["init"] == reference:
+        return "baseline" if reference == baseline else "best"
+    if row["paired_seeds"] < MIN_PAIRS:
+        return "inconclusive"
     p, lo, hi = row["p_holm"], row["delta_ci_low"], row["delta_ci_high"]
     if p < alpha:  # a difference only when the test, its direction and the CI of the mean all agree
         if direction > 0 and lo > 0:
