@@ -213,8 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="ranking metric: val_acc_final (default), best_val_acc, auc_val_acc, or test_acc (selects "
                    "on the test set; the report says so)")
     p.add_argument("--baseline", default=None, metavar="INIT",
-                   help="the reference every scheme is compared with, e.g. pytorch_default (default: the sweep "
-                   "file's `baseline:`, else the best scheme of each problem)")
+                   help="the reference every scheme is compared with, e.g. pytorch_default, or 'best' for the "
+                   "best scheme of each problem (default: the sweep file's `baseline:`, else 'best')")
     p.add_argument("--margin", type=float, default=0.5, metavar="POINTS",
                    help="equivalence margin in accuracy points (default: 0.5)")
     p.add_argument("--test", default="wilcoxon", help="paired test against the reference: wilcoxon or ttest")

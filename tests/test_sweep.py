@@ -9,6 +9,7 @@ import textwrap
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from initbench.cli import main
@@ -82,6 +83,7 @@ def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
         models: ["mlp(hidden=[32])"]
         inits: [kaiming_normal, zeros]
         seeds: 2
+        baseline: zeros
         {TINY_TRAIN}
     """)
     out = tmp_path / "res"
@@ -92,6 +94,15 @@ def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
     assert len(summaries) == 4 and (out / "report.html").exists() and (out / "sweep.json").exists()
     assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
     assert "0 ok, 0 diverged, 0 collapsed, 0 failed, 4 already done" in capsys.readouterr().out
+    # the sweep file's baseline reaches the report (zeros never trains, so the best stands in, with a note),
+    # unless the report asks for the best
+    report = json.loads((out / "report.json").read_text())
+    assert report["baseline"] == "zeros" and "failed in every run" in " ".join(*report["notes"].values())
+    assert main(["report", str(out), "--out", str(tmp_path / "best"), "--baseline", "best"]) == 0
+    report = json.loads((tmp_path / "best" / "report.json").read_text())
+    assert report["baseline"] is None and "winner's curse" in " ".join(*report["notes"].values())
+    ranking = pd.read_csv(tmp_path / "best" / "ranking.csv")
+    assert ranking["reference"].tolist() == ["kaiming_normal"] * 2 and ranking["verdict"].tolist() == ["best", "failed"]
     assert main(["sweep", str(path), "--out", str(out), "--dry-run"]) == 0
     listing = capsys.readouterr().out
     assert listing.count("done   ") == 4 and "4 runs (4 done) of 4" in listing

@@ -44,10 +44,13 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
                  margin_points: float = MARGIN_POINTS) -> dict[str, Path]:
     """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html;
     with `wandb=(project, entity)` also log the ranking to W&B as report runs. The baseline defaults to
-    the sweep file's `baseline:`; without one, each problem's best scheme is the reference."""
+    the sweep file's `baseline:`; without one (or with `baseline="best"`), each problem's best scheme is
+    the reference."""
     study = load_study(results_dir)
     study.runs = steps_to_target(study.runs, study.curves, target)
-    if baseline is None and study.settings.get("baseline") is not None:
+    if baseline == "best":  # the best scheme of each problem, whatever the sweep file declares
+        baseline = None
+    elif baseline is None and study.settings.get("baseline") is not None:
         from initbench.inits import parse_init
 
         baseline = str(parse_init(study.settings["baseline"]))
