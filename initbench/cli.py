@@ -154,9 +154,8 @@ def _sweep(args: argparse.Namespace) -> int:
         return 130
     done = sum(d for _, d in completed(sweep, out))
     print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['collapsed']} collapsed, "
-          f"{counts['failed']} failed, "
-          f"{counts['skipped']} already done, {counts['busy']} running elsewhere; {done}/{len(sweep.runs)} "
-          f"complete in {out}")
+          f"{counts['failed']} failed, {counts['skipped']} already done, {counts['busy']} running elsewhere; "
+          f"{done}/{len(sweep.runs)} complete in {out}")
     if done == len(sweep.runs) and not args.no_report:
         from initbench.report import write_report
 

@@ -48,16 +48,14 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     the reference."""
     study = load_study(results_dir)
     study.runs = steps_to_target(study.runs, study.curves, target)
+    if baseline is None:
+        baseline = study.settings.get("baseline")
     if baseline == "best":  # the best scheme of each problem, whatever the sweep file declares
         baseline = None
-    elif baseline is None and study.settings.get("baseline") is not None:
-        from initbench.inits import parse_init
-
-        baseline = str(parse_init(study.settings["baseline"]))
     elif baseline is not None:
         from initbench.inits import parse_init
 
-        baseline = str(parse_init(baseline))
+        baseline = str(parse_init(baseline))  # the canonical spelling, as in the runs
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
     out = Path(out or results_dir)
     try:

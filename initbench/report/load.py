@@ -117,11 +117,8 @@ def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.D
     known = [*order, "total"]
     df["order"] = df["layer"].map({name: i for i, name in enumerate(known)})
     df = df.dropna(subset=["order"]) if order else df.assign(order=0)
-    df = df.sort_values(["order", "step"], kind="stable").drop(columns="order")
-    for stat in ("grad_norm", "update_ratio"):
-        if stat not in df:
-            df[stat] = float("nan")
-    return df.assign(run_id=run_id)[["run_id", "step", "layer", "grad_norm", "update_ratio"]]
+    df = df.sort_values(["order", "step"], kind="stable").assign(run_id=run_id)
+    return df.reindex(columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])  # a missing stat: NaN
 
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
@@ -157,9 +154,9 @@ def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str
         if len(variants) == 1:
             continue
         keys = sorted({k for v in variants.values() for k in v})
-        differing = [k for k in keys if len({json.dumps(v.get(k)) for v in variants.values()}) > 1]
-        split[base] = {k: [json.loads(x) for x in sorted({json.dumps(v.get(k)) for v in variants.values()})]
-                       for k in differing}
+        seen = {k: sorted({json.dumps(v.get(k)) for v in variants.values()}) for k in keys}
+        differing = [k for k in keys if len(seen[k]) > 1]
+        split[base] = {k: [json.loads(x) for x in seen[k]] for k in differing}
         names = {s: f"{base} [{', '.join(f'{k}={format_value(v.get(k))}' for k in differing)}]"
                  for s, v in variants.items()}
         runs.loc[g.index, "problem"] = g["settings"].map(names)

@@ -206,13 +206,13 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         if len(candidates):
             reference = candidates.iloc[0]["init"]
             break
-    failed_baseline = baseline is not None and (table.loc[table["init"] == baseline, "failure_rate"] >= 1).all()
-    if baseline is not None and not failed_baseline:
-        reference = baseline
-    elif baseline is not None and baseline in set(table["init"]):
-        notes.append(f"The baseline {baseline} failed in every run here; the reference is the best scheme instead.")
-    elif baseline is not None:
-        notes.append(f"The baseline {baseline} has no runs here; the reference is the best scheme instead.")
+    if baseline is not None:
+        present = table.loc[table["init"] == baseline, "failure_rate"]
+        if len(present) and present.iloc[0] < 1:
+            reference = baseline
+        else:
+            why = "failed in every run here" if len(present) else "has no runs here"
+            notes.append(f"The baseline {baseline} {why}; the reference is the best scheme instead.")
     if reference != baseline:
         notes.append(f"The reference is {reference}, the best by {metric} chosen from these same runs; choosing "
                      "the best favours it (winner's curse), so its lead is likely overstated. Declare a baseline "
