@@ -282,7 +282,12 @@ def test_report_numbers_recomputed_from_runs_csv(study, tmp_path):
 
 
 def test_report_documents(study, tmp_path):
+    (tmp_path / "curves_gone_problem.png").write_bytes(b"old plot")  # an earlier report's plot of another problem
+    (tmp_path / "figure1.png").write_bytes(b"the user's own image")
     files = write_report(study, out=tmp_path, baseline="xavier_uniform")
+    assert not (tmp_path / "curves_gone_problem.png").exists()
+    assert (tmp_path / "figure1.png").read_bytes() == b"the user's own image"
+    (tmp_path / "figure1.png").unlink()
     page = files["html"].read_text()
     assert page.index("<table>") < page.index("<img")  # the ranking first, then the plots
     assert "<div class='scroll'><table>" in page and "max-width:1360px" in page  # wide tables scroll at 1400 px

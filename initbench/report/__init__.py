@@ -12,7 +12,7 @@ from pathlib import Path
 from initbench.errors import InitbenchError
 from initbench.report.document import build, to_html, to_markdown
 from initbench.report.load import Study, load_study, steps_to_target
-from initbench.report.plots import plot_all
+from initbench.report.plots import plot_all, remove_old_plots
 from initbench.report.stats import (
     ALPHA,
     DEFAULT_METRIC,
@@ -65,8 +65,7 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
         raise InitbenchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     files = {"runs": out / "runs.csv", "ranking": out / "ranking.csv", "overall": out / "ranking_overall.csv",
              "markdown": out / "report.md", "html": out / "report.html"}
-    for stale in out.glob("*.png"):  # plots of an earlier report (other problems, other names)
-        stale.unlink()
+    remove_old_plots(out)
     study.runs.to_csv(files["runs"], index=False)
     ranking.per_problem.to_csv(files["ranking"], index=False)
     ranking.overall.to_csv(files["overall"], index=False)

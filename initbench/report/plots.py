@@ -22,6 +22,19 @@ MAX_LAYERS = 12
 ZOOM = 6  # a scheme is drawn when its difference to the reference is within ZOOM x the typical difference
 
 
+# The report's own plot files (and the per-problem bar charts of earlier versions): a new report removes
+# these before drawing, so plots of problems that are gone do not linger; other images are left alone.
+PLOT_FILES = ("forest_*.png", "curves_*.png", "final_*.png", "gradnorm0_*.png", "grad_*.png", "update_*.png",
+              "ranking_*.png", "ranks.png", "profile.png")
+
+
+def remove_old_plots(out: Path) -> None:
+    """Delete the plot files an earlier report wrote into `out`."""
+    for pattern in PLOT_FILES:
+        for path in out.glob(pattern):
+            path.unlink()
+
+
 def slug(problem: str) -> str:
     """A file-name-safe form of a problem name."""
     return re.sub(r"[^A-Za-z0-9._=-]+", "_", problem).strip("_")
