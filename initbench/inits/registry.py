@@ -1,0 +1,218 @@
+"""The init registry: strategies registered by decorator, by import path or by entry point, and chosen by spec.
+
+A strategy is a plain function that fills one tensor in place, `fn(tensor, **params)`, exactly
+like the functions of `torch.nn.init`; its keyword defaults are its parameters, checked here
+before any tensor changes.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import inspect
+import math
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from typing import Any
+
+from initbench.errors import InitbenchError, unknown_name
+from initbench.spec import format_call, parse_call
+
+REQUIRED = inspect.Parameter.empty
+NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
+# PyTorch's own default for Linear/Conv weights: kaiming_uniform_(a=sqrt(5)).
+DEFAULT_FALLBACK = "kaiming_uniform(a=2.23606797749979)"
+# Parameters every strategy accepts: they steer the walk, not the tensor function.
+WALK_PARAMS: dict[str, Any] = {"bias": "zeros", "norm": "ones", "fallback": DEFAULT_FALLBACK}
+WALK_HELP = {
+    "bias": "zeros | keep | <number>: what biases get",
+    "norm": "ones | keep: norm layers to weight 1 / bias 0, or left as they are",
+    "fallback": "scheme for tensors this one does not fit",
+}
+ENTRY_POINT_GROUP = "initbench.inits"
+
+
+class NotApplicable(Exception):
+    """Raised by a tensor function for a tensor it cannot fill; the walk then uses the fallback."""
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered init scheme: its function, parameter defaults and allowed values."""
+
+    name: str
+    fn: Callable[..., Any]
+    description: str
+    params: dict[str, Any]
+    types: dict[str, type | str | None] = field(default_factory=dict)
+    choices: dict[str, tuple] = field(default_factory=dict)
+    whole_model: bool = False
+    walk_defaults: dict[str, Any] = field(default_factory=dict)
+    source: str = "builtin"
+
+    def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
+        """Validate user parameters and merge them over the defaults (walk parameters included)."""
+        defaults = {**self.params, **WALK_PARAMS, **self.walk_defaults}
+        out = dict(defaults)
+        for key, value in given.items():
+            if key not in defaults:
+                raise InitbenchError(
+                    f"init '{self.name}' has no parameter '{key}'; valid: {', '.join(defaults)}"
+                )
+            out[key] = _check_value(self, key, value, self.types.get(key))
+        missing = [k for k, v in out.items() if v is REQUIRED]
+        if missing:
+            raise InitbenchError(f"init '{self.name}' needs {', '.join(f'{k}=...' for k in missing)}")
+        _check_bias_norm(self.name, out)
+        return out
+
+
+def _check_value(strategy: Strategy, key: str, value: Any, expected: type | str | None) -> Any:
+    where = f"parameter '{key}' of init '{strategy.name}'"
+    if key == "gain" and isinstance(value, str):
+        if value not in ("auto", *NONLINEARITIES):
+            raise InitbenchError(f"{where} must be a number, 'auto' or one of {', '.join(NONLINEARITIES)}")
+        return value
+    if expected is bool and not isinstance(value, bool):
+        raise InitbenchError(f"{where} must be true or false, got {value!r}")
+    if expected in (int, float, "number"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InitbenchError(f"{where} must be a number, got {value!r}")
+        if expected is int and value != int(value):
+            raise InitbenchError(f"{where} must be a whole number, got {value!r}")
+        if expected != "number":
+            value = expected(value)
+        if not math.isfinite(value):
+            raise InitbenchError(f"{where} must be finite, got {value!r}")
+    if expected is str and not isinstance(value, str):
+        raise InitbenchError(f"{where} must be a name, got {value!r}")
+    choices = strategy.choices.get(key)
+    if choices and value not in choices:
+        raise InitbenchError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
+    return value
+
+
+def _check_bias_norm(name: str, params: dict[str, Any]) -> None:
+    bias = params["bias"]
+    if isinstance(bias, bool) or not (bias in ("zeros", "keep") or isinstance(bias, int | float)):
+        raise InitbenchError(f"parameter 'bias' of init '{name}' must be zeros, keep or a number, got {bias!r}")
+    if params["norm"] not in ("ones", "keep"):
+        raise InitbenchError(f"parameter 'norm' of init '{name}' must be ones or keep, got {params['norm']!r}")
+
+
+_REGISTRY: dict[str, Strategy] = {}
+_entry_points_loaded = False
+
+
+def register_init(
+    name: str,
+    *,
+    description: str | None = None,
+    choices: Mapping[str, tuple] | None = None,
+    whole_model: bool = False,
+    walk_defaults: Mapping[str, Any] | None = None,
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register `fn(tensor, **params)` as init strategy `name`; keyword defaults are its parameters."""
+
+    def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
+        _REGISTRY[name] = _make_strategy(
+            name, fn, description, choices, whole_model, walk_defaults, source=fn.__module__
+        )
+        return fn
+
+    return decorator
+
+
+_TYPES = {"float": float, "int": int, "str": str, "bool": bool, float: float, int: int, str: str, bool: bool}
+_DEFAULT_TYPES = {float: "number", int: "number", str: str, bool: bool}
+
+
+def _make_strategy(
+    name: str,
+    fn: Callable[..., Any],
+    description: str | None = None,
+    choices: Mapping[str, tuple] | None = None,
+    whole_model: bool = False,
+    walk_defaults: Mapping[str, Any] | None = None,
+    source: str = "builtin",
+) -> Strategy:
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        raise InitbenchError(f"init '{name}': cannot read the signature of {fn!r}") from None
+    skip = 3 if whole_model else 1  # (model, data, walk) or (tensor)
+    own = [p for p in list(sig.parameters.values())[skip:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    params = {p.name: p.default for p in own}
+    # The type comes from the annotation, else from the default (None and required say nothing;
+    # an unannotated number, like torch.nn.init's `gain=1`, takes any number).
+    types = {p.name: _TYPES.get(p.annotation) or _DEFAULT_TYPES.get(type(p.default)) for p in own}
+    doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
+    return Strategy(name, fn, doc, params, types, dict(choices or {}), whole_model, dict(walk_defaults or {}),
+                    "builtin" if source.startswith("initbench.inits.") else source)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            obj = ep.load()
+        except Exception as exc:  # a broken plug-in must not break the built-in list
+            raise InitbenchError(f"entry point '{ep.name}' ({ep.value}) of {ENTRY_POINT_GROUP} failed to load: {exc}")
+        if ep.name not in _REGISTRY:
+            _REGISTRY[ep.name] = obj if isinstance(obj, Strategy) else _make_strategy(ep.name, obj, source=ep.value)
+
+
+def list_inits(pattern: str = "*") -> list[Strategy]:
+    """The registered strategies (built-in and entry points) whose name matches an fnmatch pattern."""
+    _load_entry_points()
+    return [s for n, s in sorted(_REGISTRY.items()) if fnmatch.fnmatch(n, pattern)]
+
+
+def get_strategy(name: str) -> Strategy:
+    """Look a strategy up by registered name or import it from `package.module:function`."""
+    if ":" in name:
+        return _import_strategy(name)
+    _load_entry_points()
+    if name not in _REGISTRY:
+        raise unknown_name("init", name, _REGISTRY, suggestions=3)
+    return _REGISTRY[name]
+
+
+def _import_strategy(ref: str) -> Strategy:
+    module_name, _, attr = ref.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise InitbenchError(f"cannot import '{module_name}' for init '{ref}': {exc}") from None
+    obj = getattr(module, attr, None)
+    if obj is None:
+        raise InitbenchError(f"module '{module_name}' has no function '{attr}' (init '{ref}')")
+    if isinstance(obj, Strategy):
+        return obj
+    if not callable(obj):
+        raise InitbenchError(f"'{ref}' is not a function")
+    return _make_strategy(ref, obj, source=ref)
+
+
+# ---------------------------------------------------------------- choosing an init by name
+
+@dataclass(frozen=True)
+class InitSpec:
+    """An init chosen by name with parameters, e.g. `kaiming_normal(mode=fan_out)`."""
+
+    name: str
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+    def __str__(self) -> str:
+        return format_call(self.name, self.params)
+
+
+def parse_init(spec: str | Mapping[str, Any] | InitSpec) -> InitSpec:
+    """Parse `NAME`, `NAME(key=value, ...)` or a YAML mapping `{name: NAME, key: value}`."""
+    if isinstance(spec, InitSpec):
+        return spec
+    return InitSpec(*parse_call(spec, "init"))
