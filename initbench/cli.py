@@ -17,7 +17,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _list(args: argparse.Namespace) -> None:
-    from initbench.inits import REQUIRED, WALK_HELP, list_inits
+    from initbench.inits import REQUIRED, WALK_HELP, broken_plugins, list_inits
 
     if args.what == "inits":
         for s in list_inits(args.pattern):
@@ -26,6 +26,8 @@ def _list(args: argparse.Namespace) -> None:
             print(f"{s.name:<18} {s.description}{origin}")
             if params:
                 print(f"{'':<18}   params: {params}")
+        for error in broken_plugins().values():
+            print(f"(unusable) {error}")
         print("\nevery init also takes: " + "; ".join(f"{k} ({v})" for k, v in WALK_HELP.items()))
         print("spec syntax: NAME or NAME(key=value, ...), e.g. 'kaiming_normal(mode=fan_out, nonlinearity=relu)'")
         print("             or package.module:function (a function that fills a tensor in place)")

@@ -5,6 +5,7 @@ import math
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +15,8 @@ from torch.nn import init as tinit
 
 from initbench import InitbenchError, apply_init, list_inits, parse_init
 from initbench.models import build_model
+
+INITBENCH = Path(sys.executable).parent / "initbench"
 
 
 def _lstm() -> nn.Module:
@@ -345,13 +348,22 @@ def test_third_party_strategies_through_entry_points(tmp_path):
     dist = tmp_path / "ib_plugin-1.0.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: ib-plugin\nVersion: 1.0\n")
-    (dist / "entry_points.txt").write_text("[initbench.inits]\nfives = ib_plugin:fives\n")
+    # a broken plug-in listed first must not hide the working one, nor the built-ins
+    (dist / "entry_points.txt").write_text(
+        "[initbench.inits]\naaa_broken = no_such_module:fn\nfives = ib_plugin:fives\n")
     code = ("import torch; from initbench import apply_init, list_inits;"
             "l = torch.nn.Linear(2, 2); apply_init(l, 'fives(scale=3)');"
-            "print([s.name for s in list_inits('fiv*')], l.weight.flatten().tolist())")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONPATH": str(tmp_path), "PATH": ""}).stdout
-    assert out.strip() == "['fives'] [3.0, 3.0, 3.0, 3.0]"
+            "print([s.name for s in list_inits('fiv*')], l.weight.flatten().tolist(), len(list_inits()) > 15)")
+    env = {"PYTHONPATH": str(tmp_path), "PATH": ""}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip() == "['fives'] [3.0, 3.0, 3.0, 3.0] True"
+    asked = subprocess.run([str(INITBENCH), "run", "--init", "aaa_broken"], capture_output=True,
+                           text=True, env=env)
+    assert asked.returncode == 2 and "Traceback" not in asked.stderr
+    assert "plug-in 'aaa_broken' (no_such_module:fn, group initbench.inits) failed to load" in asked.stderr
+    listed = subprocess.run([str(INITBENCH), "list", "inits"], capture_output=True, text=True,
+                            env=env, check=True).stdout
+    assert "fives" in listed and "(unusable) plug-in 'aaa_broken'" in listed
 
 
 def test_every_strategy_is_listed_with_a_description():
@@ -375,7 +387,7 @@ def test_every_strategy_is_listed_with_a_description():
     ("sparse(fallback=nosuch)", "unknown init 'nosuch'"),
     ("sparse(fallback=normal(sd=1))", "init 'normal' has no parameter 'sd'"),
     ("no_such_pkg.sub:fn", "cannot import 'no_such_pkg.sub' for init 'no_such_pkg.sub:fn'"),
-    ("math:no_such_fn", "module 'math' has no function 'no_such_fn'"),
+    ("math:no_such_fn", "module 'math' has no attribute 'no_such_fn'"),
 ])
 def test_bad_specs_are_one_clear_error(spec, message):
     with pytest.raises(InitbenchError) as err:

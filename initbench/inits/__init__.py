@@ -17,6 +17,7 @@ from initbench.inits.registry import (
     InitSpec,
     NotApplicable,
     Strategy,
+    broken_plugins,
     get_strategy,
     list_inits,
     parse_init,
@@ -27,6 +28,6 @@ from initbench.inits.walk import Manifest, ParamRecord, Walk, apply_init, fans, 
 
 __all__ = [
     "DEFAULT_FALLBACK", "ENTRY_POINT_GROUP", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",
-    "Manifest", "NotApplicable", "ParamRecord", "Strategy", "Walk", "apply_init", "fans", "get_strategy",
-    "infer_nonlinearity", "list_inits", "parse_init", "register_init", "variance_scaling",
+    "Manifest", "NotApplicable", "ParamRecord", "Strategy", "Walk", "apply_init", "broken_plugins", "fans",
+    "get_strategy", "infer_nonlinearity", "list_inits", "parse_init", "register_init", "variance_scaling",
 ]

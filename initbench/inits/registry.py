@@ -8,15 +8,14 @@ before any tensor changes.
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import inspect
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import entry_points
 from typing import Any
 
 from initbench.errors import InitbenchError, unknown_name
+from initbench.plugins import entry_point_group, import_reference
 from initbench.spec import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
@@ -102,7 +101,6 @@ def _check_bias_norm(name: str, params: dict[str, Any]) -> None:
 
 
 _REGISTRY: dict[str, Strategy] = {}
-_entry_points_loaded = False
 
 
 def register_init(
@@ -153,17 +151,16 @@ def _make_strategy(
 
 
 def _load_entry_points() -> None:
-    global _entry_points_loaded
-    if _entry_points_loaded:
-        return
-    _entry_points_loaded = True
-    for ep in entry_points(group=ENTRY_POINT_GROUP):
-        try:
-            obj = ep.load()
-        except Exception as exc:  # a broken plug-in must not break the built-in list
-            raise InitbenchError(f"entry point '{ep.name}' ({ep.value}) of {ENTRY_POINT_GROUP} failed to load: {exc}")
-        if ep.name not in _REGISTRY:
-            _REGISTRY[ep.name] = obj if isinstance(obj, Strategy) else _make_strategy(ep.name, obj, source=ep.value)
+    """Register the `initbench.inits` plug-ins that loaded; the broken ones are named when asked for."""
+    loaded, _ = entry_point_group(ENTRY_POINT_GROUP)
+    for name, (obj, value) in loaded.items():
+        if name not in _REGISTRY:
+            _REGISTRY[name] = obj if isinstance(obj, Strategy) else _make_strategy(name, obj, source=value)
+
+
+def broken_plugins() -> dict[str, str]:
+    """Init plug-ins whose entry point failed to load: name -> the error."""
+    return dict(entry_point_group(ENTRY_POINT_GROUP)[1])
 
 
 def list_inits(pattern: str = "*") -> list[Strategy]:
@@ -177,24 +174,20 @@ def get_strategy(name: str) -> Strategy:
     if ":" in name:
         return _import_strategy(name)
     _load_entry_points()
+    broken = broken_plugins()
+    if name in broken and name not in _REGISTRY:
+        raise InitbenchError(broken[name])
     if name not in _REGISTRY:
         raise unknown_name("init", name, _REGISTRY, suggestions=3)
     return _REGISTRY[name]
 
 
 def _import_strategy(ref: str) -> Strategy:
-    module_name, _, attr = ref.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:
-        raise InitbenchError(f"cannot import '{module_name}' for init '{ref}': {exc}") from None
-    obj = getattr(module, attr, None)
-    if obj is None:
-        raise InitbenchError(f"module '{module_name}' has no function '{attr}' (init '{ref}')")
+    obj = import_reference(ref, "init")
     if isinstance(obj, Strategy):
         return obj
     if not callable(obj):
-        raise InitbenchError(f"'{ref}' is not a function")
+        raise InitbenchError(f"init '{ref}' is not a function")
     return _make_strategy(ref, obj, source=ref)
 
 
