@@ -50,6 +50,9 @@ def _literal(node: ast.expr, src: str, spec: str, what: str) -> Any:
         return {"true": True, "false": False, "none": None, "null": None}.get(node.id.lower(), node.id)
     if isinstance(node, ast.Tuple | ast.List):
         return [_literal(e, src, spec, what) for e in node.elts]
+    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
+        return {_literal(k, src, spec, what): _literal(v, src, spec, what) for k, v in zip(node.keys, node.values,
+                                                                                         strict=True)}
     if isinstance(node, ast.Call | ast.Attribute):
         return ast.get_source_segment(src, node)
     raise InitbenchError(f"malformed {what} spec {spec!r}: cannot read {ast.get_source_segment(src, node)!r}")
@@ -67,4 +70,6 @@ def format_value(value: Any) -> str:
         return value if re.fullmatch(r"[A-Za-z_]\w*", value) else repr(value)
     if isinstance(value, list | tuple):
         return "[" + ", ".join(map(format_value, value)) + "]"
+    if isinstance(value, Mapping):
+        return "{" + ", ".join(f"{format_value(k)}: {format_value(v)}" for k, v in value.items()) + "}"
     return repr(value)

@@ -14,6 +14,7 @@ from torch import nn
 from torch.nn import init as tinit
 
 from initbench import InitbenchError, apply_init, list_inits, parse_init
+from initbench.inits import InitSpec
 from initbench.models import build_model
 
 INITBENCH = Path(sys.executable).parent / "initbench"
@@ -57,21 +58,35 @@ TORCH_EQUIVALENT = {
     ),
 }
 
+# nonlinearity=auto inside an RNN means the cell's own activation, tanh (torch.nn.init's default: leaky_relu)
+RNN_EQUIVALENT = {
+    "kaiming_uniform": lambda t: tinit.kaiming_uniform_(t, nonlinearity="tanh"),
+    "kaiming_normal": lambda t: tinit.kaiming_normal_(t, nonlinearity="tanh"),
+}
 
-@pytest.mark.parametrize("model_name", MODELS)
+
+@pytest.mark.parametrize("model_name", [*MODELS, "lstm-packed"])
 @pytest.mark.parametrize("spec", TORCH_EQUIVALENT)
 def test_matches_torch_nn_init_under_the_same_rng_state(spec, model_name):
-    model = MODELS[model_name]()
+    """Linear/conv: the torch.nn.init call itself. LSTM: that call gate by gate, or on the packed matrix
+    with blocks=packed (PyTorch's convention)."""
+    packed = model_name == "lstm-packed"
+    model = MODELS[model_name.removesuffix("-packed")]()
     by_hand = copy.deepcopy(model)
     torch.manual_seed(0)
-    manifest = apply_init(model, spec)
+    given = parse_init(spec)
+    manifest = apply_init(model, InitSpec(given.name, {**given.params, "blocks": "packed"}) if packed else spec)
     torch.manual_seed(0)
     with torch.no_grad():
         for name, p in by_hand.named_parameters():  # the walk visits parameters in this order
             if "bias" in name:
                 p.zero_()
+            elif isinstance(by_hand, nn.LSTM) and not packed:
+                for gate in p.chunk(4):
+                    RNN_EQUIVALENT.get(spec, TORCH_EQUIVALENT[spec])(gate)
             else:
-                TORCH_EQUIVALENT[spec](p)
+                (RNN_EQUIVALENT if isinstance(by_hand, nn.LSTM) else TORCH_EQUIVALENT).get(
+                    spec, TORCH_EQUIVALENT[spec])(p)
     for (name, got), (_, want) in zip(model.named_parameters(), by_hand.named_parameters(), strict=True):
         assert torch.equal(got, want), f"{spec} on {model_name}: {name} differs from torch.nn.init"
     assert [r.name for r in manifest.records] == [n for n, _ in model.named_parameters()]
@@ -113,12 +128,13 @@ def test_variance_based_schemes_follow_their_formula(spec, model_name):
     for name, w in model.named_parameters():
         if "weight" not in name:
             continue
-        want = FORMULAS[spec](w)
+        block = w.chunk(4)[0] if isinstance(model, nn.LSTM) else w  # the fans of one gate
+        want = FORMULAS[spec](block)
         assert w.std().item() == pytest.approx(want, rel=0.03), f"{spec}: {name}"
         assert abs(w.mean().item()) < 0.05 * want
         rec = next(r for r in manifest.records if r.name == name)
         assert rec.std == pytest.approx(w.std().item(), rel=1e-5)
-        assert (rec.fan_in, rec.fan_out) == (_fan(w, "fan_in"), _fan(w, "fan_out"))
+        assert (rec.fan_in, rec.fan_out) == (_fan(block, "fan_in"), _fan(block, "fan_out"))
 
 
 def test_truncated_variance_scaling_is_cut_at_two_corrected_stds():
@@ -150,8 +166,8 @@ def test_nonlinearity_is_inferred_from_the_model_and_declared_by_ours():
     assert man.records[0].params == {"a": 0.3, "mode": "fan_in", "nonlinearity": "leaky_relu"}
     mlp = build_model("mlp(activation=selu, hidden=[600])", (1, 8, 8), 10)
     man = apply_init(mlp, "xavier_normal(gain=auto)")
-    assert man.nonlinearity == "selu (declared by the model)"
-    assert man.records[0].params["gain"] == pytest.approx(0.75)
+    assert man.nonlinearity.startswith("selu (declared by the model); selu: gain 1 (variance 1/fan_in")
+    assert man.records[0].params["gain"] == 1.0  # the SNN paper's and PyTorch docs' advice, not 0.75
     mixed = nn.Sequential(nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5), nn.Tanh())
     assert "mixed activations" in apply_init(mixed, "kaiming_normal").nonlinearity
 

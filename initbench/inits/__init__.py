@@ -7,15 +7,17 @@ Two strategies work on the whole model instead: `pytorch_default` and the data-d
 
 from initbench.inits import lsuv as _lsuv  # noqa: F401  (registers lsuv)
 from initbench.inits import strategies as _strategies  # noqa: F401  (registers the built-ins)
+from initbench.inits.gains import NONLINEARITIES, gain, infer_nonlinearity
+from initbench.inits.manifest import Manifest, ParamRecord
 from initbench.inits.registry import (
     DEFAULT_FALLBACK,
     ENTRY_POINT_GROUP,
-    NONLINEARITIES,
     REQUIRED,
     WALK_HELP,
     WALK_PARAMS,
     InitSpec,
     NotApplicable,
+    Sampled,
     Strategy,
     broken_plugins,
     get_strategy,
@@ -23,11 +25,13 @@ from initbench.inits.registry import (
     parse_init,
     register_init,
 )
+from initbench.inits.roles import fans_of, torch_fans
 from initbench.inits.strategies import variance_scaling
-from initbench.inits.walk import Manifest, ParamRecord, Walk, apply_init, fans, infer_nonlinearity
+from initbench.inits.walk import Walk, apply_init, resolve_init
 
 __all__ = [
     "DEFAULT_FALLBACK", "ENTRY_POINT_GROUP", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",
-    "Manifest", "NotApplicable", "ParamRecord", "Strategy", "Walk", "apply_init", "broken_plugins", "fans",
-    "get_strategy", "infer_nonlinearity", "list_inits", "parse_init", "register_init", "variance_scaling",
+    "Manifest", "NotApplicable", "ParamRecord", "Sampled", "Strategy", "Walk", "apply_init", "broken_plugins",
+    "fans_of", "gain", "get_strategy", "infer_nonlinearity", "list_inits", "parse_init", "register_init",
+    "resolve_init", "torch_fans", "variance_scaling",
 ]

@@ -1,9 +1,18 @@
-"""LSUV (Mishkin & Matas 2015): the data-dependent strategy, calibrated layer by layer on a batch."""
+"""LSUV (Mishkin & Matas 2015): the data-dependent strategy, calibrated layer by layer on a batch.
+
+Every weight is first made orthogonal; then each layer whose output LSUV can rescale -- Linear and
+convolution layers, and the output projection of MultiheadAttention -- is divided by the square
+root of its output variance until that variance is 1. By default in training mode, so that Dropout
+and BatchNorm act as on the first training step (BatchNorm's running statistics are restored
+afterwards); `mode=eval` calibrates as the model predicts. Weights it cannot calibrate stay
+orthogonal and say so in the manifest.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import math
+from collections.abc import Callable
 from typing import Any
 
 from torch import Tensor, nn
@@ -12,53 +21,86 @@ from initbench.errors import InitbenchError
 from initbench.inits.registry import get_strategy, register_init
 from initbench.inits.walk import Walk
 
+_CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
+
 
 class _Captured(Exception):
     """Stops the forward pass once the layer being calibrated has produced its output."""
 
 
-@register_init("lsuv", whole_model=True)
-def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, max_iter: int = 10) -> None:
+def _first(output: Any) -> Tensor:
+    return output[0] if isinstance(output, tuple) else output
+
+
+def _targets(model: nn.Module) -> dict[int, tuple[nn.Module, str, Tensor]]:
+    """Layers LSUV can rescale: id -> (module whose output is read, weight name, weight)."""
+    names = {id(m): n for n, m in model.named_modules()}
+    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
+    out = {}
+    for m in model.modules():
+        prefix = names[id(m)] + "." if names[id(m)] else ""
+        if isinstance(m, nn.MultiheadAttention):  # F.multi_head_attention_forward never calls out_proj itself
+            out[id(m)] = (m, f"{prefix}out_proj.weight", m.out_proj.weight)
+        elif isinstance(m, _CALIBRATED) and id(m) not in inside_attention:
+            out[id(m)] = (m, f"{prefix}weight", m.weight)
+    return out
+
+
+@register_init("lsuv", whole_model=True, choices={"mode": ("train", "eval")})
+def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, max_iter: int = 10,
+         mode: str = "train") -> None:
     """Mishkin & Matas 2015: orthogonal, then rescale each layer until its output variance on a batch is 1."""
     if data is None:
         raise InitbenchError("init 'lsuv' is data-dependent: it needs a batch of inputs (data=...)")
     if tol <= 0 or max_iter < 1:
         raise InitbenchError("init 'lsuv' needs tol > 0 and max_iter >= 1")
     walk.run(model, get_strategy("orthogonal"))
-    layers = [m for m in model.modules() if isinstance(m, nn.Linear | nn.modules.conv._ConvNd)]
+    targets = {k: v for k, v in _targets(model).items() if v[1] not in walk.ruled}
     data = data.to(next(model.parameters()).device)
     was_training = model.training
-    model.eval()
-    order: list[nn.Module] = []
-    hooks = [m.register_forward_hook(lambda m, i, o: order.append(m)) for m in layers]
-    model(data)
-    for h in hooks:
-        h.remove()
-    names = {id(m): n for n, m in model.named_modules()}
-    done: set[int] = set()
-    for layer in order:
-        if id(layer) in done:  # a layer called twice is calibrated on its first call
-            continue
-        done.add(id(layer))
-        variance, iterations = _calibrate(model, layer, data, tol, max_iter)
-        prefix = names[id(layer)]
-        wname = f"{prefix}.weight" if prefix else "weight"
+    buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm's running statistics
+    model.train(mode == "train")
+    order: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, i, o: order.append(id(m))) for m, _, _ in targets.values()]
+    try:
+        model(data)
+    finally:
+        for h in hooks:
+            h.remove()
+    calibrated: set[str] = set()
+    for key in dict.fromkeys(order):  # a layer called twice is calibrated on its first call
+        module, wname, weight = targets[key]
+        variance, iterations = _calibrate(model, module, weight, data, tol, max_iter)
+        calibrated.add(wname)
         rec = next(r for r in walk.manifest.records if r.name == wname)
         rec.scheme = "lsuv"
-        rec.params.update(tol=tol, max_iter=max_iter, iterations=iterations, output_var=round(variance, 6))
+        rec.params.update(tol=tol, max_iter=max_iter, mode=mode, iterations=iterations, output_var=round(variance, 6))
+        rec.distribution = None
         if abs(variance - 1.0) >= tol:
             rec.note = f"did not reach unit variance within {max_iter} iterations"
+    with_output = {wname for _, wname, _ in targets.values()}
+    skipped = []
+    for rec in walk.manifest.records:
+        if rec.role == "weight" and rec.name not in calibrated and rec.name not in walk.ruled:
+            why = "no output seen" if rec.name in with_output else "LSUV rescales Linear, conv and attention outputs"
+            rec.note = "; ".join(filter(None, (rec.note, f"not calibrated: {why}")))
+            skipped.append(rec.name)
+    if skipped:
+        walk.manifest.warn(f"lsuv left {len(skipped)} weight(s) orthogonal, not calibrated: {', '.join(skipped)}")
+    for name, buffer in model.named_buffers():
+        buffer.copy_(buffers[name])
     model.train(was_training)
 
 
-def _calibrate(model: nn.Module, layer: nn.Module, data: Tensor, tol: float, max_iter: int) -> tuple[float, int]:
+def _calibrate(model: nn.Module, layer: nn.Module, weight: Tensor, data: Tensor, tol: float,
+               max_iter: int) -> tuple[float, int]:
     out: list[Tensor] = []
 
-    def capture(m: nn.Module, inputs: Any, output: Tensor) -> None:
-        out.append(output)
+    def capture(m: nn.Module, inputs: Any, output: Any) -> None:
+        out.append(_first(output))
         raise _Captured
 
-    hook = layer.register_forward_hook(capture)
+    hook: Callable[[], None] = layer.register_forward_hook(capture).remove
     iterations = 0
     try:
         while True:
@@ -69,7 +111,7 @@ def _calibrate(model: nn.Module, layer: nn.Module, data: Tensor, tol: float, max
             converged = abs(variance - 1.0) < tol
             if converged or iterations == max_iter or not (math.isfinite(variance) and variance > 0):
                 return variance, iterations
-            layer.weight.div_(math.sqrt(variance))
+            weight.div_(math.sqrt(variance))
             iterations += 1
     finally:
-        hook.remove()
+        hook()

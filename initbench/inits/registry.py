@@ -15,20 +15,25 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from initbench.errors import InitbenchError, unknown_name
+from initbench.inits.gains import NONLINEARITIES
 from initbench.plugins import entry_point_group, import_reference
 from initbench.spec import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
-NONLINEARITIES = ("linear", "conv1d", "conv2d", "conv3d", "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 # PyTorch's own default for Linear/Conv weights: kaiming_uniform_(a=sqrt(5)).
 DEFAULT_FALLBACK = "kaiming_uniform(a=2.23606797749979)"
 # Parameters every strategy accepts: they steer the walk, not the tensor function.
-WALK_PARAMS: dict[str, Any] = {"bias": "zeros", "norm": "ones", "fallback": DEFAULT_FALLBACK}
+WALK_PARAMS: dict[str, Any] = {"bias": "zeros", "norm": "ones", "fallback": DEFAULT_FALLBACK, "blocks": "split",
+                               "fans": "signal", "rules": None}
 WALK_HELP = {
     "bias": "zeros | keep | <number>: what biases get",
     "norm": "ones | keep: norm layers to weight 1 / bias 0, or left as they are",
     "fallback": "scheme for tensors this one does not fit",
+    "blocks": "split | packed: RNN gates and attention q/k/v one block at a time, or as one packed matrix (PyTorch)",
+    "fans": "signal | torch: transposed/grouped conv fans that follow the signal, or PyTorch's convention",
+    "rules": "{PATTERN: SPEC, ...}: parameters whose name matches PATTERN (fnmatch, first match wins) get SPEC",
 }
+WALK_CHOICES = {"norm": ("ones", "keep"), "blocks": ("split", "packed"), "fans": ("signal", "torch")}
 ENTRY_POINT_GROUP = "initbench.inits"
 
 
@@ -63,7 +68,7 @@ class Strategy:
         missing = [k for k, v in out.items() if v is REQUIRED]
         if missing:
             raise InitbenchError(f"init '{self.name}' needs {', '.join(f'{k}=...' for k in missing)}")
-        _check_bias_norm(self.name, out)
+        _check_walk(self.name, out)
         return out
 
 
@@ -92,12 +97,24 @@ def _check_value(strategy: Strategy, key: str, value: Any, expected: type | str 
     return value
 
 
-def _check_bias_norm(name: str, params: dict[str, Any]) -> None:
+def _check_walk(name: str, params: dict[str, Any]) -> None:
     bias = params["bias"]
     if isinstance(bias, bool) or not (bias in ("zeros", "keep") or isinstance(bias, int | float)):
         raise InitbenchError(f"parameter 'bias' of init '{name}' must be zeros, keep or a number, got {bias!r}")
-    if params["norm"] not in ("ones", "keep"):
-        raise InitbenchError(f"parameter 'norm' of init '{name}' must be ones or keep, got {params['norm']!r}")
+    for key, choices in WALK_CHOICES.items():
+        if params[key] not in choices:
+            raise InitbenchError(f"parameter '{key}' of init '{name}' must be {' or '.join(choices)}, "
+                                 f"got {params[key]!r}")
+    params["rules"] = canonical_rules(params["rules"], name)
+
+
+@dataclass(frozen=True)
+class Sampled:
+    """What a tensor function may return: the distribution it drew from (for the manifest) and a note."""
+
+    family: str  # normal | uniform | trunc_normal | orthogonal | constant | identity | sparse_normal
+    params: Mapping[str, float] = field(default_factory=dict)
+    note: str = ""
 
 
 _REGISTRY: dict[str, Strategy] = {}
@@ -208,4 +225,21 @@ def parse_init(spec: str | Mapping[str, Any] | InitSpec) -> InitSpec:
     """Parse `NAME`, `NAME(key=value, ...)` or a YAML mapping `{name: NAME, key: value}`."""
     if isinstance(spec, InitSpec):
         return spec
-    return InitSpec(*parse_call(spec, "init"))
+    name, params = parse_call(spec, "init")
+    if "rules" in params:
+        params["rules"] = canonical_rules(params["rules"], name)
+    return InitSpec(name, params)
+
+
+def canonical_rules(rules: Any, name: str) -> dict[str, str] | None:
+    """Per-parameter rules as {fnmatch pattern: canonical spec string}, in their given (first-match) order."""
+    if rules is None or rules == {}:
+        return None
+    if not isinstance(rules, Mapping):
+        raise InitbenchError(f"parameter 'rules' of init '{name}' must be a mapping {{PATTERN: SPEC}}, got {rules!r}")
+    out = {}
+    for pattern, rule in rules.items():
+        if not isinstance(pattern, str) or not pattern:
+            raise InitbenchError(f"a rule of init '{name}' needs a parameter-name pattern, got {pattern!r}")
+        out[pattern] = "keep" if rule == "keep" else str(parse_init(rule))
+    return out

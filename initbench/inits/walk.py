@@ -1,18 +1,14 @@
-"""The `model.named_modules()` walk that decides each parameter's role, and its manifest.
+"""The `model.named_modules()` walk: every parameter once, by the role its module gives it, into the manifest.
 
-Weights of known layers (and >=2-D parameters of custom modules) get the strategy, biases follow
-the bias policy, norm layers get weight 1 / bias 0, and everything else is kept -- with the reason
-in the manifest.
+Weights of known layers (and >=2-D parameters of custom modules) get the scheme, block by block
+where a weight packs several matrices; biases follow the bias policy; norm layers get weight 1 /
+bias 0; per-parameter rules override all of these; everything else is kept, with the reason.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import re
-from collections import Counter
-from collections.abc import Iterator, Mapping
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import torch
@@ -20,124 +16,36 @@ from torch import Tensor, nn
 from torch.nn import init as tinit
 
 from initbench.errors import InitbenchError
-from initbench.inits.registry import NONLINEARITIES, InitSpec, NotApplicable, Strategy, get_strategy, parse_init
-from initbench.spec import format_call
+from initbench.inits import gains
+from initbench.inits.manifest import Manifest, ParamRecord
+from initbench.inits.registry import InitSpec, NotApplicable, Sampled, Strategy, get_strategy, parse_init
+from initbench.inits.roles import Param, declared_fans, iter_params, layer_fans, split_blocks
+from initbench.inits.rules import Rule, first_match, resolve_rules, unmatched
 
-# ---------------------------------------------------------------- the manifest
 
 @dataclass
-class ParamRecord:
-    """What the walk did to one parameter tensor."""
+class Resolved:
+    """An init spec checked in full: strategy, parameters, fallback and rules (before any tensor changes)."""
 
-    name: str
-    module_type: str
-    role: str
-    shape: list[int]
-    fan_in: int | None
-    fan_out: int | None
-    scheme: str
+    spec: InitSpec
+    strategy: Strategy
     params: dict[str, Any]
-    note: str = ""
-    mean: float | None = None
-    std: float | None = None
+    fallback: tuple[Strategy, dict[str, Any]]
+    rules: list[Rule]
 
 
-@dataclass
-class Manifest:
-    """Per-parameter record of one `apply_init` call; JSON-serialisable and printable."""
-
-    init: str
-    nonlinearity: str
-    records: list[ParamRecord] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def to_json(self, **kwargs: Any) -> str:
-        return json.dumps(self.to_dict(), **kwargs)
-
-    def summary(self) -> dict[str, int]:
-        """How many parameter tensors got each scheme."""
-        return dict(Counter(r.scheme for r in self.records))
-
-    def table(self) -> str:
-        head = ("parameter", "type", "shape", "fan_in", "fan_out", "scheme", "std", "note")
-        rows = [head] + [
-            (r.name, r.module_type, "x".join(map(str, r.shape)), _s(r.fan_in), _s(r.fan_out),
-             format_call(r.scheme, r.params),
-             "-" if r.std is None else f"{r.std:.4g}", r.note)
-            for r in self.records
-        ]
-        widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-        lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows]
-        return "\n".join([f"init: {self.init}    nonlinearity: {self.nonlinearity}", *lines])
-
-
-def _s(v: int | None) -> str:
-    return "-" if v is None else str(v)
-
-
-# ---------------------------------------------------------------- the walk
-
-NORM_TYPES: tuple[type, ...] = (nn.modules.batchnorm._NormBase, nn.GroupNorm, nn.LayerNorm, nn.RMSNorm)
-WEIGHT_TYPES: tuple[type, ...] = (
-    nn.Linear, nn.Bilinear, nn.modules.conv._ConvNd, nn.Embedding, nn.EmbeddingBag, nn.RNNBase,
-    nn.MultiheadAttention,
-)
-_ACTIVATIONS = {
-    nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",
-    nn.SELU: "selu", nn.GELU: "relu", nn.SiLU: "relu", nn.ELU: "relu", nn.Mish: "relu",
-}
-
-
-def fans(t: Tensor) -> tuple[int, int]:
-    """(fan_in, fan_out) with PyTorch's convention: dim 1 is input, dim 0 output, the rest receptive."""
-    receptive = math.prod(t.shape[2:])
-    return t.shape[1] * receptive, t.shape[0] * receptive
-
-
-def infer_nonlinearity(model: nn.Module) -> tuple[str | None, float, str]:
-    """The activation the gains are derived from: `model.nonlinearity`, else the one activation type used."""
-    declared = getattr(model, "nonlinearity", None)
-    if isinstance(declared, str) and declared in NONLINEARITIES:
-        return declared, float(getattr(model, "negative_slope", 0.01)), f"{declared} (declared by the model)"
-    found = {}
-    for m in model.modules():
-        for cls, name in _ACTIVATIONS.items():
-            if type(m) is cls:
-                found.setdefault(name, m)
-    if len(found) == 1:
-        (name, module), = found.items()
-        slope = float(getattr(module, "negative_slope", 0.0))
-        approx = "" if type(module) in (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.SELU) else ", approximated"
-        return name, slope, f"{name} (inferred from nn.{type(module).__name__}{approx})"
-    why = f"mixed activations {sorted(found)}" if found else "no activation modules found"
-    return None, 0.0, f"unknown ({why}; gains use each scheme's default)"
-
-
-def _is_bias_name(pname: str) -> bool:
-    return "bias" in pname or re.fullmatch(r"b\d*", pname) is not None
-
-
-def _iter_params(model: nn.Module) -> Iterator[tuple[str, nn.Module, str, Tensor, str, str]]:
-    """Yield (full name, module, local name, tensor, role, note) for every parameter, once."""
-    seen: set[int] = set()
-    for mname, module in model.named_modules():
-        for pname, p in module.named_parameters(recurse=False):
-            if id(p) in seen:
-                continue
-            seen.add(id(p))
-            full = f"{mname}.{pname}" if mname else pname
-            if isinstance(module, NORM_TYPES):
-                yield full, module, pname, p, "norm", ""
-            elif isinstance(module, WEIGHT_TYPES):
-                yield full, module, pname, p, "bias" if _is_bias_name(pname) else "weight", ""
-            elif _is_bias_name(pname):
-                yield full, module, pname, p, "bias", "custom module parameter"
-            elif p.dim() >= 2:
-                yield full, module, pname, p, "weight", "custom parameter: fans assume PyTorch's [out, in, ...] layout"
-            else:
-                yield full, module, pname, p, "keep", f"{p.dim()}-D parameter of a custom module has no fans"
+def resolve_init(spec: str | Mapping[str, Any] | InitSpec, rules: Mapping[str, Any] | None = None) -> Resolved:
+    """Parse and check an init spec; `rules` are added after the spec's own (which match first)."""
+    spec = parse_init(spec)
+    if rules:
+        spec = parse_init(InitSpec(spec.name, {**spec.params, "rules": {**(spec.params.get("rules") or {}), **rules}}))
+        spec = parse_init(str(spec))  # canonical rule specs
+    strategy = get_strategy(spec.name)
+    params = strategy.resolve(spec.params)
+    fb = parse_init(params["fallback"])
+    fb_strategy = get_strategy(fb.name)
+    fallback = (fb_strategy, {k: v for k, v in fb_strategy.resolve(fb.params).items() if k in fb_strategy.params})
+    return Resolved(spec, strategy, params, fallback, resolve_rules(params["rules"], spec.name))
 
 
 @dataclass
@@ -150,93 +58,167 @@ class Walk:
     negative_slope: float
     manifest: Manifest
     fallback: tuple[Strategy, dict[str, Any]]
+    rules: list[Rule] = field(default_factory=list)
     tensors: dict[str, Tensor] = field(default_factory=dict)
+    ruled: set[str] = field(default_factory=set)  # parameters a rule decided
 
-    def record(self, full: str, module: nn.Module, role: str, t: Tensor, scheme: str,
-               params: Mapping[str, Any] | None = None, note: str = "") -> None:
-        fi, fo = fans(t) if t.dim() >= 2 else (None, None)
-        self.manifest.records.append(
-            ParamRecord(full, type(module).__name__, role, list(t.shape), fi, fo, scheme, dict(params or {}), note)
-        )
-        self.tensors[full] = t
+    def rule_for(self, name: str) -> Rule | None:
+        return first_match(self.rules, name)
 
-    def fill(self, strategy: Strategy, params: Mapping[str, Any], t: Tensor) -> tuple[str, dict[str, Any], str]:
-        """Fill one weight tensor; falls back (and says so) where the scheme does not fit."""
-        resolved = self.tensor_params(strategy, params)
+    def record(self, p: Param, scheme: str, params: Mapping[str, Any] | None = None, note: str = "",
+               fans: tuple[Any, Any] = (None, None), blocks: tuple[str, ...] = (),
+               distribution: dict[str, Any] | None = None) -> None:
+        rec = ParamRecord(p.name, type(p.module).__name__, p.role, list(p.tensor.shape), *fans, scheme,
+                          dict(params or {}), note, blocks=list(blocks), distribution=distribution)
+        records = self.manifest.records
+        at = next((i for i, r in enumerate(records) if r.name == p.name), None) if p.name in self.tensors else None
+        if at is None:
+            records.append(rec)
+        else:  # a second pass over the same parameter (a rule after pytorch_default, LSUV's rescale)
+            records[at] = rec
+        self.tensors[p.name] = p.tensor
+
+    def run(self, model: nn.Module, strategy: Strategy | None = None) -> None:
+        """The walk proper: every parameter of `model` once, by rule or by role."""
+        for p in iter_params(model):
+            self.apply(p, strategy)
+
+    def apply(self, p: Param, strategy: Strategy | None = None) -> None:
+        rule = self.rule_for(p.name)
+        if rule is not None:
+            self.ruled.add(p.name)
+            if rule.strategy is None:
+                self.record(p, "kept", note=f"rule '{rule.pattern}': keep")
+            else:
+                self.fill_weight(p, rule.strategy, rule.params, f"rule '{rule.pattern}'")
+        elif p.role == "norm":
+            self.apply_norm(p)
+        elif p.role == "bias":
+            self.apply_bias(p)
+        elif p.role == "attn_bias_kv":
+            tinit.xavier_normal_(p.tensor)
+            std = (2.0 / (2 * p.tensor.shape[-1])) ** 0.5
+            self.record(p, "xavier_normal", note="MultiheadAttention's bias_k/bias_v: PyTorch's default "
+                        "(xavier_normal_), whatever the scheme", distribution={"family": "normal", "mean": 0.0,
+                                                                             "std": std})
+        elif p.role == "keep":
+            self.record(p, "kept", note=p.note)
+        else:
+            self.fill_weight(p, strategy or self.strategy, self.params)
+
+    def fill_weight(self, p: Param, strategy: Strategy, params: Mapping[str, Any], note: str = "") -> None:
+        """Fill a weight (or any tensor a rule names), block by block where it packs several matrices."""
+        pieces = split_blocks(p, params["blocks"] == "split")
+        notes = [note, p.note]
+        for _, block in pieces:
+            if block.dim() >= 2:
+                fan_in, fan_out, fan_note = layer_fans(p.module, block, params["fans"] == "signal")
+                with declared_fans(block, fan_in, fan_out):
+                    scheme, used, why, dist = self.fill(strategy, params, block, p.module)
+            else:
+                fan_in = fan_out = None
+                fan_note = ""
+                scheme, used, why, dist = self.fill(strategy, params, block, p.module)
+        notes += [fan_note, why]
+        if len(pieces) > 1:
+            shape = "x".join(map(str, pieces[0][1].shape))
+            notes.append(f"filled per block: {len(pieces)} blocks ({', '.join(p.blocks)}) of {shape}")
+        elif len(p.blocks) > 1:
+            notes.append(f"{len(p.blocks)} packed blocks ({', '.join(p.blocks)}) filled as one matrix")
+        padding = getattr(p.module, "padding_idx", None)
+        if isinstance(p.module, nn.Embedding | nn.EmbeddingBag) and p.local == "weight" and padding is not None:
+            p.tensor[padding].zero_()
+            notes.append(f"padding_idx row {padding} kept at zero")
+        self.record(p, scheme, used, "; ".join(n for n in notes if n), (fan_in, fan_out),
+                    p.blocks if len(pieces) > 1 else (), dist)
+
+    def fill(self, strategy: Strategy, params: Mapping[str, Any], t: Tensor,
+             module: nn.Module) -> tuple[str, dict[str, Any], str, dict[str, Any] | None]:
+        """Fill one tensor; falls back (and says so) where the scheme does not fit."""
+        resolved, gain_note = self.tensor_params(strategy, params, module)
         try:
-            note = strategy.fn(t, **resolved)  # torch.nn.init functions return the tensor: not a note
-            return strategy.name, resolved, note if isinstance(note, str) else ""
+            out = strategy.fn(t, **resolved)  # torch.nn.init functions return the tensor: not a note
         except NotApplicable as why:
             fb_strategy, fb_params = self.fallback
             if strategy is fb_strategy:
                 raise InitbenchError(f"fallback '{strategy.name}' does not fit either: {why}") from None
-            name, used, _ = self.fill(fb_strategy, fb_params, t)
-            return name, used, f"fallback for {strategy.name}: {why}"
+            name, used, _, dist = self.fill(fb_strategy, fb_params, t, module)
+            return name, used, f"fallback for {strategy.name}: {why}", dist
+        if isinstance(out, Sampled):
+            note = "; ".join(n for n in (gain_note, out.note) if n)
+            return strategy.name, resolved, note, {"family": out.family, **out.params}
+        note = "; ".join(n for n in (gain_note, out if isinstance(out, str) else "") if n)
+        return strategy.name, resolved, note, None
 
-    def tensor_params(self, strategy: Strategy, params: Mapping[str, Any]) -> dict[str, Any]:
-        """Keep the tensor function's own parameters and resolve `auto` nonlinearities and named gains."""
+    def tensor_params(self, strategy: Strategy, params: Mapping[str, Any], module: nn.Module) -> tuple[dict, str]:
+        """The tensor function's own parameters with `auto` nonlinearities and gains resolved for `module`."""
         out = {k: v for k, v in params.items() if k in strategy.params}
+        nonlinearity, slope, note = self.nonlinearity, self.negative_slope, ""
+        auto = "auto" in (out.get("nonlinearity"), out.get("gain"))
+        if auto and isinstance(module, nn.RNNBase):  # the cell's own activation
+            nonlinearity, slope = ("relu" if module.mode == "RNN_RELU" else "tanh"), 0.0
+            note = f"gain of the {type(module).__name__} cell's {nonlinearity}"
         if out.get("nonlinearity") == "auto":
-            out["nonlinearity"] = self.nonlinearity or "leaky_relu"  # torch's own default
-            if self.nonlinearity == "leaky_relu" and out.get("a") == 0.0:
-                out["a"] = self.negative_slope
-        gain = out.get("gain")
-        if gain == "auto":
-            out["gain"] = tinit.calculate_gain(self.nonlinearity or "linear", self.negative_slope)
-        elif isinstance(gain, str):
-            out["gain"] = tinit.calculate_gain(gain)
-        return out
+            if nonlinearity is None:
+                self.manifest.warn(f"no activation found: {strategy.name} used leaky_relu(a=0), torch.nn.init's "
+                                   f"default (gain sqrt(2)); set model.nonlinearity or pass nonlinearity=...")
+            out["nonlinearity"] = nonlinearity or "leaky_relu"
+            if nonlinearity == "leaky_relu" and out.get("a") == 0.0:
+                out["a"] = slope
+        if out.get("gain") == "auto":
+            if nonlinearity is None:
+                self.manifest.warn(f"no activation found: {strategy.name}(gain=auto) used gain 1 (linear); "
+                                   f"set model.nonlinearity or pass gain=...")
+            out["gain"] = gains.gain(nonlinearity or "linear", slope)
+        elif isinstance(out.get("gain"), str):
+            out["gain"] = gains.gain(out["gain"])
+        return out, note
 
-    def apply_bias(self, full: str, module: nn.Module, t: Tensor) -> None:
+    def apply_bias(self, p: Param) -> None:
         policy = self.params["bias"]
         if policy == "keep":
-            self.record(full, module, "bias", t, "kept", note="bias policy: keep")
+            self.record(p, "kept", note="bias policy: keep")
         else:
             value = 0.0 if policy == "zeros" else float(policy)
-            t.fill_(value)
-            self.record(full, module, "bias", t, "constant", {"value": value}, "bias policy")
+            p.tensor.fill_(value)
+            self.record(p, "constant", {"value": value}, "bias policy",
+                        distribution={"family": "constant", "value": value})
 
-    def apply_norm(self, full: str, module: nn.Module, pname: str, t: Tensor) -> None:
+    def apply_norm(self, p: Param) -> None:
         if self.params["norm"] == "keep":
-            self.record(full, module, "norm", t, "kept", note="norm policy: keep")
+            self.record(p, "kept", note="norm policy: keep")
         else:
-            value = 0.0 if _is_bias_name(pname) else 1.0
-            t.fill_(value)
-            self.record(full, module, "norm", t, "constant", {"value": value}, "norm layer")
-
-    def run(self, model: nn.Module, strategy: Strategy | None = None) -> None:
-        """The walk proper: every parameter of `model` once, by role."""
-        strategy = strategy or self.strategy
-        for full, module, pname, t, role, note in _iter_params(model):
-            if role == "norm":
-                self.apply_norm(full, module, pname, t)
-            elif role == "bias":
-                self.apply_bias(full, module, t)
-            elif role == "keep":
-                self.record(full, module, "keep", t, "kept", note=note)
-            else:
-                scheme, used, why = self.fill(strategy, self.params, t)
-                self.record(full, module, "weight", t, scheme, used, "; ".join(filter(None, (note, why))))
+            value = 0.0 if p.local == "bias" else 1.0
+            p.tensor.fill_(value)
+            self.record(p, "constant", {"value": value}, "norm layer", distribution={"family": "constant",
+                                                                                     "value": value})
 
 
-def apply_init(model: nn.Module, spec: str | Mapping[str, Any] | InitSpec, data: Tensor | None = None) -> Manifest:
+def apply_init(model: nn.Module, spec: str | Mapping[str, Any] | InitSpec, data: Tensor | None = None,
+               rules: Mapping[str, Any] | None = None) -> Manifest:
     """Initialise every parameter of `model` with `spec` and return what was done to each.
 
     `spec` is a name (`"orthogonal"`), a spec string (`"normal(std=0.02)"`), a YAML-style mapping,
-    an `InitSpec`, or `"package.module:function"`. Data-dependent strategies (lsuv) need `data`,
-    a batch of model inputs. Randomness comes from torch's global RNG only.
+    an `InitSpec`, or `"package.module:function"`. `rules` maps fnmatch patterns on parameter names
+    to specs (first match wins). Data-dependent strategies (lsuv) need `data`, a batch of model
+    inputs. Randomness comes from torch's global RNG only.
     """
-    spec = parse_init(spec)
-    strategy = get_strategy(spec.name)
-    params = strategy.resolve(spec.params)
-    fb = parse_init(params["fallback"])  # resolved once, so a bad fallback fails before any tensor changes
-    fb_strategy = get_strategy(fb.name)
-    fallback = (fb_strategy, {k: v for k, v in fb_strategy.resolve(fb.params).items() if k in fb_strategy.params})
-    nl, slope, nl_note = infer_nonlinearity(model)
-    walk = Walk(strategy, params, nl, slope, Manifest(str(spec), nl_note), fallback)
+    resolved = resolve_init(spec, rules)
+    meta = [n for n, p in model.named_parameters() if p.is_meta]
+    if meta:
+        raise InitbenchError(f"parameter '{meta[0]}' is on the meta device (a shape without storage): "
+                             f"materialise the model first, e.g. model.to_empty(device='cpu')")
+    nl, slope, nl_note = gains.infer_nonlinearity(model)
+    if nl and gains.gain_note(nl):
+        nl_note += f"; {gains.gain_note(nl)}"
+    walk = Walk(resolved.strategy, resolved.params, nl, slope, Manifest(str(resolved.spec), nl_note),
+                resolved.fallback, resolved.rules)
+    for message in unmatched(resolved.rules, [p.name for p in iter_params(model)]):
+        walk.manifest.warn(message)
     with torch.no_grad():
-        if strategy.whole_model:
-            strategy.fn(model, data, walk, **{k: v for k, v in params.items() if k in strategy.params})
+        if resolved.strategy.whole_model:
+            params = {k: v for k, v in resolved.params.items() if k in resolved.strategy.params}
+            resolved.strategy.fn(model, data, walk, **params)
         else:
             walk.run(model)
         for rec in walk.manifest.records:
