@@ -35,19 +35,25 @@ def _list(args: argparse.Namespace) -> None:
         from initbench.models import list_models, model_params
 
         for name, cls in list_models().items():
-            params = ", ".join(f"{k}={v}" for k, v in model_params(name).items())
-            print(f"{name:<12} {(cls.__doc__ or '').splitlines()[0]}\n{'':<12}   params: {params}")
+            given = model_params(name)
+            params = "any keyword" if given is None else ", ".join(f"{k}={v}" for k, v in given.items())
+            doc = next(iter((cls.__doc__ or "").splitlines()), "")
+            print(f"{name:<12} {doc}\n{'':<12}   params: {params}")
+        print("\nyour own: --model package.module:build, a callable (input_shape, num_classes, **params) -> nn.Module")
     else:
         from initbench.data import list_datasets
 
         print("\n".join(list_datasets()))
+        print("\nyour own: --dataset package.module:load, returning (x_train, y_train, x_test, y_test) or "
+              "(train, test) datasets")
 
 
 # RunSpec field -> (type, help); each becomes --field-name (and --field_name, for W&B agents) on `run`.
 RUN_OPTIONS: dict[str, tuple[type, str]] = {
-    "model": (str, "model spec, e.g. simplecnn or 'mlp(hidden=[512, 256], activation=tanh)'"),
+    "model": (str, "model spec, e.g. simplecnn, 'mlp(hidden=[512, 256], activation=tanh)' or mypkg.models:build"),
     "init": (str, "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench list inits`)"),
-    "dataset": (str, "mnist, fashion-mnist, cifar10 or digits (default: cifar10 for simplecnn, mnist for mlp)"),
+    "dataset": (str, "mnist, fashion-mnist, kmnist, cifar10, cifar100, digits or mypkg.data:load (default: "
+                     "cifar10 for simplecnn, mnist for mlp)"),
     "seed": (int, "seed for the init and the data order"),
     "init_seed": (int, "seed for the init alone (default: --seed)"),
     "data_seed": (int, "seed for the data order alone (default: --seed)"),
@@ -80,6 +86,16 @@ def _spec_from(args: argparse.Namespace):
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
     if args.logger == "wandb":
         given["loggers"] = ("csv", "wandb")
+    if args.init_rules:
+        from initbench.inits import resolve_init
+
+        rules = {}
+        for text in args.init_rules:
+            pattern, sep, rule = text.partition("=")
+            if not sep or not pattern.strip() or not rule.strip():
+                raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
+            rules[pattern.strip()] = rule.strip()
+        given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
     if "dataset" not in given:
         from initbench.spec import parse_call
 
@@ -115,6 +131,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    p.add_argument("--init-rule", dest="init_rules", action="append", metavar="PATTERN=SPEC",
+                   help="parameters whose name matches PATTERN (fnmatch) get SPEC instead of --init; repeatable, "
+                        "first match wins (e.g. 'classifier.fc3.*=zeros')")
 
 
 def _bench(args: argparse.Namespace) -> None:

@@ -9,19 +9,22 @@ from __future__ import annotations
 
 import contextlib
 import gzip
+import inspect
 import io
 import os
 import shutil
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 from torch import Tensor
 
-from initbench.errors import InitbenchError, unknown_name
+from initbench.errors import InitbenchError
+from initbench.plugins import entry_point_group, find
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 OFFLINE_HINT = ("offline alternatives: --dataset digits (bundled), or --dataset fashion-mnist after "
@@ -44,6 +47,7 @@ class Decoded:
 
 
 _LOADERS: dict[str, Callable[[Path, bool], Decoded]] = {}
+DATASET_GROUP = "initbench.datasets"
 _CACHE: dict[tuple[str, str], Decoded] = {}
 
 
@@ -56,21 +60,31 @@ def register_dataset(name: str) -> Callable[[Callable[[Path, bool], Decoded]], C
 
 
 def list_datasets() -> list[str]:
-    return sorted(_LOADERS)
+    """Built-in datasets and those installed under the `initbench.datasets` entry-point group."""
+    return sorted({*_LOADERS, *entry_point_group(DATASET_GROUP)[0]})
+
+
+def _loader(name: str) -> Callable[[Path, bool], Decoded]:
+    if name in _LOADERS:
+        return _LOADERS[name]
+    fn = find(name, "dataset", DATASET_GROUP, _LOADERS)
+    if not callable(fn):
+        raise InitbenchError(f"dataset '{name}' is not callable: it must be a function returning "
+                             f"(x_train, y_train, x_test, y_test) or (train, test) datasets")
+    return lambda root, download: _user_dataset(name, fn, root, download)
 
 
 def check_dataset(name: str) -> None:
-    if name not in _LOADERS:
-        raise unknown_name("dataset", name, _LOADERS)
+    _loader(name)
 
 
 def decode(name: str, data_dir: Path | None = None, download: bool = True) -> Decoded:
     """Decode a dataset once per process (a sweep's runs share it)."""
-    check_dataset(name)
+    loader = _loader(name)
     root = Path(data_dir or default_data_dir())
     key = (name, str(root.resolve()))
     if key not in _CACHE:
-        _CACHE[key] = _LOADERS[name](root, download)
+        _CACHE[key] = loader(root, download)
     return _CACHE[key]
 
 
@@ -107,6 +121,13 @@ def _mnist(root: Path, download: bool) -> Decoded:
     return _mnist_like(MNIST, root, download, "MNIST")
 
 
+@register_dataset("kmnist")
+def _kmnist(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import KMNIST
+
+    return _mnist_like(KMNIST, root, download, "KMNIST")
+
+
 @register_dataset("fashion-mnist")
 def _fashion_mnist(root: Path, download: bool) -> Decoded:
     from torchvision.datasets import FashionMNIST
@@ -124,16 +145,28 @@ def _fashion_mnist(root: Path, download: bool) -> Decoded:
     return _mnist_like(FashionMNIST, root, download, "Fashion-MNIST")
 
 
+def _cifar(cls: type, root: Path, download: bool, label: str) -> Decoded:
+    train, test = _torchvision(cls, root, download, label)
+
+    def images(ds: Any) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+
+    return Decoded(images(train), torch.tensor(train.targets), images(test), torch.tensor(test.targets),
+                   len(train.classes))
+
+
 @register_dataset("cifar10")
 def _cifar10(root: Path, download: bool) -> Decoded:
     from torchvision.datasets import CIFAR10
 
-    train, test = _torchvision(CIFAR10, root, download, "CIFAR-10")
+    return _cifar(CIFAR10, root, download, "CIFAR-10")
 
-    def images(ds: CIFAR10) -> Tensor:
-        return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
 
-    return Decoded(images(train), torch.tensor(train.targets), images(test), torch.tensor(test.targets), 10)
+@register_dataset("cifar100")
+def _cifar100(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import CIFAR100
+
+    return _cifar(CIFAR100, root, download, "CIFAR-100")
 
 
 @register_dataset("digits")
@@ -148,6 +181,105 @@ def _digits(root: Path, download: bool) -> Decoded:
     n_test = len(y) // 5
     test, train = perm[:n_test], perm[n_test:]
     return Decoded(x[train], y[train], x[test], y[test], 10)
+
+
+# ---------------------------------------------------------------- the user's own datasets
+
+_EXPECTED = ("expected (x_train, y_train, x_test, y_test) arrays, a mapping with those keys, or a (train, test) "
+             "pair of torchvision-style datasets")
+
+
+def _user_dataset(name: str, fn: Callable[..., Any], root: Path, download: bool) -> Decoded:
+    """Call a user's loader (given `root`/`download` if it takes them) and turn what it returns into tensors."""
+    try:
+        accepted = inspect.signature(fn).parameters
+    except (TypeError, ValueError):
+        accepted = {}
+    kwargs = {k: v for k, v in (("root", root), ("download", download)) if k in accepted}
+    try:
+        out = fn(**kwargs)
+    except InitbenchError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InitbenchError(f"dataset '{name}' failed to load: {type(exc).__name__}: {reason}") from None
+    if isinstance(out, Decoded):
+        return out
+    if isinstance(out, Mapping):
+        missing = [k for k in ("x_train", "y_train", "x_test", "y_test") if k not in out]
+        if missing:
+            raise InitbenchError(f"dataset '{name}' returned a mapping without {', '.join(missing)}; {_EXPECTED}")
+        out = (out["x_train"], out["y_train"], out["x_test"], out["y_test"])
+    if isinstance(out, tuple | list) and len(out) == 2 and all(_is_dataset(d) for d in out):
+        (x_train, y_train, classes), (x_test, y_test, _) = (_from_dataset(name, d) for d in out)
+    elif isinstance(out, tuple | list) and len(out) == 4:
+        (x_train, y_train, x_test, y_test), classes = (_tensor(name, v) for v in out), None
+    else:
+        raise InitbenchError(f"dataset '{name}' returned {type(out).__name__}; {_EXPECTED}")
+    x_train, x_test = _images(name, x_train), _images(name, x_test)
+    y_train, y_test = _labels(name, y_train, len(x_train)), _labels(name, y_test, len(x_test))
+    if x_train.shape[1:] != x_test.shape[1:]:
+        raise InitbenchError(f"dataset '{name}': train inputs are {tuple(x_train.shape[1:])} but test inputs "
+                             f"{tuple(x_test.shape[1:])}")
+    num_classes = classes or int(max(y_train.max(), y_test.max())) + 1
+    return Decoded(x_train, y_train, x_test, y_test, num_classes)
+
+
+def _is_dataset(obj: Any) -> bool:
+    return hasattr(obj, "__getitem__") and hasattr(obj, "__len__") and not isinstance(obj, Tensor | np.ndarray)
+
+
+def _tensor(name: str, value: Any) -> Tensor:
+    try:
+        return value if isinstance(value, Tensor) else torch.as_tensor(np.asarray(value))
+    except (TypeError, ValueError, RuntimeError):
+        raise InitbenchError(f"dataset '{name}' returned {type(value).__name__} where an array was expected; "
+                             f"{_EXPECTED}") from None
+
+
+def _from_dataset(name: str, ds: Any) -> tuple[Tensor, Tensor, int | None]:
+    """A torchvision-style dataset as (inputs, labels, number of classes): its `data`/`targets` arrays
+    when it has them (channels-last images are turned channels-first), else its items one by one."""
+    classes = len(ds.classes) if isinstance(getattr(ds, "classes", None), list | tuple) else None
+    if hasattr(ds, "data") and hasattr(ds, "targets"):
+        x = _tensor(name, ds.data)
+        if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
+            x = x.permute(0, 3, 1, 2).contiguous()
+        return x, _tensor(name, ds.targets), classes
+    from torchvision.transforms.functional import pil_to_tensor
+
+    xs, ys = [], []
+    for i in range(len(ds)):
+        item = ds[i]
+        if not (isinstance(item, tuple | list) and len(item) == 2):
+            raise InitbenchError(f"dataset '{name}': item {i} is {type(item).__name__}, not an (input, label) pair")
+        x, y = item
+        xs.append(pil_to_tensor(x) if hasattr(x, "getbands") else _tensor(name, x))
+        ys.append(int(y))
+    return torch.stack(xs), torch.tensor(ys), classes
+
+
+def _images(name: str, x: Tensor) -> Tensor:
+    """Inputs as (N, C, H, W): (N, H, W) images get one channel, (N, D) features become (N, D, 1, 1)."""
+    if x.dtype == torch.bool or x.is_complex():
+        raise InitbenchError(f"dataset '{name}': inputs must be numbers, got {x.dtype}")
+    if x.dim() == 2:
+        return x[:, :, None, None]
+    if x.dim() == 3:
+        return x.unsqueeze(1)
+    if x.dim() == 4:
+        return x
+    raise InitbenchError(f"dataset '{name}': inputs must be (N, C, H, W), (N, H, W) or (N, D), got shape "
+                         f"{tuple(x.shape)}")
+
+
+def _labels(name: str, y: Tensor, n: int) -> Tensor:
+    if y.dim() != 1 or len(y) != n:
+        raise InitbenchError(f"dataset '{name}': labels must be one integer per input ({n}), "
+                             f"got shape {tuple(y.shape)}")
+    if (y.is_floating_point() and not torch.equal(y, y.round())) or y.dtype == torch.bool or (len(y) and y.min() < 0):
+        raise InitbenchError(f"dataset '{name}': labels must be class indices 0, 1, 2, ...")
+    return y.long()
 
 
 class TensorBatches:

@@ -1,4 +1,8 @@
-"""The models under study, built for a dataset's input shape: SimpleCNN (seed 002) and an MLP (seed 003)."""
+"""The models under study, built for a dataset's input shape: SimpleCNN (seed 002), an MLP (seed 003), and the user's.
+
+A user model is any callable `build(input_shape, num_classes, **params) -> nn.Module`, named on the
+command line as `package.module:build` or installed under the `initbench.models` entry-point group.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from initbench.errors import InitbenchError, unknown_name
+from initbench.errors import InitbenchError
+from initbench.plugins import entry_point_group, find
 from initbench.spec import parse_call
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
+MODEL_GROUP = "initbench.models"
 
 
 def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
@@ -29,29 +35,61 @@ def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
 
 
 def list_models() -> dict[str, Callable[..., nn.Module]]:
-    return dict(sorted(_MODELS.items()))
-
-
-def model_params(name: str) -> dict[str, Any]:
-    """A model's parameters with their defaults (input_shape and num_classes come from the data)."""
-    sig = inspect.signature(_get(name))
-    return {k: p.default for k, p in list(sig.parameters.items())[2:]}
+    """Built-in models and those installed under the `initbench.models` entry-point group."""
+    plugins = {name: obj for name, (obj, _) in entry_point_group(MODEL_GROUP)[0].items() if name not in _MODELS}
+    return dict(sorted({**_MODELS, **plugins}.items()))
 
 
 def _get(name: str) -> Callable[..., nn.Module]:
-    if name not in _MODELS:
-        raise unknown_name("model", name, _MODELS)
-    return _MODELS[name]
+    fn = find(name, "model", MODEL_GROUP, _MODELS)
+    if not callable(fn):
+        raise InitbenchError(f"model '{name}' is not callable: it must be a function or class taking "
+                             f"(input_shape, num_classes) and returning a torch.nn.Module")
+    return fn
 
 
-def build_model(spec: str | Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build `simplecnn`, `mlp(hidden=[512, 256], activation=tanh)`, ... for inputs of `input_shape` (C, H, W)."""
+def model_params(name: str) -> dict[str, Any] | None:
+    """A model's parameters with their defaults (input_shape and num_classes come from the data);
+    None when it takes any keyword (**kwargs)."""
+    fn = _get(name)
+    try:
+        params = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return None
+    if any(p.kind is p.VAR_KEYWORD for p in params):
+        return None
+    positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+    if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in params):
+        raise InitbenchError(f"model '{name}' must take (input_shape, num_classes); its signature is "
+                             f"{inspect.signature(fn)}")
+    return {p.name: p.default for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
+def check_model(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Resolve a model spec's name (built-in, entry point or import path) and check its parameters."""
     name, params = parse_call(spec, "model")
     valid = model_params(name)
     for key in params:
-        if key not in valid:
-            raise InitbenchError(f"model '{name}' has no parameter '{key}'; valid: {', '.join(valid)}")
-    return _get(name)(tuple(input_shape), num_classes, **params)
+        if valid is not None and key not in valid:
+            raise InitbenchError(f"model '{name}' has no parameter '{key}'; valid: {', '.join(valid) or 'none'}")
+    return name, params
+
+
+def build_model(spec: str | Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
+    """Build `simplecnn`, `mlp(hidden=[512, 256], activation=tanh)`, `mypkg.models:build`, ... for inputs of
+    `input_shape` (C, H, W) and `num_classes` outputs."""
+    name, params = check_model(spec)
+    try:
+        model = _get(name)(tuple(input_shape), num_classes, **params)
+    except InitbenchError:
+        raise
+    except Exception as exc:
+        reason = " ".join(str(exc).split()) or type(exc).__name__
+        raise InitbenchError(f"model '{name}' failed to build for input shape {tuple(input_shape)} and "
+                             f"{num_classes} classes: {type(exc).__name__}: {reason}") from None
+    if not isinstance(model, nn.Module):
+        raise InitbenchError(f"model '{name}' returned {type(model).__name__}, not a torch.nn.Module")
+    return model
 
 
 _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {

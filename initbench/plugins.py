@@ -9,10 +9,11 @@ others or the built-ins.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from importlib.metadata import entry_points
 from typing import Any
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, unknown_name
 
 _GROUPS: dict[str, tuple[dict[str, tuple[Any, str]], dict[str, str]]] = {}
 
@@ -57,3 +58,17 @@ def entry_point_group(group: str) -> tuple[dict[str, tuple[Any, str]], dict[str,
                 broken[ep.name] = f"plug-in '{ep.name}' ({ep.value}, group {group}) failed to load: {reason}"
         _GROUPS[group] = (loaded, broken)
     return _GROUPS[group]
+
+
+def find(name: str, what: str, group: str, builtin: Mapping[str, Any]) -> Any:
+    """A built-in by name, the object a `package.module:attribute` reference names, or an entry point of `group`."""
+    if name in builtin:
+        return builtin[name]
+    if is_reference(name):
+        return import_reference(name, what)
+    loaded, broken = entry_point_group(group)
+    if name in loaded:
+        return loaded[name][0]
+    if name in broken:
+        raise InitbenchError(broken[name])
+    raise unknown_name(what, name, sorted({*builtin, *loaded}))

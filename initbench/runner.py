@@ -7,8 +7,10 @@ import hashlib
 import json
 import logging
 import platform
+import re
 import shutil
 import signal
+import sys
 import time
 import traceback
 import warnings
@@ -23,8 +25,8 @@ from lightning.pytorch.loggers import CSVLogger
 from initbench import __version__
 from initbench.data import TensorDataModule, check_dataset
 from initbench.errors import InitbenchError
-from initbench.inits import Manifest, apply_init, get_strategy, parse_init
-from initbench.models import build_model
+from initbench.inits import Manifest, apply_init, parse_init, resolve_init
+from initbench.models import build_model, check_model
 from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
 from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, is_complete, write_json
@@ -84,7 +86,9 @@ class RunSpec:
 
     @property
     def name(self) -> str:
-        return f"{parse_init(self.init).name}-seed{self.seed}-{self.run_id[:8]}"
+        init = parse_init(self.init)
+        rules = "+rules" if init.params.get("rules") else ""
+        return _path_safe(f"{init.name}{rules}-seed{self.seed}-{self.run_id[:8]}")
 
     @property
     def problem(self) -> str:
@@ -94,14 +98,14 @@ class RunSpec:
     @property
     def folder(self) -> str:
         """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
-        return f"{self.dataset}_{parse_call(self.model, 'model')[0]}"
+        return _path_safe(f"{self.dataset}_{parse_call(self.model, 'model')[0]}")
 
     def validate(self) -> None:
         """Check names and numbers before any work or any file is written."""
         check_dataset(self.dataset)
         parse_call(self.model, "model")
-        spec = parse_init(self.init)
-        get_strategy(spec.name).resolve(spec.params)
+        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
+        check_model(self.model)
         if self.optimizer not in OPTIMIZERS:
             raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -117,6 +121,11 @@ class RunSpec:
         unknown = [lg for lg in self.loggers if lg not in LOGGERS]
         if unknown:
             raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
+
+
+def _path_safe(name: str) -> str:
+    """A file name from a name that may be an import path (`mypkg.models:build` -> `mypkg.models-build`)."""
+    return re.sub(r"[^\w.+-]+", "-", name)
 
 
 @dataclass
@@ -140,9 +149,21 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) 
     model = build_model(spec.model, data.input_shape, data.num_classes)
     batch = data.sample(min(LSUV_BATCH, len(data.y_train)), init_seed)
     manifest = apply_init(model, spec.init, data=batch)
+    for warning in manifest.warnings:
+        _warn_once(warning)
     module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
                         spec.schedule, spec.log_every)
     return Prepared(spec, data, module, manifest)
+
+
+_WARNED: set[str] = set()
+
+
+def _warn_once(message: str) -> None:
+    """A manifest warning goes to stderr once per process, however many runs of a sweep share it."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"initbench: {message}", file=sys.stderr)
 
 
 def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,

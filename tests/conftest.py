@@ -58,6 +58,12 @@ def mnist_dir(tmp_path_factory) -> Path:
     return root
 
 
+def pickle_with_md5(folder: Path, name: str, obj: dict) -> list[str]:
+    """Write one CIFAR-style pickle; [name, md5], the entry torchvision's checksum tables hold."""
+    (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
+    return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+
+
 @pytest.fixture
 def cifar10_dir(tmp_path_factory, monkeypatch) -> Path:
     """CIFAR-10's python pickles (5 train batches, test batch, meta); torchvision checks their md5,
@@ -68,8 +74,7 @@ def cifar10_dir(tmp_path_factory, monkeypatch) -> Path:
     rng = np.random.default_rng(1)
 
     def dump(name: str, obj: dict) -> list[str]:
-        (folder / name).write_bytes(pickle.dumps(obj, protocol=2))
-        return [name, hashlib.md5((folder / name).read_bytes()).hexdigest()]
+        return pickle_with_md5(folder, name, obj)
 
     def batch(name: str, n: int) -> list[str]:
         images, labels = _images_with_signal(rng, n, (3, 32, 32))

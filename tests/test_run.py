@@ -131,8 +131,8 @@ def test_cli_run_prints_a_summary(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "message"), [
     (["--model", "resnet"], "unknown model 'resnet'; valid: mlp, simplecnn"),
-    (["--dataset", "mnits"], "unknown dataset 'mnits'; did you mean mnist, digits? valid: cifar10, digits, "
-                             "fashion-mnist, mnist"),
+    (["--dataset", "mnits"], "unknown dataset 'mnits'; did you mean mnist, kmnist? valid: cifar10, cifar100, "
+                             "digits, fashion-mnist, kmnist, mnist"),
     (["--init", "xavier"], "unknown init 'xavier'; did you mean"),
     (["--model", "mlp(width=3)"], "model 'mlp' has no parameter 'width'; valid: hidden, activation"),
     (["--model", "mlp(activation=swish)"], "unknown activation 'swish'"),
