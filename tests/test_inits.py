@@ -169,7 +169,9 @@ def test_nonlinearity_is_inferred_from_the_model_and_declared_by_ours():
     assert man.nonlinearity.startswith("selu (declared by the model); selu: gain 1 (variance 1/fan_in")
     assert man.records[0].params["gain"] == 1.0  # the SNN paper's and PyTorch docs' advice, not 0.75
     mixed = nn.Sequential(nn.Linear(5, 5), nn.ReLU(), nn.Linear(5, 5), nn.Tanh())
-    assert "mixed activations" in apply_init(mixed, "kaiming_normal").nonlinearity
+    man = apply_init(mixed, "kaiming_normal")
+    assert "mixed activations" in man.nonlinearity
+    assert man.warnings[0].startswith("mixed activations ['relu', 'tanh']: kaiming_normal used leaky_relu(a=0)")
 
 
 def test_norm_layers_and_bias_policy():

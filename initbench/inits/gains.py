@@ -109,5 +109,5 @@ def infer_nonlinearity(model: nn.Module) -> tuple[str | None, float, str]:
     if len(found) == 1:
         (name, (slope, where)), = found.items()
         return name, slope, f"{name} (inferred from {where})"
-    why = f"mixed activations {sorted(found)}" if found else "no activation modules or activation attributes found"
+    why = f"mixed activations {sorted(found)}" if found else "no activation found"
     return None, 0.0, f"unknown ({why})"

@@ -160,19 +160,23 @@ class Walk:
             note = f"gain of the {type(module).__name__} cell's {nonlinearity}"
         if out.get("nonlinearity") == "auto":
             if nonlinearity is None:
-                self.manifest.warn(f"no activation found: {strategy.name} used leaky_relu(a=0), torch.nn.init's "
+                self.manifest.warn(f"{self.unknown_why()}: {strategy.name} used leaky_relu(a=0), torch.nn.init's "
                                    f"default (gain sqrt(2)); set model.nonlinearity or pass nonlinearity=...")
             out["nonlinearity"] = nonlinearity or "leaky_relu"
             if nonlinearity == "leaky_relu" and out.get("a") == 0.0:
                 out["a"] = slope
         if out.get("gain") == "auto":
             if nonlinearity is None:
-                self.manifest.warn(f"no activation found: {strategy.name}(gain=auto) used gain 1 (linear); "
+                self.manifest.warn(f"{self.unknown_why()}: {strategy.name}(gain=auto) used gain 1 (linear); "
                                    f"set model.nonlinearity or pass gain=...")
             out["gain"] = gains.gain(nonlinearity or "linear", slope)
         elif isinstance(out.get("gain"), str):
             out["gain"] = gains.gain(out["gain"])
         return out, note
+
+    def unknown_why(self) -> str:
+        """Why no nonlinearity is known: no activation found, or mixed activations."""
+        return self.manifest.nonlinearity.removeprefix("unknown (").removesuffix(")")
 
     def apply_bias(self, p: Param) -> None:
         policy = self.params["bias"]
