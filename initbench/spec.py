@@ -23,7 +23,8 @@ def parse_call(spec: str | Mapping[str, Any], what: str) -> tuple[str, dict[str,
         name = params.pop("name", None)
         if not isinstance(name, str):
             raise InitbenchError(f"{what} mapping {dict(spec)!r} needs a 'name' key with a string value")
-        return parse_call(name, what)[0], params
+        name, inner = parse_call(name, what)  # {name: 'normal(std=0.02)', ...} keeps the std
+        return name, {**inner, **params}
     if not isinstance(spec, str):
         raise InitbenchError(f"a {what} must be a string like 'NAME(key=value)', got {spec!r}")
     match = _CALL_RE.fullmatch(spec)

@@ -78,6 +78,25 @@ def test_rules_with_whole_model_schemes():
     assert [r.scheme for r in man.records] == ["pytorch_default", "constant", "pytorch_default", "pytorch_default"]
 
 
+def test_the_readme_recipes():
+    import yaml
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    block = readme.split("Common recipes:\n\n```yaml\n")[1].split("```")[0]
+    inits = [parse_init(i) for i in yaml.safe_load(block)["inits"]]
+    assert [str(i) for i in inits] == [
+        "kaiming_normal", "kaiming_normal(mode=fan_out, rules={'layer*.bn2.weight': zeros})",
+        "kaiming_normal(rules={'fc.weight': zeros})",
+        "normal(std=0.02, rules={'*.c_proj.weight': 'normal(std=0.0040825)'})"]
+    model = ResNetish()
+    model.add_module("h0", nn.ModuleDict({"c_proj": nn.Linear(8, 8)}))  # a GPT-2 block's projection
+    man = apply_init(model, inits[1])
+    assert {r.name for r in man.records if r.note.startswith("rule")} == {"layer1.0.bn2.weight", "layer1.1.bn2.weight"}
+    apply_init(model, inits[2])
+    assert model.fc.weight.eq(0).all() and model.fc.bias.eq(0).all()
+    assert {r.name for r in apply_init(model, inits[3]).records if r.note.startswith("rule")} == {"h0.c_proj.weight"}
+
+
 def test_rules_are_one_canonical_spelling_and_part_of_the_run_identity():
     from_yaml = parse_init({"name": "kaiming_normal", "rules": {"fc.*": {"name": "normal", "std": 0.01}}})
     from_text = parse_init("kaiming_normal(rules={'fc.*': 'normal( std = 0.01 )'})")
