@@ -28,7 +28,9 @@ def _list(args: argparse.Namespace) -> None:
                 print(f"{'':<18}   params: {params}")
         for error in broken_plugins().values():
             print(f"(unusable) {error}")
-        print("\nevery init also takes: " + "; ".join(f"{k} ({v})" for k, v in WALK_HELP.items()))
+        print("\nevery init also takes:")
+        for key, help_ in WALK_HELP.items():
+            print(f"  {key:<9} {help_}")
         print("spec syntax: NAME or NAME(key=value, ...), e.g. 'kaiming_normal(mode=fan_out, nonlinearity=relu)'")
         print("             or package.module:function (a function that fills a tensor in place)")
     elif args.what == "models":

@@ -422,6 +422,6 @@ def test_cli_lists_strategies_with_parameters(capsys):
     for s in list_inits():
         assert f"\n{s.name} " in f"\n{out}"
     assert "params: a=0.0, mode=fan_in, nonlinearity=auto" in out and "value=<required>" in out
-    assert "every init also takes: bias" in out
+    assert "every init also takes:\n  bias      zeros | keep" in out and "\n  rules     {PATTERN: SPEC" in out
     assert main(["list", "inits", "kaiming*"]) == 0
     assert capsys.readouterr().out.count("He et al. 2015") == 2
