@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 from initbench.errors import InitbenchError
 from initbench.inits.registry import get_strategy, register_init
+from initbench.inits.roles import iter_params
 from initbench.inits.walk import Walk
 
 _CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
@@ -32,17 +33,18 @@ def _first(output: Any) -> Tensor:
     return output[0] if isinstance(output, tuple) else output
 
 
-def _targets(model: nn.Module) -> dict[int, tuple[nn.Module, str, Tensor]]:
-    """Layers LSUV can rescale: id -> (module whose output is read, weight name, weight)."""
-    names = {id(m): n for n, m in model.named_modules()}
+def _targets(model: nn.Module, owners: dict[int, str]) -> dict[int, tuple[nn.Module, str, Tensor]]:
+    """Layers LSUV can rescale: id -> (module whose output is read, weight's name in the manifest, weight).
+
+    A weight shared by several layers (tied embeddings) is calibrated once, at the first layer that uses it.
+    """
     inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     out = {}
     for m in model.modules():
-        prefix = names[id(m)] + "." if names[id(m)] else ""
         if isinstance(m, nn.MultiheadAttention):  # F.multi_head_attention_forward never calls out_proj itself
-            out[id(m)] = (m, f"{prefix}out_proj.weight", m.out_proj.weight)
+            out[id(m)] = (m, owners[id(m.out_proj.weight)], m.out_proj.weight)
         elif isinstance(m, _CALIBRATED) and id(m) not in inside_attention:
-            out[id(m)] = (m, f"{prefix}weight", m.weight)
+            out[id(m)] = (m, owners[id(m.weight)], m.weight)
     return out
 
 
@@ -54,22 +56,31 @@ def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, ma
         raise InitbenchError("init 'lsuv' is data-dependent: it needs a batch of inputs (data=...)")
     if tol <= 0 or max_iter < 1:
         raise InitbenchError("init 'lsuv' needs tol > 0 and max_iter >= 1")
+    first = next(model.parameters(), None)
+    if first is None:
+        raise InitbenchError("init 'lsuv': the model has no parameters")
     walk.run(model, get_strategy("orthogonal"))
-    targets = {k: v for k, v in _targets(model).items() if v[1] not in walk.ruled}
-    data = data.to(next(model.parameters()).device)
-    was_training = model.training
+    owners = {id(p.tensor): p.name for p in iter_params(model)}
+    targets = {k: v for k, v in _targets(model, owners).items() if v[1] not in walk.ruled}
+    data = data.to(first.device)
+    modes = {m: m.training for m in model.modules()}  # restored one by one: frozen submodules stay frozen
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm's running statistics
     model.train(mode == "train")
     order: list[int] = []
     hooks = [m.register_forward_hook(lambda m, i, o: order.append(id(m))) for m, _, _ in targets.values()]
     try:
         model(data)
+    except Exception as exc:
+        raise InitbenchError(f"init 'lsuv': the model's forward pass failed on a batch of shape "
+                             f"{tuple(data.shape)}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     finally:
         for h in hooks:
             h.remove()
     calibrated: set[str] = set()
     for key in dict.fromkeys(order):  # a layer called twice is calibrated on its first call
         module, wname, weight = targets[key]
+        if wname in calibrated:  # a tied weight, already calibrated where it was first used
+            continue
         variance, iterations = _calibrate(model, module, weight, data, tol, max_iter)
         calibrated.add(wname)
         rec = next(r for r in walk.manifest.records if r.name == wname)
@@ -77,7 +88,7 @@ def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, ma
         rec.params.update(tol=tol, max_iter=max_iter, mode=mode, iterations=iterations, output_var=round(variance, 6))
         rec.distribution = None
         if abs(variance - 1.0) >= tol:
-            rec.note = f"did not reach unit variance within {max_iter} iterations"
+            rec.note = "; ".join(filter(None, (rec.note, f"did not reach unit variance within {max_iter} iterations")))
     with_output = {wname for _, wname, _ in targets.values()}
     skipped = []
     for rec in walk.manifest.records:
@@ -89,7 +100,8 @@ def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, ma
         walk.manifest.warn(f"lsuv left {len(skipped)} weight(s) orthogonal, not calibrated: {', '.join(skipped)}")
     for name, buffer in model.named_buffers():
         buffer.copy_(buffers[name])
-    model.train(was_training)
+    for m, training in modes.items():
+        m.training = training
 
 
 def _calibrate(model: nn.Module, layer: nn.Module, weight: Tensor, data: Tensor, tol: float,
