@@ -21,7 +21,7 @@ from initbench.spec import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
 # PyTorch's own default for Linear/Conv weights: kaiming_uniform_(a=sqrt(5)).
-DEFAULT_FALLBACK = "kaiming_uniform(a=2.23606797749979)"
+DEFAULT_FALLBACK = "kaiming_uniform(a=2.23606797749979, nonlinearity=leaky_relu)"
 # Parameters every strategy accepts: they steer the walk, not the tensor function.
 WALK_PARAMS: dict[str, Any] = {"bias": "zeros", "norm": "ones", "fallback": DEFAULT_FALLBACK, "blocks": "split",
                                "fans": "signal", "rules": None}

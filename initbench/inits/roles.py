@@ -41,22 +41,44 @@ def is_bias_name(local: str) -> bool:
     return "bias" in local or re.fullmatch(r"b\d*", local) is not None
 
 
-def _role(module: nn.Module, local: str, p: Tensor) -> tuple[str, str, tuple[str, ...]]:
-    if isinstance(module, NORM_TYPES):
-        return "norm", "", ()
-    if isinstance(module, LAYER_TYPES):
-        return ("bias" if local == "bias" else "weight"), "", ()
+_RNN_WEIGHT = re.compile(r"weight_(ih|hh|hr)(_l\d+)?(_reverse)?")
+_RNN_BIAS = re.compile(r"bias_(ih|hh)(_l\d+)?(_reverse)?")
+_CELL_GATES = {nn.LSTMCell: GATES["LSTM"], nn.GRUCell: GATES["GRU"]}
+
+
+def _gates(module: nn.Module) -> tuple[str, ...]:
     if isinstance(module, nn.RNNBase):
-        if local.startswith("bias_"):
+        return GATES.get(module.mode, ())
+    return _CELL_GATES.get(type(module), ())
+
+
+def rnn_nonlinearity(module: nn.Module) -> str | None:
+    """The activation inside a recurrent layer or cell (tanh, or relu for RNN(nonlinearity='relu')), else None."""
+    if isinstance(module, nn.RNNBase):
+        return "relu" if module.mode == "RNN_RELU" else "tanh"
+    if isinstance(module, nn.RNNCellBase):
+        return getattr(module, "nonlinearity", "tanh")
+    return None
+
+
+def _role(module: nn.Module, local: str, p: Tensor) -> tuple[str, str, tuple[str, ...]]:
+    if isinstance(module, NORM_TYPES) and local in ("weight", "bias"):
+        return "norm", "", ()
+    if isinstance(module, LAYER_TYPES) and local in ("weight", "bias"):
+        return local, "", ()
+    if isinstance(module, nn.RNNBase | nn.RNNCellBase):
+        if _RNN_BIAS.fullmatch(local):
             return "bias", "", ()
-        gates = GATES.get(module.mode, ()) if local.startswith(("weight_ih", "weight_hh")) else ()
-        return "weight", "", gates
+        if _RNN_WEIGHT.fullmatch(local):
+            return "weight", "", _gates(module) if not local.startswith("weight_hr") else ()
     if isinstance(module, nn.MultiheadAttention):
         if local in ("bias_k", "bias_v"):
             return "attn_bias_kv", "", ()
         if local == "in_proj_bias":
             return "bias", "", ()
-        return "weight", "", QKV if local == "in_proj_weight" else ()
+        if local in ("in_proj_weight", "q_proj_weight", "k_proj_weight", "v_proj_weight"):
+            return "weight", "", QKV if local == "in_proj_weight" else ()
+    # a parameter of a custom module (or one a subclass of a known layer adds)
     if p.dim() == 1 and is_bias_name(local):
         return "bias", "custom module parameter", ()
     if p.dim() >= 2:

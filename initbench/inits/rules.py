@@ -22,13 +22,26 @@ class Rule:
     spec: str  # canonical spec string, or "keep"
     strategy: Strategy | None  # None: keep
     params: Mapping[str, Any] = field(default_factory=dict)
+    fallback: tuple[Strategy, dict[str, Any]] | None = None
 
     def matches(self, name: str) -> bool:
         return fnmatch.fnmatchcase(name, self.pattern)
 
 
-def resolve_rules(rules: Mapping[str, str] | None, owner: str) -> list[Rule]:
-    """Check every rule's spec (a tensor scheme with valid parameters, or keep) before any tensor changes."""
+INHERITED = ("blocks", "fans", "fallback")  # walk parameters a rule takes from the main spec unless it sets them
+
+
+def resolve_fallback(text: str) -> tuple[Strategy, dict[str, Any]]:
+    spec = parse_init(text)
+    strategy = get_strategy(spec.name)
+    return strategy, {k: v for k, v in strategy.resolve(spec.params).items() if k in strategy.params}
+
+
+def resolve_rules(rules: Mapping[str, str] | None, owner: str, main: Mapping[str, Any]) -> list[Rule]:
+    """Check every rule's spec (a tensor scheme with valid parameters, or keep) before any tensor changes.
+
+    A rule's spec takes `blocks`, `fans` and `fallback` from the main spec unless it sets them.
+    """
     out = []
     for pattern, text in (rules or {}).items():
         if text == "keep":
@@ -42,7 +55,8 @@ def resolve_rules(rules: Mapping[str, str] | None, owner: str) -> list[Rule]:
                                  f"use a tensor scheme or keep")
         if spec.params.get("rules"):
             raise InitbenchError(f"{where}: a rule's spec cannot have rules of its own")
-        out.append(Rule(pattern, text, strategy, strategy.resolve(spec.params)))
+        params = strategy.resolve({**{k: main[k] for k in INHERITED}, **spec.params})
+        out.append(Rule(pattern, text, strategy, params, resolve_fallback(params["fallback"])))
     return out
 
 

@@ -204,6 +204,8 @@ def pytorch_default(model: nn.Module, data: Tensor | None, walk: Walk) -> None:
     reset under a seed equals the same model built under that seed (MultiheadAttention zeroes
     its out_proj's bias after the Linear has drawn it).
     """
+    kept = {p.name: p.tensor.clone() for p in iter_params(model)
+            if (rule := walk.rule_for(p.name)) is not None and rule.strategy is None}
     reset: dict[int, str] = {}
     for module in _post_order(model):
         if next(module.parameters(recurse=False), None) is None:
@@ -214,6 +216,8 @@ def pytorch_default(model: nn.Module, data: Tensor | None, walk: Walk) -> None:
                 reset[id(module)] = f"{type(module).__name__}.{method}()"
                 break
     for p in iter_params(model):
+        if p.name in kept:  # a `keep` rule: the value from before the reset
+            p.tensor.copy_(kept[p.name])
         if walk.rule_for(p.name) is not None:
             walk.apply(p)
         elif p.role == "bias" and walk.params["bias"] != "keep":

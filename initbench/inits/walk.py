@@ -19,8 +19,15 @@ from initbench.errors import InitbenchError
 from initbench.inits import gains
 from initbench.inits.manifest import Manifest, ParamRecord
 from initbench.inits.registry import InitSpec, NotApplicable, Sampled, Strategy, get_strategy, parse_init
-from initbench.inits.roles import Param, declared_fans, iter_params, layer_fans, split_blocks
-from initbench.inits.rules import Rule, first_match, resolve_rules, unmatched
+from initbench.inits.roles import (
+    Param,
+    declared_fans,
+    iter_params,
+    layer_fans,
+    rnn_nonlinearity,
+    split_blocks,
+)
+from initbench.inits.rules import Rule, first_match, resolve_fallback, resolve_rules, unmatched
 
 
 @dataclass
@@ -35,17 +42,16 @@ class Resolved:
 
 
 def resolve_init(spec: str | Mapping[str, Any] | InitSpec, rules: Mapping[str, Any] | None = None) -> Resolved:
-    """Parse and check an init spec; `rules` are added after the spec's own (which match first)."""
+    """Parse and check an init spec; `rules` are added after the spec's own (a pattern in both takes its
+    spec from `rules`, its place from the spec's)."""
     spec = parse_init(spec)
     if rules:
         spec = parse_init(InitSpec(spec.name, {**spec.params, "rules": {**(spec.params.get("rules") or {}), **rules}}))
         spec = parse_init(str(spec))  # canonical rule specs
     strategy = get_strategy(spec.name)
     params = strategy.resolve(spec.params)
-    fb = parse_init(params["fallback"])
-    fb_strategy = get_strategy(fb.name)
-    fallback = (fb_strategy, {k: v for k, v in fb_strategy.resolve(fb.params).items() if k in fb_strategy.params})
-    return Resolved(spec, strategy, params, fallback, resolve_rules(params["rules"], spec.name))
+    fallback = resolve_fallback(params["fallback"])
+    return Resolved(spec, strategy, params, fallback, resolve_rules(params["rules"], spec.name, params))
 
 
 @dataclass
@@ -90,7 +96,7 @@ class Walk:
             if rule.strategy is None:
                 self.record(p, "kept", note=f"rule '{rule.pattern}': keep")
             else:
-                self.fill_weight(p, rule.strategy, rule.params, f"rule '{rule.pattern}'")
+                self.fill_weight(p, rule.strategy, rule.params, rule)
         elif p.role == "norm":
             self.apply_norm(p)
         elif p.role == "bias":
@@ -106,19 +112,21 @@ class Walk:
         else:
             self.fill_weight(p, strategy or self.strategy, self.params)
 
-    def fill_weight(self, p: Param, strategy: Strategy, params: Mapping[str, Any], note: str = "") -> None:
+    def fill_weight(self, p: Param, strategy: Strategy, params: Mapping[str, Any], rule: Rule | None = None) -> None:
         """Fill a weight (or any tensor a rule names), block by block where it packs several matrices."""
         pieces = split_blocks(p, params["blocks"] == "split")
-        notes = [note, p.note]
+        notes = [f"rule '{rule.pattern}'" if rule else "", p.note]
+        # plug-in functions compute their own fans, as torch.nn.init does: they get (and the manifest shows) PyTorch's
+        signal = params["fans"] == "signal" and strategy.source == "builtin"
+        fallback = rule.fallback if rule else self.fallback
+        where = f"parameter '{p.name}' {tuple(p.tensor.shape)}" + (f" (rule '{rule.pattern}')" if rule else "")
         for _, block in pieces:
+            fan_in = fan_out = None
+            fan_note = ""
             if block.dim() >= 2:
-                fan_in, fan_out, fan_note = layer_fans(p.module, block, params["fans"] == "signal")
-                with declared_fans(block, fan_in, fan_out):
-                    scheme, used, why, dist = self.fill(strategy, params, block, p.module)
-            else:
-                fan_in = fan_out = None
-                fan_note = ""
-                scheme, used, why, dist = self.fill(strategy, params, block, p.module)
+                fan_in, fan_out, fan_note = layer_fans(p.module, block, signal)
+            with declared_fans(block, fan_in, fan_out):
+                scheme, used, why, dist = self.fill(strategy, params, block, p.module, fallback, where)
         notes += [fan_note, why]
         if len(pieces) > 1:
             shape = "x".join(map(str, pieces[0][1].shape))
@@ -132,31 +140,39 @@ class Walk:
         self.record(p, scheme, used, "; ".join(n for n in notes if n), (fan_in, fan_out),
                     p.blocks if len(pieces) > 1 else (), dist)
 
-    def fill(self, strategy: Strategy, params: Mapping[str, Any], t: Tensor,
-             module: nn.Module) -> tuple[str, dict[str, Any], str, dict[str, Any] | None]:
+    def fill(self, strategy: Strategy, params: Mapping[str, Any], t: Tensor, module: nn.Module,
+             fallback: tuple[Strategy, dict[str, Any]],
+             where: str) -> tuple[str, dict[str, Any], str, dict[str, Any] | None]:
         """Fill one tensor; falls back (and says so) where the scheme does not fit."""
         resolved, gain_note = self.tensor_params(strategy, params, module)
         try:
             out = strategy.fn(t, **resolved)  # torch.nn.init functions return the tensor: not a note
-        except NotApplicable as why:
-            fb_strategy, fb_params = self.fallback
-            if strategy is fb_strategy:
-                raise InitbenchError(f"fallback '{strategy.name}' does not fit either: {why}") from None
-            name, used, _, dist = self.fill(fb_strategy, fb_params, t, module)
-            return name, used, f"fallback for {strategy.name}: {why}", dist
-        if isinstance(out, Sampled):
-            note = "; ".join(n for n in (gain_note, out.note) if n)
-            return strategy.name, resolved, note, {"family": out.family, **out.params}
-        note = "; ".join(n for n in (gain_note, out if isinstance(out, str) else "") if n)
-        return strategy.name, resolved, note, None
+        except NotApplicable as exc:
+            why = str(exc)
+        except Exception as exc:  # a plug-in that cannot fill this tensor (torch.nn.init:eye_ on a conv, ...)
+            if strategy.source == "builtin":
+                raise
+            why = " ".join(f"{type(exc).__name__}: {exc}".split())
+            self.manifest.warn(f"init '{strategy.name}' failed on {where} and used its fallback: {why}")
+        else:
+            if isinstance(out, Sampled):
+                note = "; ".join(n for n in (gain_note, out.note) if n)
+                return strategy.name, resolved, note, {"family": out.family, **out.params}
+            note = "; ".join(n for n in (gain_note, out if isinstance(out, str) else "") if n)
+            return strategy.name, resolved, note, None
+        fb_strategy, fb_params = fallback
+        if strategy is fb_strategy:
+            raise InitbenchError(f"{where}: neither the scheme nor its fallback '{strategy.name}' fits: {why}")
+        name, used, _, dist = self.fill(fb_strategy, fb_params, t, module, fallback, where)
+        return name, used, f"fallback for {strategy.name}: {why}", dist
 
     def tensor_params(self, strategy: Strategy, params: Mapping[str, Any], module: nn.Module) -> tuple[dict, str]:
         """The tensor function's own parameters with `auto` nonlinearities and gains resolved for `module`."""
         out = {k: v for k, v in params.items() if k in strategy.params}
         nonlinearity, slope, note = self.nonlinearity, self.negative_slope, ""
         auto = "auto" in (out.get("nonlinearity"), out.get("gain"))
-        if auto and isinstance(module, nn.RNNBase):  # the cell's own activation
-            nonlinearity, slope = ("relu" if module.mode == "RNN_RELU" else "tanh"), 0.0
+        if auto and rnn_nonlinearity(module):  # the cell's own activation
+            nonlinearity, slope = rnn_nonlinearity(module), 0.0
             note = f"gain of the {type(module).__name__} cell's {nonlinearity}"
         if out.get("nonlinearity") == "auto":
             if nonlinearity is None:
