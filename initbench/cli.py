@@ -37,7 +37,11 @@ def _list(args: argparse.Namespace) -> None:
         from initbench.models import list_models, model_params
 
         for name, cls in list_models().items():
-            given = model_params(name)
+            try:
+                given = model_params(name)
+            except InitbenchError as exc:  # one unusable plug-in must not hide the others
+                print(f"{name:<12} (unusable) {exc}")
+                continue
             params = "any keyword" if given is None else ", ".join(f"{k}={v}" for k, v in given.items())
             doc = next(iter((cls.__doc__ or "").splitlines()), "")
             print(f"{name:<12} {doc}\n{'':<12}   params: {params}")

@@ -11,6 +11,7 @@ import contextlib
 import gzip
 import inspect
 import io
+import operator
 import os
 import shutil
 from collections.abc import Callable, Iterator, Mapping
@@ -221,8 +222,12 @@ def _user_dataset(name: str, fn: Callable[..., Any], root: Path, download: bool)
     if x_train.shape[1:] != x_test.shape[1:]:
         raise InitbenchError(f"dataset '{name}': train inputs are {tuple(x_train.shape[1:])} but test inputs "
                              f"{tuple(x_test.shape[1:])}")
-    num_classes = classes or int(max(y_train.max(), y_test.max())) + 1
-    return Decoded(x_train, y_train, x_test, y_test, num_classes)
+    if not len(y_train) or not len(y_test):
+        raise InitbenchError(f"dataset '{name}': the {'train' if not len(y_train) else 'test'} split is empty")
+    top = int(max(y_train.max(), y_test.max()))
+    if classes is not None and top >= classes:
+        raise InitbenchError(f"dataset '{name}' declares {classes} classes but has label {top}")
+    return Decoded(x_train, y_train, x_test, y_test, classes or top + 1)
 
 
 def _is_dataset(obj: Any) -> bool:
@@ -242,10 +247,7 @@ def _from_dataset(name: str, ds: Any) -> tuple[Tensor, Tensor, int | None]:
     when it has them (channels-last images are turned channels-first), else its items one by one."""
     classes = len(ds.classes) if isinstance(getattr(ds, "classes", None), list | tuple) else None
     if hasattr(ds, "data") and hasattr(ds, "targets"):
-        x = _tensor(name, ds.data)
-        if x.dim() == 4 and x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3):
-            x = x.permute(0, 3, 1, 2).contiguous()
-        return x, _tensor(name, ds.targets), classes
+        return _tensor(name, ds.data), _tensor(name, ds.targets), classes
     from torchvision.transforms.functional import pil_to_tensor
 
     xs, ys = [], []
@@ -255,20 +257,27 @@ def _from_dataset(name: str, ds: Any) -> tuple[Tensor, Tensor, int | None]:
             raise InitbenchError(f"dataset '{name}': item {i} is {type(item).__name__}, not an (input, label) pair")
         x, y = item
         xs.append(pil_to_tensor(x) if hasattr(x, "getbands") else _tensor(name, x))
-        ys.append(int(y))
+        try:
+            ys.append(operator.index(y.item() if isinstance(y, Tensor | np.generic) else y))
+        except (TypeError, ValueError):
+            raise InitbenchError(f"dataset '{name}': item {i} has label {y!r}, not a class index") from None
+    if len({tuple(x.shape) for x in xs}) > 1:
+        raise InitbenchError(f"dataset '{name}': items have different shapes, e.g. {tuple(xs[0].shape)} and "
+                             f"{next(tuple(x.shape) for x in xs if x.shape != xs[0].shape)}")
     return torch.stack(xs), torch.tensor(ys), classes
 
 
 def _images(name: str, x: Tensor) -> Tensor:
-    """Inputs as (N, C, H, W): (N, H, W) images get one channel, (N, D) features become (N, D, 1, 1)."""
+    """Inputs as (N, C, H, W): (N, H, W) images get one channel, (N, D) features become (N, D, 1, 1),
+    and (N, H, W, C) images with C of 1 or 3 (and H not 1 or 3) are turned channels-first."""
     if x.dtype == torch.bool or x.is_complex():
         raise InitbenchError(f"dataset '{name}': inputs must be numbers, got {x.dtype}")
     if x.dim() == 2:
         return x[:, :, None, None]
     if x.dim() == 3:
         return x.unsqueeze(1)
-    if x.dim() == 4:
-        return x
+    if x.dim() == 4:  # channels-last images (N, H, W, 1 or 3), as numpy and torchvision's CIFAR keep them
+        return x.permute(0, 3, 1, 2).contiguous() if x.shape[-1] in (1, 3) and x.shape[1] not in (1, 3) else x
     raise InitbenchError(f"dataset '{name}': inputs must be (N, C, H, W), (N, H, W) or (N, D), got shape "
                          f"{tuple(x.shape)}")
 

@@ -62,7 +62,8 @@ def model_params(name: str) -> dict[str, Any] | None:
     if len(positional) < 2 and not any(p.kind is p.VAR_POSITIONAL for p in params):
         raise InitbenchError(f"model '{name}' must take (input_shape, num_classes); its signature is "
                              f"{inspect.signature(fn)}")
-    return {p.name: p.default for p in params[2:] if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    extra = [p for p in positional[2:] if p.kind is p.POSITIONAL_OR_KEYWORD]
+    return {p.name: p.default for p in [*extra, *(p for p in params if p.kind is p.KEYWORD_ONLY)]}
 
 
 def check_model(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
@@ -99,9 +100,9 @@ _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     "tanh": (nn.Tanh, "tanh"),
     "sigmoid": (nn.Sigmoid, "sigmoid"),
     "selu": (nn.SELU, "selu"),
-    "gelu": (nn.GELU, "relu"),
-    "silu": (nn.SiLU, "relu"),
-    "elu": (nn.ELU, "relu"),
+    "gelu": (nn.GELU, "gelu"),
+    "silu": (nn.SiLU, "silu"),
+    "elu": (nn.ELU, "elu"),
     "identity": (nn.Identity, "linear"),
 }
 
