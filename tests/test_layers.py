@@ -287,3 +287,90 @@ def test_meta_device_model_is_one_clear_error():
         model = nn.Sequential(nn.Linear(3, 3))
     with pytest.raises(InitbenchError, match=r"parameter '0.weight' is on the meta device .*to_empty"):
         apply_init(model, "kaiming_normal")
+
+
+# --- layers a model may subclass, cells, tied and frozen parts ---------------------------------------
+
+
+class ScaledLinear(nn.Linear):  # a known layer with a parameter of its own
+    def __init__(self, a, b):
+        super().__init__(a, b)
+        self.scale = nn.Parameter(torch.full((b,), 7.0))
+
+
+def test_extra_parameters_of_a_known_layer_follow_the_custom_rules():
+    model = nn.Sequential(ScaledLinear(20, 30), nn.ReLU())
+    man = apply_init(model, "kaiming_normal")
+    by = {r.name: r for r in man.records}
+    assert by["0.weight"].scheme == "kaiming_normal" and by["0.scale"].scheme == "kept"
+    assert model[0].scale.eq(7).all()
+
+
+@pytest.mark.parametrize(("cell", "gates"), [(nn.LSTMCell, 4), (nn.GRUCell, 3)])
+def test_recurrent_cells_are_filled_per_gate_with_their_own_gain(cell, gates):
+    model = nn.Sequential(nn.Linear(8, 300), nn.ReLU())
+    model.add_module("cell", cell(300, 200))
+    torch.manual_seed(13)
+    man = apply_init(model, "orthogonal")
+    for gate in model.cell.weight_hh.chunk(gates):
+        assert torch.allclose(_singular_values(gate), torch.ones(1, dtype=torch.float64), atol=1e-5)
+    assert len(next(r for r in man.records if r.name == "cell.weight_ih").blocks) == gates
+    apply_init(model, "kaiming_normal")  # the cell's tanh, not the model's ReLU
+    assert model.cell.weight_ih.std().item() == pytest.approx((5 / 3) / math.sqrt(300), rel=0.03)
+
+
+def test_lsuv_calibrates_a_tied_weight_once():
+    class TiedLM(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.emb, self.fc, self.head = nn.Embedding(40, 16), nn.Linear(16, 16), nn.Linear(16, 40, bias=False)
+            self.head.weight = self.emb.weight
+
+        def forward(self, tokens):
+            return self.head(torch.tanh(self.fc(self.emb(tokens))))
+
+    torch.manual_seed(14)
+    model = TiedLM()
+    man = apply_init(model, "lsuv", data=torch.randint(0, 40, (512,)))
+    by = {r.name: r for r in man.records}
+    assert "head.weight" not in by and by["emb.weight"].scheme == "lsuv" and by["fc.weight"].scheme == "lsuv"
+    assert model.head.weight is model.emb.weight
+
+
+def test_lsuv_leaves_frozen_parts_frozen_and_refuses_what_it_cannot_run():
+    model = nn.Sequential(nn.Linear(8, 8), nn.Dropout(0.1), nn.Linear(8, 2))
+    model.train()
+    model[1].eval()  # the user froze the dropout
+    apply_init(model, "lsuv", data=torch.randn(64, 8))
+    assert model.training and not model[1].training
+    with pytest.raises(InitbenchError, match=r"forward pass failed on a batch of shape \(64, 5\)"):
+        apply_init(model, "lsuv", data=torch.randn(64, 5))
+    with pytest.raises(InitbenchError, match="the model has no parameters"):
+        apply_init(nn.ReLU(), "lsuv", data=torch.randn(4, 4))
+
+
+def test_the_default_fallback_is_pytorch_default_whatever_the_activation():
+    model = nn.Sequential(nn.Conv2d(16, 32, 3), nn.ReLU())
+    torch.manual_seed(15)
+    man = apply_init(model, "sparse")
+    assert model[0].weight.std().item() == pytest.approx(1 / math.sqrt(3 * 144), rel=0.05)  # U(+-1/sqrt(fan_in))
+    assert man.records[0].params == {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu"}
+
+
+def test_a_plugin_function_that_does_not_fit_falls_back_and_says_so():
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 4))
+    man = apply_init(model, "torch.nn.init:eye_")
+    by = {r.name: r for r in man.records}
+    assert by["3.weight"].scheme == "torch.nn.init:eye_" and torch.equal(model[3].weight, torch.eye(4))
+    assert by["0.weight"].scheme == "kaiming_uniform" and "fallback for torch.nn.init:eye_" in by["0.weight"].note
+    assert man.warnings == ["init 'torch.nn.init:eye_' failed on parameter '0.weight' (4, 3, 3, 3) and used its "
+                            "fallback: ValueError: Only tensors with 2 dimensions are supported"]
+
+
+def test_the_mlp_declares_gelu_and_gets_its_gain():
+    from initbench.models import build_model
+
+    mlp = build_model("mlp(activation=gelu, hidden=[400])", (1, 20, 20), 10)
+    torch.manual_seed(16)
+    apply_init(mlp, "kaiming_normal")
+    assert mlp.layers.fc1.weight.std().item() == pytest.approx(gain("gelu") / 20, rel=0.03)

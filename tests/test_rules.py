@@ -140,3 +140,24 @@ def test_init_rule_on_the_command_line(tmp_path):
     bad = subprocess.run([str(INITBENCH), "run", "--init-rule", "fc3"], capture_output=True, text=True)
     assert bad.returncode == 2 and bad.stderr.strip() == (
         "initbench: error: --init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got 'fc3'")
+
+
+def test_pytorch_default_with_a_keep_rule_keeps_the_value():
+    model = nn.Sequential(nn.Linear(4, 4), nn.Linear(4, 2))
+    with torch.no_grad():
+        model[0].weight.fill_(7.0)
+    man = apply_init(model, "pytorch_default", rules={"0.weight": "keep"})
+    assert model[0].weight.eq(7).all() and model[1].weight.ne(7).all()
+    assert man.records[0].note == "rule '0.weight': keep"
+
+
+def test_a_rule_has_its_own_fallback_and_inherits_fans_and_blocks():
+    model = nn.Sequential(nn.ConvTranspose2d(32, 16, 3), nn.ReLU(), nn.Conv2d(16, 4, 3))
+    man = apply_init(model, "kaiming_normal(fans=torch)", rules={"0.weight": "kaiming_normal", "2.weight":
+                                                                 "sparse(fallback=zeros)"})
+    by = {r.name: r for r in man.records}
+    assert by["0.weight"].fan_in == 16 * 9  # PyTorch's convention, from the main spec
+    assert by["2.weight"].scheme == "zeros" and model[2].weight.eq(0).all()
+    with pytest.raises(InitbenchError, match=r"parameter '0.bias' \(16,\) \(rule '0.\*'\): neither the scheme nor "
+                                             r"its fallback 'kaiming_uniform' fits"):
+        apply_init(model, "kaiming_normal", rules={"0.*": "xavier_uniform"})

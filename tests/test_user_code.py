@@ -38,6 +38,10 @@ def bare(input_shape, num_classes):
 
 def wrong(input_shape, num_classes):
     return 42
+
+
+def star(*shape_and_classes, width: int = 8):
+    return build(*shape_and_classes, width=width)
 '''
 
 DATA = '''
@@ -80,6 +84,25 @@ def torchvision_mnist(root: Path):
 
 def wrong():
     return "hello"
+
+
+def channels_last():
+    d = load_digits()
+    x = d.images[..., None]  # (N, 8, 8, 1), as numpy keeps images
+    return x[:1400], d.target[:1400], x[1400:], d.target[1400:]
+
+
+def empty_test():
+    d = load_digits()
+    return d.data, d.target, d.data[:0], d.target[:0]
+
+
+class Labelled(Pictures):
+    classes = ["zero", "one", "two"]
+
+
+def too_few_classes():
+    return Labelled(0, 100), Labelled(100, 200)
 '''
 
 
@@ -142,6 +165,25 @@ def test_torchvision_style_datasets(user_code, mnist_dir, monkeypatch):
     assert tuple(d.x_train.shape) == (1000, 1, 28, 28) and d.num_classes == 10 and len(d.y_test) == 200
     d = decode("mydata:pictures", mnist_dir)
     assert tuple(d.x_train.shape) == (1400, 1, 8, 8) and d.x_train.max() > 0 and d.num_classes == 10
+
+
+def test_keyword_only_model_parameters(user_code, monkeypatch):
+    from initbench.models import build_model, model_params
+
+    monkeypatch.syspath_prepend(str(user_code))
+    assert model_params("mymodels:star") == {"width": 8}
+    assert build_model("mymodels:star(width=5)", (1, 8, 8), 10)[1].out_features == 5
+
+
+def test_user_arrays_are_read_as_a_researcher_means_them(user_code, monkeypatch, tmp_path):
+    from initbench import InitbenchError
+
+    monkeypatch.syspath_prepend(str(user_code))
+    assert tuple(decode("mydata:channels_last", tmp_path).x_train.shape) == (1400, 1, 8, 8)
+    with pytest.raises(InitbenchError, match="dataset 'mydata:empty_test': the test split is empty"):
+        decode("mydata:empty_test", tmp_path)
+    with pytest.raises(InitbenchError, match="dataset 'mydata:too_few_classes' declares 3 classes but has label 9"):
+        decode("mydata:too_few_classes", tmp_path)
 
 
 def test_entry_point_groups_for_models_and_datasets(user_code, tmp_path):
