@@ -37,6 +37,10 @@ def parse_call(spec: str | Mapping[str, Any], what: str) -> tuple[str, dict[str,
         call = None
     if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
         raise InitbenchError(f"malformed {what} spec {spec!r}: arguments must be key=value, ...")
+    names = [k.arg for k in call.keywords]
+    twice = next((n for n in names if names.count(n) > 1), None)
+    if twice:
+        raise InitbenchError(f"malformed {what} spec {spec!r}: '{twice}' is given twice")
     return match.group(1), {k.arg: _literal(k.value, src, spec, what) for k in call.keywords}
 
 

@@ -48,14 +48,18 @@ def _targets(model: nn.Module, owners: dict[int, str]) -> dict[int, tuple[nn.Mod
     return out
 
 
-@register_init("lsuv", whole_model=True, choices={"mode": ("train", "eval")})
+def _check(p: dict[str, Any]) -> str | None:
+    if not p["tol"] > 0:
+        return f"tol must be > 0, got {p['tol']!r}"
+    return None if p["max_iter"] >= 1 else f"max_iter must be >= 1, got {p['max_iter']!r}"
+
+
+@register_init("lsuv", whole_model=True, choices={"mode": ("train", "eval")}, check=_check)
 def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, max_iter: int = 10,
          mode: str = "train") -> None:
     """Mishkin & Matas 2015: orthogonal, then rescale each layer until its output variance on a batch is 1."""
     if data is None:
         raise InitbenchError("init 'lsuv' is data-dependent: it needs a batch of inputs (data=...)")
-    if tol <= 0 or max_iter < 1:
-        raise InitbenchError("init 'lsuv' needs tol > 0 and max_iter >= 1")
     first = next(model.parameters(), None)
     if first is None:
         raise InitbenchError("init 'lsuv': the model has no parameters")

@@ -7,6 +7,7 @@ before any tensor changes.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import inspect
 import math
@@ -54,6 +55,7 @@ class Strategy:
     whole_model: bool = False
     walk_defaults: dict[str, Any] = field(default_factory=dict)
     source: str = "builtin"
+    check: Callable[[dict[str, Any]], str | None] | None = None  # -> what is wrong with these values, or None
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validate user parameters and merge them over the defaults (walk parameters included)."""
@@ -69,6 +71,9 @@ class Strategy:
         if missing:
             raise InitbenchError(f"init '{self.name}' needs {', '.join(f'{k}=...' for k in missing)}")
         _check_walk(self.name, out)
+        problem = self.check(out) if self.check else None
+        if problem:
+            raise InitbenchError(f"init '{self.name}': {problem}")
         return out
 
 
@@ -127,13 +132,17 @@ def register_init(
     choices: Mapping[str, tuple] | None = None,
     whole_model: bool = False,
     walk_defaults: Mapping[str, Any] | None = None,
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Register `fn(tensor, **params)` as init strategy `name`; keyword defaults are its parameters."""
+    """Register `fn(tensor, **params)` as init strategy `name`; keyword defaults are its parameters.
+
+    `check(params)` returns what is wrong with a combination of values (e.g. "needs a < b"), or None;
+    it runs whenever a spec is resolved, so bad values are refused before any work.
+    """
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = _make_strategy(
-            name, fn, description, choices, whole_model, walk_defaults, source=fn.__module__
-        )
+        strategy = _make_strategy(name, fn, description, choices, whole_model, walk_defaults, source=fn.__module__)
+        _REGISTRY[name] = dataclasses.replace(strategy, check=check)
         return fn
 
     return decorator

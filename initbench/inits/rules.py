@@ -31,10 +31,13 @@ class Rule:
 INHERITED = ("blocks", "fans", "fallback")  # walk parameters a rule takes from the main spec unless it sets them
 
 
-def resolve_fallback(text: str) -> tuple[Strategy, dict[str, Any]]:
-    spec = parse_init(text)
-    strategy = get_strategy(spec.name)
-    return strategy, {k: v for k, v in strategy.resolve(spec.params).items() if k in strategy.params}
+def resolve_fallback(text: str, owner: str) -> tuple[Strategy, dict[str, Any]]:
+    try:
+        spec = parse_init(text)
+        strategy = get_strategy(spec.name)
+        return strategy, {k: v for k, v in strategy.resolve(spec.params).items() if k in strategy.params}
+    except InitbenchError as exc:
+        raise InitbenchError(f"fallback of {owner}: {exc}") from None
 
 
 def resolve_rules(rules: Mapping[str, str] | None, owner: str, main: Mapping[str, Any]) -> list[Rule]:
@@ -47,16 +50,22 @@ def resolve_rules(rules: Mapping[str, str] | None, owner: str, main: Mapping[str
         if text == "keep":
             out.append(Rule(pattern, text, None))
             continue
-        spec = parse_init(text)
-        strategy = get_strategy(spec.name)
         where = f"rule '{pattern}' of init '{owner}'"
+        try:
+            spec = parse_init(text)
+            strategy = get_strategy(spec.name)
+        except InitbenchError as exc:
+            raise InitbenchError(f"{where}: {exc}") from None
         if strategy.whole_model:
             raise InitbenchError(f"{where}: '{spec.name}' initialises a whole model, not one tensor; "
                                  f"use a tensor scheme or keep")
         if spec.params.get("rules"):
             raise InitbenchError(f"{where}: a rule's spec cannot have rules of its own")
-        params = strategy.resolve({**{k: main[k] for k in INHERITED}, **spec.params})
-        out.append(Rule(pattern, text, strategy, params, resolve_fallback(params["fallback"])))
+        try:
+            params = strategy.resolve({**{k: main[k] for k in INHERITED}, **spec.params})
+        except InitbenchError as exc:
+            raise InitbenchError(f"{where}: {exc}") from None
+        out.append(Rule(pattern, text, strategy, params, resolve_fallback(params["fallback"], where)))
     return out
 
 

@@ -50,7 +50,7 @@ def resolve_init(spec: str | Mapping[str, Any] | InitSpec, rules: Mapping[str, A
         spec = parse_init(str(spec))  # canonical rule specs
     strategy = get_strategy(spec.name)
     params = strategy.resolve(spec.params)
-    fallback = resolve_fallback(params["fallback"])
+    fallback = resolve_fallback(params["fallback"], f"init '{spec.name}'")
     return Resolved(spec, strategy, params, fallback, resolve_rules(params["rules"], spec.name, params))
 
 
