@@ -20,6 +20,9 @@ def _list(args: argparse.Namespace) -> None:
     from initbench.inits import REQUIRED, WALK_HELP, broken_plugins, list_inits
 
     if args.what == "inits":
+        if not list_inits(args.pattern):
+            names = ", ".join(s.name for s in list_inits())
+            raise InitbenchError(f"no init matches {args.pattern!r}; valid: {names}")
         for s in list_inits(args.pattern):
             params = ", ".join(f"{k}={'<required>' if v is REQUIRED else v}" for k, v in s.params.items())
             origin = "" if s.source == "builtin" else f"  [{s.source}]"
@@ -146,6 +149,9 @@ def _bench(args: argparse.Namespace) -> None:
     from initbench.bench import bench, format_rows
     from initbench.runner import RunSpec
 
+    for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
+        if value is not None and value < 1:
+            raise InitbenchError(f"{flag} must be at least 1, got {value}")
     rows = bench(args.models, args.dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
                  args.data_dir)
     print(format_rows(rows, args.dataset, args.repeats, args.batch_size, RunSpec.log_every))
@@ -188,7 +194,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         files = write_report(out)
         print(f"report: {files['html']} (also report.md, ranking.csv, runs.csv)")
-    return 0
+    return 1 if counts["failed"] else 0  # runs that failed in this process: recorded, and the exit code says so
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -271,7 +277,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = args.func(args)
     except InitbenchError as exc:
         print(f"initbench: error: {exc}", file=sys.stderr)
-        return 2
+        return exc.exit_code
     except KeyboardInterrupt:
         print("initbench: interrupted", file=sys.stderr)
         return 130

@@ -7,6 +7,14 @@ from collections.abc import Iterable
 class InitbenchError(Exception):
     """Bad input from the user: an unknown name, a malformed spec, missing data, ..."""
 
+    exit_code = 2
+
+
+class RunBusy(InitbenchError):
+    """Another process holds the run's lock: nothing was touched."""
+
+    exit_code = 1
+
 
 def unknown_name(what: str, name: str, valid: Iterable[str], suggestions: int = 2) -> InitbenchError:
     """The error for a name that is not registered: close matches first, then every valid choice."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -41,8 +42,54 @@ def write_json(path: Path, data: Any) -> None:
 
 
 def is_complete(run_dir: Path) -> bool:
-    """A run is complete once its summary.json exists and parses; anything less is rerun."""
+    """A run is complete once its summary.json (written last) and config.json parse; anything less is rerun."""
     try:
-        return json.loads((run_dir / SUMMARY).read_text()).get("status") in STATUSES
-    except (OSError, ValueError, AttributeError):
+        summary = json.loads((run_dir / SUMMARY).read_text())
+        config = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, ValueError):
         return False
+    return (isinstance(summary, dict) and summary.get("status") in STATUSES and isinstance(config, dict)
+            and isinstance(config.get("spec"), dict))
+
+
+class RunLock:
+    """An exclusive claim on one run, so two processes never train (or clear) the same run at once.
+    A claim whose process is gone (same host) is stale and taken over."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = run_dir.parent / f".{run_dir.name}.lock"
+        self.me = f"{socket.gethostname()} {os.getpid()}"
+
+    def acquire(self) -> bool:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+            except FileExistsError:
+                if not self._stale():
+                    return False
+                self.path.unlink(missing_ok=True)
+                continue
+            with os.fdopen(fd, "w") as f:
+                f.write(self.me)
+            return True
+        return False
+
+    def _stale(self) -> bool:
+        try:
+            host, pid = self.path.read_text().split()
+        except (OSError, ValueError):
+            return True
+        if host != socket.gethostname():
+            return False
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        return False
+
+    def release(self) -> None:
+        self.path.unlink(missing_ok=True)
+

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
+import math
 import platform
 import re
 import shutil
@@ -13,6 +15,7 @@ import signal
 import sys
 import time
 import traceback
+import typing
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,20 +23,22 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.fabric.connector import _PRECISION_INPUT_STR
 from lightning.pytorch.loggers import CSVLogger
 
 from initbench import __version__
 from initbench.data import TensorDataModule, check_dataset
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init, parse_init, resolve_init
 from initbench.models import build_model, check_model
 from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
 from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
-from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, is_complete, write_json
+from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, RunLock, is_complete, write_json
 from initbench.spec import format_call, parse_call
 
 LSUV_BATCH = 512
 LOGGERS = ("csv", "wandb")
+PRECISIONS = typing.get_args(_PRECISION_INPUT_STR)
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 
 
@@ -102,6 +107,9 @@ class RunSpec:
 
     def validate(self) -> None:
         """Check names and numbers before any work or any file is written."""
+        for f in dataclasses.fields(self):
+            if f.compare:
+                _check_field(f.name, getattr(self, f.name))
         check_dataset(self.dataset)
         parse_call(self.model, "model")
         resolve_init(self.init)  # the scheme, its parameters, fallback and rules
@@ -110,17 +118,57 @@ class RunSpec:
             raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
             raise InitbenchError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
-        positive = {"batch size": self.batch_size, "epochs": self.epochs, "log every": self.log_every}
-        if self.max_steps is not None:
-            positive["max steps"] = self.max_steps
-        for what, value in positive.items():
-            if value < 1:
-                raise InitbenchError(f"{what} must be at least 1, got {value}")
-        if not self.lr > 0:
-            raise InitbenchError(f"learning rate must be positive, got {self.lr}")
+        if str(self.devices) not in ("auto", "1"):
+            raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
+                                 f"device; to use several, run sweep shards side by side (--shard i/N)")
+        if self.precision not in PRECISIONS:
+            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
         unknown = [lg for lg in self.loggers if lg not in LOGGERS]
         if unknown:
             raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
+        _check_trainer(self.accelerator, self.precision)
+
+
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact
+# field -> (type, lowest, highest, whether the highest is excluded, how messages name it)
+_FIELDS: dict[str, tuple[type, float | None, float | None, bool, str]] = {
+    "seed": (int, 0, SEED_LIMIT, True, "seed"), "init_seed": (int, 0, SEED_LIMIT, True, "init seed"),
+    "data_seed": (int, 0, SEED_LIMIT, True, "data seed"), "split_seed": (int, 0, SEED_LIMIT, True, "split seed"),
+    "lr": (float, 0, None, False, "learning rate (lr)"), "momentum": (float, 0, 1, True, "momentum"),
+    "weight_decay": (float, 0, None, False, "weight decay (weight_decay)"),
+    "val_fraction": (float, 0, 1, True, "val fraction (val_fraction)"),
+    "batch_size": (int, 1, None, False, "batch size (batch_size)"), "epochs": (int, 1, None, False, "epochs"),
+    "max_steps": (int, 1, None, False, "max steps (max_steps)"),
+    "log_every": (int, 1, None, False, "log every (log_every)"),
+    "limit_train": (int, 1, None, False, "--limit-train"), "limit_val": (int, 1, None, False, "--limit-val"),
+    "limit_test": (int, 1, None, False, "--limit-test"),
+    **{k: (str, None, None, False, k) for k in ("model", "dataset", "optimizer", "schedule", "accelerator",
+                                                  "precision")},
+}
+
+
+def _check_field(name: str, value: Any) -> None:
+    """One setting's type and range; None is allowed where the field is optional (limits, derived seeds)."""
+    kind, low, high, open_high, label = _FIELDS.get(name, (object, None, None, False, name))
+    if value is None and getattr(RunSpec, name, 0) is None:
+        return
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InitbenchError(f"{label} must be a whole number, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InitbenchError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise InitbenchError(f"{label} must be finite, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise InitbenchError(f"{label} must be a name, got {value!r}")
+    if name == "lr" and value <= 0:
+        raise InitbenchError(f"learning rate (lr) must be positive, got {value}")
+    if name == "val_fraction" and value <= 0:
+        raise InitbenchError(f"val fraction (val_fraction) must be above 0, got {value}")
+    if low is not None and value < low:
+        raise InitbenchError(f"{label} must be at least {low}, got {value}")
+    if high is not None and (value >= high if open_high else value > high):
+        raise InitbenchError(f"{label} must be {'below' if open_high else 'at most'} {high}, got {value}")
 
 
 def _path_safe(name: str) -> str:
@@ -166,10 +214,17 @@ def _warn_once(message: str) -> None:
         print(f"initbench: {message}", file=sys.stderr)
 
 
+@functools.cache
+def _check_trainer(accelerator: str, precision: str) -> None:
+    """Lightning accepts this accelerator and precision here (one trainer built per pair and process)."""
+    make_trainer(RunSpec(accelerator=accelerator, precision=precision), [], [], progress=False)
+
+
 def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
                  validate: bool = True) -> L.Trainer:
     """The Lightning Trainer for a run; settings Lightning rejects (accelerator, devices, precision) are
     one InitbenchError."""
+    _quiet_lightning()
     try:
         return _trainer(spec, callbacks, loggers, progress, validate)
     except Exception as exc:  # building a Trainer does no training: whatever fails here is a setting
@@ -182,7 +237,7 @@ def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], pro
              validate: bool) -> L.Trainer:
     return L.Trainer(
         accelerator=spec.accelerator,
-        devices=spec.devices if spec.devices == "auto" else int(spec.devices),
+        devices=1,  # one device per run (validate() refuses more): on a multi-GPU machine "auto" would start DDP
         precision=spec.precision,
         max_epochs=spec.epochs,
         max_steps=spec.max_steps or -1,
@@ -225,12 +280,67 @@ def run_dir_for(spec: RunSpec, out: Path) -> Path:
 
 def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, data_dir: Path | None = None,
         download: bool = True) -> tuple[Path, dict[str, Any]]:
-    """Train one run and write its record; a complete record already on disk is returned as is."""
+    """Train one run and write its record; a complete record already on disk is returned as is.
+
+    The run's lock is held throughout: a run another process is training raises RunBusy, untouched.
+    """
+    run_dir, summary, outcome = claim_and_run(spec, out, progress=progress, data_dir=data_dir, download=download)
+    if outcome == "busy":
+        raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
+    return run_dir, summary
+
+
+def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: Path | None = None,
+                  download: bool = True, keep_going: bool = False) -> tuple[Path, dict[str, Any], str]:
+    """(run dir, summary, outcome): outcome is `trained`, `done` (complete before, by anyone) or `busy`.
+
+    With `keep_going` (a sweep), a run whose preparation fails after validation (a plug-in that
+    raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller.
+    """
     run_dir = run_dir_for(spec, out)
     if is_complete(run_dir):
-        return run_dir, json.loads((run_dir / SUMMARY).read_text())
+        return run_dir, json.loads((run_dir / SUMMARY).read_text()), "done"
     started = time.time()
-    prepared = prepare(spec, data_dir, download)  # all user mistakes surface here, before any file
+    try:
+        prepared: Prepared | BaseException = prepare(spec, data_dir, download)  # bad input: before any file
+    except InitbenchError as exc:
+        if not keep_going:
+            raise
+        prepared = exc
+    except Exception as exc:  # a library error, an out-of-memory: a result of this run, recorded
+        prepared = exc
+    lock = RunLock(run_dir)
+    try:
+        claimed = lock.acquire()
+    except OSError as exc:
+        raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
+    if not claimed:
+        return run_dir, {}, "busy"
+    try:
+        if is_complete(run_dir):  # finished by another process since we looked
+            return run_dir, json.loads((run_dir / SUMMARY).read_text()), "done"
+        if isinstance(prepared, BaseException):
+            return run_dir, _record_failure(spec, run_dir, prepared, started), "trained"
+        return run_dir, _train(prepared, out, run_dir, progress, started), "trained"
+    finally:
+        lock.release()
+
+
+def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: float) -> dict[str, Any]:
+    """A run that failed before training: its record says so (config, then summary last)."""
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    write_json(run_dir / CONFIG, {"run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(),
+                                  "device": None})
+    summary = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
+               "traceback": "".join(traceback.format_exception(exc, limit=5)),
+               "wall_time_s": round(time.time() - started, 3)}
+    write_json(run_dir / SUMMARY, summary)
+    return summary
+
+
+def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started: float) -> dict[str, Any]:
+    spec = prepared.spec
     use_wandb = "wandb" in spec.loggers
     if use_wandb:
         from initbench import dashboards
@@ -286,7 +396,7 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     write_json(run_dir / SUMMARY, summary)
     if use_wandb:
         dashboards.finish_train_logger(trainer.loggers[-1], summary)
-    return run_dir, summary
+    return summary
 
 
 def _tidy_metrics(metrics_csv: Path) -> dict[str, Any]:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import os
-import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +14,7 @@ from initbench.data import decode
 from initbench.errors import InitbenchError
 from initbench.inits import parse_init
 from initbench.results import is_complete, write_json
-from initbench.runner import RunSpec, run, run_dir_for
+from initbench.runner import RunSpec, claim_and_run, run_dir_for
 from initbench.spec import format_call, parse_call
 
 LOGGERS = ("csv", "wandb")
@@ -128,9 +126,9 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
                     try:
                         spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, loggers=loggers,
                                        experiment=experiment, **wandb_settings, **settings)
-                    except TypeError as exc:
+                        spec.validate()
+                    except (TypeError, InitbenchError) as exc:
                         raise InitbenchError(f"{path}: {exc}") from None
-                    spec.validate()
                     runs.append(spec)
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
@@ -150,46 +148,19 @@ def parse_shard(text: str | None) -> tuple[int, int]:
     return index, count
 
 
-class RunLock:
-    """An exclusive claim on one run, so two processes never train (or clear) the same run at once.
-    A claim whose process is gone (same host) is stale and taken over."""
+def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) -> None:
+    """Load every dataset and build every (model, dataset) pair once, so that missing data or a user model
+    that does not build stops the sweep now, with nothing written, not at its 50th run."""
+    import torch
 
-    def __init__(self, run_dir: Path) -> None:
-        self.path = run_dir.parent / f".{run_dir.name}.lock"
-        self.me = f"{socket.gethostname()} {os.getpid()}"
+    from initbench.models import build_model
 
-    def acquire(self) -> bool:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.me)
-            return True
-        return False
-
-    def _stale(self) -> bool:
-        try:
-            host, pid = self.path.read_text().split()
-        except (OSError, ValueError):
-            return True
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
-
-    def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+    for dataset in sorted({r.dataset for r in runs}):
+        decode(dataset, data_dir, download)
+    for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
+        d = decode(dataset, data_dir, download)
+        with torch.random.fork_rng(devices=[]):
+            build_model(model, tuple(d.x_train.shape[1:]), d.num_classes)
 
 
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
@@ -198,8 +169,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     from tqdm.auto import tqdm
 
     runs = sweep.shard(*shard)
-    for dataset in sorted({r.dataset for r in runs}):  # missing data fails the sweep now, not run by run
-        decode(dataset, data_dir, download)
+    preflight(runs, data_dir, download)
     try:
         write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
     except OSError as exc:
@@ -212,16 +182,9 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     try:
         for spec in todo:
             bar.set_postfix_str(f"{spec.problem} {spec.init} seed {spec.seed}", refresh=True)
-            lock = RunLock(run_dir_for(spec, out))
-            if not lock.acquire():
-                counts["busy"] += 1
-                bar.update()
-                continue
-            try:
-                summary = run(spec, out, progress=False, data_dir=data_dir, download=download)[1]
-            finally:
-                lock.release()
-            counts[summary["status"]] += 1
+            _, summary, outcome = claim_and_run(spec, out, progress=False, data_dir=data_dir, download=download,
+                                                keep_going=True)
+            counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
             bar.update()
     finally:
         bar.close()

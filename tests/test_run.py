@@ -138,16 +138,16 @@ def test_cli_run_prints_a_summary(tmp_path, capsys):
     (["--model", "mlp(activation=swish)"], "unknown activation 'swish'"),
     (["--limit-train", "0"], "--limit-train must be at least 1, got 0"),
     (["--limit-train", "100000"], "--limit-train 100000 is more than the 1294 examples digits has there"),
-    (["--batch-size", "0"], "batch size must be at least 1, got 0"),
+    (["--batch-size", "0"], "batch size (batch_size) must be at least 1, got 0"),
     (["--optimizer", "lbfgs"], "unknown optimizer 'lbfgs'; valid: sgd, adam, adamw"),
     (["--model", "simplecnn(channels=[8, 8, 8, 8])"], "needs images of at least 16x16 pixels"),
     (["--epochs", "many"], "argument --epochs: invalid int value: 'many'"),
     (["--init", "normal(sdt=1)"], "init 'normal' has no parameter 'sdt'; valid: mean, std, bias, norm, fallback"),
     (["--init", "kaiming_normal(mode=sideways)"], "must be one of fan_in, fan_out, got 'sideways'"),
     (["--init", "no_such_pkg:fn"], "cannot import 'no_such_pkg' for init 'no_such_pkg:fn'"),
-    (["--precision", "12-bit"], "bad trainer settings"),
+    (["--precision", "12-bit"], "unknown precision '12-bit'; valid: transformer-engine"),
     (["--accelerator", "tpu"], "bad trainer settings (accelerator 'tpu'"),
-    (["--devices", "two"], "bad trainer settings"),
+    (["--devices", "two"], "devices must be auto or 1, got 'two'"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path, capsys):
     code = main(["run", "--dataset", "digits", "--out", str(tmp_path / "out"), "--no-progress", *args])

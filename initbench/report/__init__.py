@@ -7,6 +7,7 @@ across problems, `plots` draws, `document` renders one document model as Markdow
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 from initbench.errors import InitbenchError
@@ -46,6 +47,10 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     with `wandb=(project, entity)` also log the ranking to W&B as report runs. The baseline defaults to
     the sweep file's `baseline:`; without one (or with `baseline="best"`), each problem's best scheme is
     the reference."""
+    if target is not None and not (math.isfinite(target) and 0 < target <= 1):
+        raise InitbenchError(f"--target is a validation accuracy in (0, 1], got {target}")
+    if not (math.isfinite(margin_points) and 0 <= margin_points < 100):
+        raise InitbenchError(f"--margin is in accuracy points, 0 to 100, got {margin_points}")
     study = load_study(results_dir)
     study.runs = steps_to_target(study.runs, study.curves, target)
     if baseline is None:
