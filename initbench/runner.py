@@ -17,6 +17,7 @@ import time
 import traceback
 import typing
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from lightning.pytorch.loggers import CSVLogger
 from initbench import __version__
 from initbench.data import TensorDataModule, check_dataset
 from initbench.errors import InitbenchError, RunBusy
-from initbench.inits import Manifest, apply_init, parse_init, resolve_init
+from initbench.inits import Manifest, apply_init, canonical_init, parse_init, resolve_init
 from initbench.models import build_model, check_model
 from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
 from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
@@ -80,10 +81,27 @@ class RunSpec:
                 self.seed if self.data_seed is None else self.data_seed)
 
     def identity(self) -> dict[str, Any]:
-        """The fields that change the result (loggers and the experiment's name do not)."""
+        """The fields that change the result (loggers and the experiment's name do not), in one spelling:
+        the canonical init (`normal(std=1.0)` == `normal`), float settings as floats, and a derived seed equal
+        to `seed` left out, so every way of writing the same run is one run."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
-        d["init"] = str(parse_init(d["init"]))  # canonical spelling: 'normal( std=1 )' == 'normal(std=1)'
+        d["init"] = canonical_init(d["init"])
+        for name, (kind, *_) in _FIELDS.items():
+            if kind is float and isinstance(d[name], int) and not isinstance(d[name], bool):
+                d[name] = float(d[name])
+        for derived in ("init_seed", "data_seed"):
+            if d[derived] == d["seed"]:
+                d[derived] = None
         return d
+
+    @classmethod
+    def from_record(cls, spec: Mapping[str, Any]) -> RunSpec:
+        """The RunSpec a record's config.json stored (unknown keys from other versions ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        given = {k: v for k, v in spec.items() if k in known}
+        if isinstance(given.get("loggers"), list):
+            given["loggers"] = tuple(given["loggers"])
+        return cls(**given)
 
     @property
     def run_id(self) -> str:
@@ -275,7 +293,29 @@ def versions() -> dict[str, str]:
 
 
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
+    """Where a run's record is written: <out>/<dataset>_<model>/<init>-seed<seed>-<id>."""
     return Path(out) / spec.folder / spec.name
+
+
+_RECORD_IDS: dict[Path, str | None] = {}  # a record folder -> the canonical id of the run it holds (read once)
+
+
+def record_dir(spec: RunSpec, out: Path) -> Path:
+    """The folder holding this run's record: its own, or one written under another spelling of the same run
+    (e.g. by an earlier version whose ids were not canonical), so that no run is trained twice."""
+    own = run_dir_for(spec, out)
+    if own.exists() or not own.parent.is_dir():
+        return own
+    for entry in sorted(own.parent.iterdir()):
+        if entry not in _RECORD_IDS and entry.is_dir():
+            try:
+                stored = json.loads((entry / CONFIG).read_text())["spec"]
+                _RECORD_IDS[entry] = RunSpec.from_record(stored).run_id
+            except (OSError, ValueError, KeyError, TypeError, InitbenchError):
+                continue  # not (yet) a readable record: looked at again next time
+        if _RECORD_IDS.get(entry) == spec.run_id:
+            return entry
+    return own
 
 
 def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, data_dir: Path | None = None,
@@ -297,9 +337,10 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     With `keep_going` (a sweep), a run whose preparation fails after validation (a plug-in that
     raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller.
     """
+    existing = record_dir(spec, out)
+    if is_complete(existing):
+        return existing, json.loads((existing / SUMMARY).read_text()), "done"
     run_dir = run_dir_for(spec, out)
-    if is_complete(run_dir):
-        return run_dir, json.loads((run_dir / SUMMARY).read_text()), "done"
     started = time.time()
     try:
         prepared: Prepared | BaseException = prepare(spec, data_dir, download)  # bad input: before any file

@@ -12,9 +12,9 @@ import yaml
 
 from initbench.data import decode
 from initbench.errors import InitbenchError
-from initbench.inits import parse_init
+from initbench.inits import canonical_init, parse_init
 from initbench.results import is_complete, write_json
-from initbench.runner import RunSpec, claim_and_run, run_dir_for
+from initbench.runner import RunSpec, claim_and_run, record_dir
 from initbench.spec import format_call, parse_call
 
 LOGGERS = ("csv", "wandb")
@@ -97,7 +97,7 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
     inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
-    if doc.get("baseline") is not None and str(parse_init(doc["baseline"])) not in inits:
+    if doc.get("baseline") is not None and canonical_init(doc["baseline"]) not in map(canonical_init, inits):
         raise InitbenchError(f"{path}: baseline {doc['baseline']!r} is not one of the inits; valid: {', '.join(inits)}")
     seeds_doc = doc.get("seeds")
     if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool):
@@ -175,7 +175,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
-    todo = [r for r in runs if not is_complete(run_dir_for(r, out))]
+    todo = [r for r in runs if not is_complete(record_dir(r, out))]
     counts["skipped"] = len(runs) - len(todo)
     bar = tqdm(total=len(runs), initial=counts["skipped"], unit="run", disable=not progress, dynamic_ncols=True,
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
@@ -193,4 +193,4 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
 
 def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
     """Each run of the grid with whether its record is complete."""
-    return [(r, is_complete(run_dir_for(r, out))) for r in sweep.runs]
+    return [(r, is_complete(record_dir(r, out))) for r in sweep.runs]

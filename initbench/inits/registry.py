@@ -57,9 +57,20 @@ class Strategy:
     source: str = "builtin"
     check: Callable[[dict[str, Any]], str | None] | None = None  # -> what is wrong with these values, or None
 
+    @property
+    def defaults(self) -> dict[str, Any]:
+        """Every parameter's default, walk parameters included, in declaration order."""
+        return {**self.params, **WALK_PARAMS, **self.walk_defaults}
+
+    def normalise(self, key: str, value: Any) -> Any:
+        """One spelling per value: numbers of a float (or any-number) parameter as floats, `1` == `1.0`."""
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return value
+        return value if self.types.get(key) is int else float(value)
+
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validate user parameters and merge them over the defaults (walk parameters included)."""
-        defaults = {**self.params, **WALK_PARAMS, **self.walk_defaults}
+        defaults = self.defaults
         out = dict(defaults)
         for key, value in given.items():
             if key not in defaults:

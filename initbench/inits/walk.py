@@ -54,6 +54,28 @@ def resolve_init(spec: str | Mapping[str, Any] | InitSpec, rules: Mapping[str, A
     return Resolved(spec, strategy, params, fallback, resolve_rules(params["rules"], spec.name, params))
 
 
+def canonical_init(spec: str | Mapping[str, Any] | InitSpec, _nested: bool = False) -> str:
+    """The one spelling of an init: parameters in declaration order, numbers normalised, defaults left out,
+    fallbacks and rules canonical too. `normal(std=1.0)`, `normal(std=1)` and `normal` are all `normal`."""
+    full = resolve_init(spec)  # every value checked, errors with their context (fallback of ..., rule ...)
+    spec, strategy, resolved = full.spec, full.strategy, full.params
+    kept: dict[str, Any] = {}
+    for key, default in strategy.defaults.items():
+        value = resolved[key]
+        if key == "fallback":  # a fallback's own fallback is compared as written (it is the default's)
+            value, default = ((str(parse_init(value)), str(parse_init(default))) if _nested
+                              else (canonical_init(value, True), canonical_init(default, True)))
+        elif key == "rules":
+            value = {p: r if r == "keep" else canonical_init(r) for p, r in (value or {}).items()} or None
+        else:
+            value, default = strategy.normalise(key, value), strategy.normalise(key, default)
+            if key == "bias" and value == 0.0:
+                value = "zeros"
+        if value != default:
+            kept[key] = value
+    return str(InitSpec(spec.name, kept))
+
+
 @dataclass
 class Walk:
     """State of one `apply_init` call: resolved parameters, the inferred nonlinearity, the manifest."""

@@ -58,9 +58,9 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     if baseline == "best":  # the best scheme of each problem, whatever the sweep file declares
         baseline = None
     elif baseline is not None:
-        from initbench.inits import parse_init
+        from initbench.report.load import display_init
 
-        baseline = str(parse_init(baseline))  # the canonical spelling, as in the runs
+        baseline = display_init(baseline)  # the canonical spelling, as in the runs
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
     out = Path(out or results_dir)
     try:

@@ -63,7 +63,7 @@ def load_study(results_dir: Path) -> Study:
         except (ValueError, OSError, pd.errors.ParserError) as exc:
             skipped.append(f"{rel}: corrupt record ({type(exc).__name__}: {str(exc)[:80]})")
             continue
-        run_id = config.get("run_id", run_dir.name)
+        run_id = canonical_id(spec) or config.get("run_id", run_dir.name)
         if run_id in seen:
             skipped.append(f"{rel}: the same run as {seen[run_id]} (a copy; counted once)")
             continue
@@ -90,6 +90,30 @@ def load_study(results_dir: Path) -> Study:
     sweep_file = results_dir / "sweep.json"
     settings = json.loads(sweep_file.read_text()).get("source", {}) if sweep_file.exists() else {}
     return Study(runs, curves_df, layers_df, skipped, settings, versions, split)
+
+
+def canonical_id(spec: dict[str, Any]) -> str | None:
+    """The run's id in today's canonical spelling, so that a run recorded under two spellings (or by an
+    earlier version) counts once; None when the stored spec no longer resolves (e.g. a plug-in is gone)."""
+    from initbench.runner import RunSpec
+
+    try:
+        return RunSpec.from_record(spec).run_id
+    except (InitbenchError, TypeError, ValueError):
+        return None
+
+
+def display_init(init: Any) -> str:
+    """An init as the report names it: its canonical spelling where it still resolves, else as written."""
+    from initbench.inits import canonical_init, parse_init
+
+    try:
+        return canonical_init(init)
+    except InitbenchError:
+        try:
+            return str(parse_init(init))
+        except InitbenchError:
+            return str(init)
 
 
 def _layer_order(run_dir: Path) -> list[str]:
@@ -122,7 +146,6 @@ def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.D
 
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
-    from initbench.inits import parse_init
     from initbench.spec import format_call, parse_call
 
     data = config.get("data", {})
@@ -130,7 +153,7 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
     return {
         "run_id": run_id, "experiment": spec.get("experiment"), "dataset": spec["dataset"],
         "model": format_call(*parse_call(spec["model"], "model")),
-        "init": str(parse_init(spec["init"])), "seed": spec["seed"], "status": summary["status"],
+        "init": display_init(spec["init"]), "seed": spec["seed"], "status": summary["status"],
         "test_acc": summary.get("test_acc"), "test_loss": summary.get("test_loss"),
         "best_val_acc": summary.get("best_val_acc"), "val_acc_final": summary.get("val_acc_final"),
         "train_loss_final": summary.get("train_loss_final"), "diverged_step": summary.get("diverged_step"),
