@@ -93,7 +93,15 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
                            "shows the fraction of problems where the scheme's mean is within tau of the best."),
                 Block("table", ranking.overall[OVERALL_SHOWN])]
     if study.skipped:
-        doc += [Block("h2", "Skipped records"), Block("list", study.skipped)]
+        doc += [Block("h2", "Skipped records"),
+                Block("p", "These folders hold no usable record and are in no number above:"),
+                Block("list", study.skipped)]
+    if study.partial:
+        doc += [Block("h2", "Partial records"),
+                Block("p", "These runs enter the means of the values they have; their curve metrics "
+                           "(auc_val_acc, steps to target) and any value listed here are left out, and `n` counts "
+                           "only the runs each mean is over:"),
+                Block("list", study.partial)]
     doc.append(Block("h2", "Plots"))
     for problem, paths in plots.items():
         doc += [Block("h3", problem), *[Block("img", p) for p in paths]]

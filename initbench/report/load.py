@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ class Study:
     settings: dict[str, Any] = field(default_factory=dict)
     versions: list[dict[str, str]] = field(default_factory=list)
     split: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # dataset_model -> setting -> values
+    partial: list[str] = field(default_factory=list)  # records that entered with some numbers left out, and why
 
     @property
     def grads0(self) -> pd.DataFrame:
@@ -36,48 +38,100 @@ class Study:
         return g[["run_id", "layer", "grad_norm"]].dropna()
 
 
+NUMBERS = ("test_acc", "test_loss", "best_val_acc", "val_acc_final", "train_loss_final", "diverged_step", "steps",
+           "wall_time_s", "images_per_s")
+
+
+class Damaged(Exception):
+    """A record the report cannot use, with the reason."""
+
+
+def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[str]]:
+    """(config, spec, summary, metrics, problems) of one record; Damaged when it cannot enter the report at all.
+
+    `problems` are what makes a usable record partial: numbers missing or not finite, a truncated or
+    unreadable metrics.csv; the report lists them and leaves the affected numbers out.
+    """
+    try:
+        config = json.loads((run_dir / CONFIG).read_text())
+    except (OSError, ValueError) as exc:
+        raise Damaged(f"unreadable {CONFIG} ({type(exc).__name__})") from None
+    spec = config.get("spec") if isinstance(config, dict) else None
+    if not isinstance(spec, dict):
+        raise Damaged(f"{CONFIG} has no run spec")
+    for key, kind in (("dataset", str), ("model", str), ("init", str), ("seed", int)):
+        if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
+            raise Damaged(f"{CONFIG}: the spec's {key} is {spec.get(key)!r}")
+    if not (run_dir / SUMMARY).exists():
+        raise Damaged(f"no {SUMMARY} (unfinished run; `initbench sweep` reruns it)")
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text())
+    except (OSError, ValueError) as exc:
+        raise Damaged(f"unreadable {SUMMARY} ({type(exc).__name__})") from None
+    if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
+        raise Damaged(f"{SUMMARY} has no valid status")
+    problems = []
+    for key in NUMBERS:
+        value = summary.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise Damaged(f"{SUMMARY}: {key} is {value!r}, not a number")
+        if not math.isfinite(value):
+            problems.append(f"{key} is {value}")
+            summary[key] = None
+    metrics = pd.DataFrame()
+    if summary["status"] != "failed":
+        try:
+            metrics = pd.read_csv(run_dir / METRICS)
+        except (OSError, ValueError, pd.errors.ParserError) as exc:
+            problems.append(f"unreadable {METRICS} ({type(exc).__name__})")
+        if len(metrics) and "step" not in metrics:
+            problems.append(f"{METRICS} has no step column")
+            metrics = pd.DataFrame()
+        if len(metrics):
+            last, steps = metrics["step"].max(), summary.get("steps")
+            if isinstance(steps, int | float) and last < steps and summary["status"] in ("ok", "collapsed"):
+                problems.append(f"{METRICS} ends at step {last:g} of {steps:g} (truncated)")
+            if ("val/acc" in metrics and metrics["val/acc"].isin([math.inf, -math.inf]).any()) or (
+                    "val/acc" in metrics and metrics["val/acc"].isna().all()):
+                problems.append(f"{METRICS} has no finite validation accuracy")
+    return config, spec, summary, metrics, problems
+
+
 def load_study(results_dir: Path) -> Study:
-    """Read every run record under `results_dir`; unfinished, corrupt or duplicate records are listed, not fatal."""
+    """Read every run record under `results_dir`; unusable ones are listed with the reason (never fatal, never
+    hidden), and partial ones enter the report with the affected numbers left out and said so."""
     results_dir = Path(results_dir)
     if not results_dir.is_dir():
         raise InitbenchError(f"results folder {results_dir} does not exist")
-    rows, curves, layers, skipped, versions = [], [], [], [], []
+    rows, curves, layers, skipped, versions, partial = [], [], [], [], [], []
     seen: dict[str, Path] = {}
-    for config_path in sorted(results_dir.rglob(CONFIG)):
-        run_dir = config_path.parent
+    run_dirs = sorted({p.parent for name in (CONFIG, SUMMARY, METRICS) for p in results_dir.rglob(name)})
+    for run_dir in run_dirs:
         rel = run_dir.relative_to(results_dir)
         try:
-            config = json.loads(config_path.read_text())
-            spec = config["spec"]
-        except (ValueError, KeyError, OSError) as exc:
-            skipped.append(f"{rel}: unreadable {CONFIG} ({type(exc).__name__})")
+            config, spec, summary, metrics, problems = _read_record(run_dir)
+        except Damaged as why:
+            skipped.append(f"{rel}: {why}")
             continue
-        if not (run_dir / SUMMARY).exists():
-            skipped.append(f"{rel}: no {SUMMARY} (unfinished run; `initbench sweep` reruns it)")
-            continue
-        try:
-            summary = json.loads((run_dir / SUMMARY).read_text())
-            if summary.get("status") not in STATUSES:
-                raise ValueError("no valid status")
-            metrics = pd.read_csv(run_dir / METRICS) if summary["status"] != "failed" else pd.DataFrame()
-        except (ValueError, OSError, pd.errors.ParserError) as exc:
-            skipped.append(f"{rel}: corrupt record ({type(exc).__name__}: {str(exc)[:80]})")
-            continue
-        run_id = canonical_id(spec) or config.get("run_id", run_dir.name)
+        run_id = canonical_id(spec) or str(config.get("run_id", run_dir.name))
         if run_id in seen:
             skipped.append(f"{rel}: the same run as {seen[run_id]} (a copy; counted once)")
             continue
         seen[run_id] = rel
-        rows.append(_run_row(run_id, rel, config, spec, summary))
+        rows.append({**_run_row(run_id, rel, config, spec, summary), "partial": "; ".join(problems)})
+        if problems:
+            partial.append(f"{rel}: {'; '.join(problems)}")
         if config.get("versions") not in versions:
             versions.append(config.get("versions"))
-        if len(metrics) and "step" in metrics:
+        if len(metrics) and not problems:  # a partial curve would bias the curve metrics: left out
             c = metrics[["step"]].assign(run_id=run_id,
                                          val_acc=metrics.get("val/acc"), train_loss=metrics.get("train/loss"))
             curves.append(c.dropna(subset=["val_acc", "train_loss"], how="all"))
             layers.append(_layer_metrics(run_id, metrics, _layer_order(run_dir)))
     if not rows:
-        detail = f" ({len(skipped)} unfinished or corrupt)" if skipped else ""
+        detail = f" ({len(skipped)} unfinished or damaged)" if skipped else ""
         raise InitbenchError(f"no complete run records under {results_dir}{detail}")
     runs = pd.DataFrame(rows)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
@@ -87,9 +141,17 @@ def load_study(results_dir: Path) -> Study:
         columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])
     runs, split = _name_problems(runs)
     runs = _add_curve_metrics(runs, curves_df)
+    settings = {}
     sweep_file = results_dir / "sweep.json"
-    settings = json.loads(sweep_file.read_text()).get("source", {}) if sweep_file.exists() else {}
-    return Study(runs, curves_df, layers_df, skipped, settings, versions, split)
+    if sweep_file.exists():
+        try:
+            settings = json.loads(sweep_file.read_text()).get("source", {})
+            if not isinstance(settings, dict):
+                raise ValueError("no source mapping")
+        except (OSError, ValueError, AttributeError) as exc:
+            settings = {}
+            skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline is not known")
+    return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial)
 
 
 def canonical_id(spec: dict[str, Any]) -> str | None:
@@ -192,6 +254,7 @@ def _add_curve_metrics(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     runs = runs.merge(val, how="left", left_on="run_id", right_index=True)
     planned = runs.groupby("problem")["count"].transform("max")
     runs["auc_val_acc"] = runs["sum"] / planned
+    runs.loc[runs["partial"] != "", "auc_val_acc"] = math.nan  # unknown, not zero
     return runs.drop(columns=["sum", "count"])
 
 
@@ -204,4 +267,5 @@ def steps_to_target(runs: pd.DataFrame, curves: pd.DataFrame, target: float | No
     val = curves.dropna(subset=["val_acc"]).merge(runs[["run_id", "target"]], on="run_id")
     hit = val[val["val_acc"] >= val["target"]].groupby("run_id")["step"].min()
     runs["steps_to_target"] = runs["run_id"].map(hit)
+    runs["target_known"] = runs["partial"] == ""  # a partial curve cannot say whether the target was reached
     return runs

@@ -180,9 +180,10 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         x = g["score"].dropna().to_numpy(dtype=float)
         lo, hi = np.clip(mean_ci(x), 0.0, 1.0)  # an accuracy's mean lies in [0, 1]
         reached = g["steps_to_target"].notna()
+        known = g["target_known"] if "target_known" in g else pd.Series(True, index=g.index)
         status = g["status"].value_counts()
         rows.append({
-            "init": init, "n": len(g), "diverged": int(status.get("diverged", 0)),
+            "init": init, "n": len(x), "diverged": int(status.get("diverged", 0)),
             "collapsed": int(status.get("collapsed", 0)), "failed": int(status.get("failed", 0)),
             "failure_rate": float(g["status"].isin(FAILED_STATUSES).mean()),
             "mean": x.mean() if len(x) else math.nan, "std": x.std(ddof=1) if len(x) > 1 else math.nan,
@@ -190,7 +191,7 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
             "iqm": iqm(x) if len(x) >= 4 else math.nan, "test_acc": g["test_acc"].astype(float).mean(),
             "best_val_acc": g["best_val_acc"].astype(float).mean(), "auc_val_acc": g["auc_val_acc"].mean(),
             "steps_to_target": g.loc[reached, "steps_to_target"].median(),
-            "reached_target": f"{reached.sum()}/{len(g)}", "mean_rank": mean_rank.get(init, math.nan),
+            "reached_target": f"{reached.sum()}/{int(known.sum())}", "mean_rank": mean_rank.get(init, math.nan),
             "images_per_s": g["images_per_s"].median(),
         })
     table = pd.DataFrame(rows)
