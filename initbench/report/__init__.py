@@ -8,7 +8,11 @@ across problems, `plots` draws, `document` renders one document model as Markdow
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from pathlib import Path
+from typing import Any
 
 from initbench.errors import InitbenchError
 from initbench.report.document import build, to_html, to_markdown
@@ -40,6 +44,17 @@ __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER
            "rank_problem", "seed_note", "seeds_needed", "smallest_wilcoxon_p", "steps_to_target", "write_report"]
 
 
+def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path) -> dict[str, Any]:
+    study.runs.to_csv(stage / "runs.csv", index=False)
+    ranking.per_problem.to_csv(stage / "ranking.csv", index=False)
+    ranking.overall.to_csv(stage / "ranking_overall.csv", index=False)
+    plots = plot_all(study, ranking, stage)
+    doc = build(study, ranking, plots, results_dir)
+    (stage / "report.md").write_text(to_markdown(doc))
+    (stage / "report.html").write_text(to_html(doc))
+    return {"plots": plots}
+
+
 def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "wilcoxon", target: float | None = None,
                  out: Path | None = None, wandb: tuple[str, str | None] | None = None, baseline: str | None = None,
                  margin_points: float = MARGIN_POINTS) -> dict[str, Path]:
@@ -65,26 +80,27 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     out = Path(out or results_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "report.json").touch()
+        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
     except OSError as exc:
         raise InitbenchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
+    try:  # everything is written into a hidden folder first, then moved into place file by file
+        staged = _write_files(study, ranking, stage, Path(results_dir))
+        wandb_runs = []
+        if wandb:
+            from initbench.dashboards import log_report
+
+            experiment = str(study.settings.get("name") or study.runs["experiment"].iloc[0])
+            wandb_runs = log_report(ranking, staged["plots"], Path(results_dir), wandb[0], wandb[1], metric,
+                                    experiment)
+        write_json(stage / "report.json", {
+            "metric": metric, "test": test, "baseline": baseline, "margin": margin_points, "runs": len(study.runs),
+            "skipped": study.skipped, "partial": study.partial, "notes": ranking.notes,
+            "references": ranking.references, "wandb_runs": wandb_runs})
+        remove_old_plots(out)
+        for path in sorted(stage.iterdir(), key=lambda p: p.name == "report.json"):  # report.json last
+            os.replace(path, out / path.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     files = {"runs": out / "runs.csv", "ranking": out / "ranking.csv", "overall": out / "ranking_overall.csv",
              "markdown": out / "report.md", "html": out / "report.html"}
-    remove_old_plots(out)
-    study.runs.to_csv(files["runs"], index=False)
-    ranking.per_problem.to_csv(files["ranking"], index=False)
-    ranking.overall.to_csv(files["overall"], index=False)
-    plots = plot_all(study, ranking, out)
-    doc = build(study, ranking, plots, Path(results_dir))
-    files["markdown"].write_text(to_markdown(doc))
-    files["html"].write_text(to_html(doc))
-    wandb_runs = []
-    if wandb:
-        from initbench.dashboards import log_report
-
-        experiment = str(study.settings.get("name") or study.runs["experiment"].iloc[0])
-        wandb_runs = log_report(ranking, plots, Path(results_dir), wandb[0], wandb[1], metric, experiment)
-    write_json(out / "report.json", {"metric": metric, "test": test, "baseline": baseline, "margin": margin_points,
-                                     "runs": len(study.runs), "skipped": study.skipped, "notes": ranking.notes,
-                                     "references": ranking.references, "wandb_runs": wandb_runs})
     return files
