@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test bench results clean
+.PHONY: demo test test-slow bench results clean
 
 # The main job on the offline default: the quickstart study (digits, both models, 10 schemes,
 # 10 seeds) trained from scratch into demo/, then ranked; prints where the report is.
@@ -17,6 +17,10 @@ demo: $(STAMP)
 test: $(STAMP) $(FMNIST)
 	$(VENV)/bin/ruff check initbench tests
 	$(PY) -m pytest -q
+
+# The checks marked slow (a faster test covers the same path): e.g. 20 random kills of a sweep.
+test-slow: $(STAMP) $(FMNIST)
+	$(PY) -m pytest -q -m slow
 
 bench: $(STAMP) $(FMNIST)
 	$(VENV)/bin/initbench bench

@@ -1,7 +1,8 @@
 """initbench: which weight-initialization scheme trains best, and how sure are we?"""
 
+from typing import Any
+
 from initbench.errors import InitbenchError
-from initbench.inits import InitSpec, Manifest, apply_init, list_inits, parse_init, register_init
 
 __all__ = [
     "InitSpec",
@@ -13,3 +14,14 @@ __all__ = [
     "register_init",
 ]
 __version__ = "0.1.0"
+
+_FROM_INITS = {"InitSpec", "Manifest", "apply_init", "list_inits", "parse_init", "register_init"}
+
+
+def __getattr__(name: str) -> Any:
+    """The init library loads (with torch) on first use, so `initbench --help` and signal handling start at once."""
+    if name in _FROM_INITS:
+        from initbench import inits
+
+        return getattr(inits, name)
+    raise AttributeError(f"module 'initbench' has no attribute {name!r}")

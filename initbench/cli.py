@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, Terminated
 
 
 class _Parser(argparse.ArgumentParser):
@@ -180,11 +182,12 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, Terminated) as stop:
         done = sum(d for _, d in completed(sweep, out))
-        print(f"initbench: interrupted with {done}/{len(sweep.runs)} runs complete; rerun the same command "
+        how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
+        print(f"initbench: {how} with {done}/{len(sweep.runs)} runs complete; rerun the same command "
               "to finish the rest", file=sys.stderr)
-        return 130
+        return 143 if isinstance(stop, Terminated) else 130
     done = sum(d for _, d in completed(sweep, out))
     print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['collapsed']} collapsed, "
           f"{counts['failed']} failed, {counts['skipped']} already done, {counts['busy']} running elsewhere; "
@@ -271,7 +274,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: one line, whole records
     try:
         args = build_parser().parse_args(argv)
         code = args.func(args)
@@ -281,8 +289,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("initbench: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("initbench: terminated (SIGTERM)", file=sys.stderr)
+        return 143
+    except BrokenPipeError:  # `initbench ... | head`: the reader has gone; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     return code or 0
 
 
+def entry() -> None:
+    """The `initbench` console script: main(), after which SIGTERM is ignored: the work is done and every record
+    whole, and a signal during the interpreter's own shutdown would otherwise kill it without a word."""
+    code = main()
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

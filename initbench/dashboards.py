@@ -161,5 +161,8 @@ def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[s
     }
     header = (f"# W&B sweep for initbench: `wandb sweep {path.name}` (needs a W&B server), then\n"
               "# `wandb agent ENTITY/PROJECT/SWEEP_ID` on each machine.\n")
-    path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    try:
+        path.write_text(header + yaml.safe_dump(config, sort_keys=False))
+    except OSError as exc:
+        raise InitbenchError(f"cannot write the W&B sweep config to {path}: {exc.strerror or exc}") from None
     return config

@@ -10,6 +10,10 @@ class InitbenchError(Exception):
     exit_code = 2
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: raised wherever the process is, so that it stops like Ctrl-C does (records stay whole)."""
+
+
 class RunBusy(InitbenchError):
     """Another process holds the run's lock: nothing was touched."""
 

@@ -1,0 +1,129 @@
+"""SIGTERM, SIGINT and kill -9 at any moment leave only whole records and whole report files; the resumed sweep
+ends with the same report as an uninterrupted one. A closed stdout ends quietly."""
+
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+INITBENCH = Path(sys.executable).parent / "initbench"
+SWEEP = """name: sig
+datasets: [digits]
+models: ["mlp(hidden=[16])"]
+inits: [kaiming_normal, orthogonal, zeros]
+seeds: 2
+train: {epochs: 3, batch_size: 32, limit_train: 512, limit_val: 128, limit_test: 128, accelerator: cpu, log_every: 2}
+"""
+TIMING = ["wall_time_s", "images_per_s", "train_time_s"]
+
+
+@pytest.fixture(scope="module")
+def plan(tmp_path_factory):
+    root = tmp_path_factory.mktemp("signals")
+    (root / "sig.yaml").write_text(SWEEP)
+    base = root / "uninterrupted"
+    done = subprocess.run([str(INITBENCH), "sweep", root / "sig.yaml", "--out", base, "--no-progress"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    return root / "sig.yaml", base
+
+
+def _sweep(plan, out) -> subprocess.Popen:
+    return subprocess.Popen([str(INITBENCH), "sweep", str(plan[0]), "--out", str(out), "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _complete(out: Path) -> int:
+    return len(list(out.glob("digits_mlp/*/summary.json")))
+
+
+def _same_report(a: Path, b: Path) -> None:
+    for name in ("ranking.csv", "runs.csv"):
+        x, y = pd.read_csv(a / name), pd.read_csv(b / name)
+        drop = [c for c in (*TIMING, "path") if c in x]
+        pd.testing.assert_frame_equal(x.drop(columns=drop), y.drop(columns=drop))
+
+
+def _check_whole(out: Path) -> None:
+    """Every run folder is a complete record or one a rerun replaces; no lock and no half-written report."""
+    assert not list(out.rglob(".*.lock"))
+    assert not [p for p in out.glob("*") if p.is_file() and p.stat().st_size == 0]
+    for run_dir in out.glob("digits_mlp/*"):
+        if (run_dir / "summary.json").exists():
+            assert (run_dir / "config.json").exists() and (run_dir / "metrics.csv").exists()
+
+
+def test_sigterm_mid_sweep_stops_in_one_line_and_the_rerun_ends_with_the_same_report(plan, tmp_path):
+    out = tmp_path / "out"
+    proc = _sweep(plan, out)
+    deadline = time.time() + 60
+    while _complete(out) < 2 and time.time() < deadline:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("initbench: terminated (SIGTERM) with ")
+    assert "Traceback" not in err
+    _check_whole(out)
+    resumed = subprocess.run([str(INITBENCH), "sweep", plan[0], "--out", out, "--no-progress"], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _complete(out) == 6
+    _same_report(plan[1], out)
+
+
+def test_sigterm_during_the_report_leaves_the_old_report_whole(plan, tmp_path):
+    out = tmp_path / "out"
+    shutil.copytree(plan[1], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    proc = subprocess.Popen([str(INITBENCH), "report", str(out)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    time.sleep(2.5)  # imports done, the report being computed and drawn
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode in (143, 0), err  # 0: it had finished
+    after = {p.name: p.read_bytes() for p in out.iterdir() if p.is_file()}
+    assert set(after) == set(before) and not list(out.glob(".report-*"))
+    if proc.returncode == 143:
+        assert err.strip() == "initbench: terminated (SIGTERM)"
+        assert after == before
+
+
+def test_a_closed_stdout_ends_quietly():
+    done = subprocess.run(f"'{INITBENCH}' list inits | head -1", shell=True, capture_output=True, text=True)
+    assert done.stdout.startswith("constant") and done.stderr == ""
+
+
+@pytest.mark.slow
+def test_ten_sigterms_and_ten_kill_9s_at_random_moments(plan, tmp_path):
+    """Random moments of a sweep (start-up, step-0 validation, training, test, report): after each, resume;
+    in the end every run is recorded once and the report equals the uninterrupted one."""
+    rng = random.Random(0)
+    out = tmp_path / "out"
+    kills = [signal.SIGTERM] * 10 + [signal.SIGKILL] * 10
+    rng.shuffle(kills)
+    for sig in kills:
+        shutil.rmtree(out / "digits_mlp" / rng.choice(["kaiming_normal", "orthogonal", "zeros"]), ignore_errors=True)
+        for run_dir in list(out.glob("digits_mlp/*")) if rng.random() < 0.3 else []:
+            shutil.rmtree(run_dir)  # sometimes start over, so kills land early in the sweep too
+        proc = _sweep(plan, out)
+        time.sleep(rng.uniform(0.5, 9.0))
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode in (0, 143, -9), err
+        assert "Traceback" not in err
+        if sig == signal.SIGTERM:
+            _check_whole(out)
+    resumed = subprocess.run([str(INITBENCH), "sweep", plan[0], "--out", out, "--no-progress"], capture_output=True,
+                             text=True)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _complete(out) == 6 and len(list(out.glob("digits_mlp/*"))) == 6
+    _same_report(plan[1], out)
+    os.sync()
