@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -195,6 +196,27 @@ def test_concurrent_shards_share_one_folder(tmp_path):
     statuses = {s.parent.name.split("-")[0]: json.loads(s.read_text())["status"] for s in summaries}
     assert statuses == {"kaiming_normal": "ok", "zeros": "collapsed", "orthogonal": "ok"}
     assert main(["report", str(out)]) == 0
+
+
+def test_two_identical_sweeps_on_one_folder_train_and_count_each_run_once(tmp_path):
+    path = write(tmp_path, f"""
+        name: twice
+        datasets: [digits]
+        models: ["mlp(hidden=[16])"]
+        inits: [kaiming_normal, zeros, orthogonal]
+        seeds: 2
+        {TINY_TRAIN}
+    """)
+    out = tmp_path / "res"
+    procs = [subprocess.Popen(_sweep_cmd(path, out, "--no-report"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for _ in (1, 2)]
+    outputs = [p.communicate(timeout=300) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outputs
+    trained = 0
+    for stdout, _ in outputs:
+        counts = re.search(r"(\d+) ok, (\d+) diverged, (\d+) collapsed, (\d+) failed", stdout).groups()
+        trained += sum(map(int, counts))
+    assert trained == 6 and len(list(out.rglob("summary.json"))) == 6
 
 
 @pytest.mark.parametrize("path", sorted(Path(__file__).parent.parent.glob("experiments/*.yaml")), ids=lambda p: p.stem)
