@@ -126,7 +126,7 @@ def _run(args: argparse.Namespace) -> int:
     if summary["status"] == "failed":
         print(f"  error: {summary.get('error')}")
     print(f"  test acc {_f(acc)}   test loss {_f(summary.get('test_loss'))}   best val acc "
-          f"{_f(summary.get('best_val_acc'))}   {summary.get('steps')} steps in {summary.get('wall_time_s')} s")
+          f"{_f(summary.get('best_val_acc'))}   {summary.get('steps', 0)} steps in {summary.get('wall_time_s')} s")
     print(f"  record: {run_dir}")
     return 1 if summary["status"] == "failed" else 0
 

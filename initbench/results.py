@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
@@ -54,42 +55,48 @@ def is_complete(run_dir: Path) -> bool:
 
 class RunLock:
     """An exclusive claim on one run, so two processes never train (or clear) the same run at once.
-    A claim whose process is gone (same host) is stale and taken over."""
+
+    The claim is an OS lock (flock) on a hidden file beside the run's folder: the kernel drops it when
+    its process ends, however it ends (kill -9 included), so there is nothing stale to take over. The
+    file names its holder (host and pid) for people; it is removed on release while still locked, and a
+    claim on a file that was replaced meanwhile is retried, so two holders are impossible (one machine;
+    a shared network filesystem may not honour flock).
+    """
 
     def __init__(self, run_dir: Path) -> None:
         self.path = run_dir.parent / f".{run_dir.name}.lock"
         self.me = f"{socket.gethostname()} {os.getpid()}"
+        self._fd: int | None = None
 
     def acquire(self) -> bool:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for _ in range(2):
+        while True:
+            fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
-            except FileExistsError:
-                if not self._stale():
-                    return False
-                self.path.unlink(missing_ok=True)
-                continue
-            with os.fdopen(fd, "w") as f:
-                f.write(self.me)
-            return True
-        return False
-
-    def _stale(self) -> bool:
-        try:
-            host, pid = self.path.read_text().split()
-        except (OSError, ValueError):
-            return True
-        if host != socket.gethostname():
-            return False
-        try:
-            os.kill(int(pid), 0)
-        except ProcessLookupError:
-            return True
-        except PermissionError:
-            return False
-        return False
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                current = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                current = False
+            if current:
+                os.ftruncate(fd, 0)
+                os.write(fd, self.me.encode())
+                self._fd = fd
+                return True
+            os.close(fd)  # released (and removed) by its holder while we waited: claim the new file
 
     def release(self) -> None:
-        self.path.unlink(missing_ok=True)
+        if self._fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self._fd)
+            self._fd = None
 
+
+def clear_orphan_lock(run_dir: Path) -> None:
+    """Remove the lock file a killed process left beside a run, if nobody holds it now."""
+    lock = RunLock(run_dir)
+    if lock.path.exists() and lock.acquire():
+        lock.release()

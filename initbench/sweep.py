@@ -13,7 +13,7 @@ import yaml
 from initbench.data import decode
 from initbench.errors import InitbenchError
 from initbench.inits import canonical_init, parse_init
-from initbench.results import is_complete, write_json
+from initbench.results import clear_orphan_lock, is_complete, write_json
 from initbench.runner import RunSpec, claim_and_run, record_dir
 from initbench.spec import format_call, parse_call
 
@@ -176,6 +176,8 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
     todo = [r for r in runs if not is_complete(record_dir(r, out))]
+    for r in runs:  # a process killed right after finishing a run leaves its lock file behind
+        clear_orphan_lock(record_dir(r, out))
     counts["skipped"] = len(runs) - len(todo)
     bar = tqdm(total=len(runs), initial=counts["skipped"], unit="run", disable=not progress, dynamic_ncols=True,
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))

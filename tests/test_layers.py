@@ -357,14 +357,23 @@ def test_the_default_fallback_is_pytorch_default_whatever_the_activation():
     assert man.records[0].params == {"a": math.sqrt(5), "mode": "fan_in", "nonlinearity": "leaky_relu"}
 
 
-def test_a_plugin_function_that_does_not_fit_falls_back_and_says_so():
+def test_a_plugin_that_raises_fails_the_run_and_one_that_declines_gets_the_fallback(tmp_path, monkeypatch):
+    from initbench.inits.walk import PluginFailed
+
     model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4, 4))
-    man = apply_init(model, "torch.nn.init:eye_")
+    with pytest.raises(PluginFailed, match=r"init 'torch.nn.init:eye_' failed on parameter '0.weight' \(4, 3, 3, 3\): "
+                                           r"ValueError: Only tensors with 2 dimensions are supported"):
+        apply_init(model, "torch.nn.init:eye_")
+    (tmp_path / "polite.py").write_text(
+        "from initbench.inits import NotApplicable\nfrom torch.nn import init\n\n"
+        "def eye_or_decline(t):\n    if t.dim() != 2:\n        raise NotApplicable('matrices only')\n"
+        "    init.eye_(t)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    man = apply_init(model, "polite:eye_or_decline")
     by = {r.name: r for r in man.records}
-    assert by["3.weight"].scheme == "torch.nn.init:eye_" and torch.equal(model[3].weight, torch.eye(4))
-    assert by["0.weight"].scheme == "kaiming_uniform" and "fallback for torch.nn.init:eye_" in by["0.weight"].note
-    assert man.warnings == ["init 'torch.nn.init:eye_' failed on parameter '0.weight' (4, 3, 3, 3) and used its "
-                            "fallback: ValueError: Only tensors with 2 dimensions are supported"]
+    assert by["3.weight"].scheme == "polite:eye_or_decline" and torch.equal(model[3].weight, torch.eye(4))
+    assert by["0.weight"].scheme == "kaiming_uniform" and "fallback for polite:eye_or_decline: matrices only" in (
+        by["0.weight"].note)
 
 
 def test_the_mlp_declares_gelu_and_gets_its_gain():

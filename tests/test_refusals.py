@@ -141,10 +141,12 @@ def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
 
     spec = tiny_spec()
     run_dir = run_dir_for(spec, tmp_path)
-    holder = subprocess.Popen(["sleep", "60"])
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
+                               "from initbench.results import RunLock; assert RunLock(Path(sys.argv[1])).acquire(); "
+                               "print('held', flush=True); time.sleep(60)", str(run_dir)], stdout=subprocess.PIPE,
+                              text=True)
     try:
-        run_dir.parent.mkdir(parents=True)
-        (run_dir.parent / f".{run_dir.name}.lock").write_text(f"{os.uname().nodename} {holder.pid}")
+        assert holder.stdout.readline().strip() == "held"
         args = ["run", "--dataset", "digits", "--model", spec.model, "--epochs", str(spec.epochs), "--batch-size",
                 str(spec.batch_size), "--limit-train", "256", "--limit-val", "128", "--limit-test", "128",
                 "--accelerator", "cpu", "--log-every", "2", "--out", str(tmp_path), "--no-progress"]
@@ -155,7 +157,7 @@ def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
     finally:
         holder.kill()
         holder.wait()
-    again = subprocess.run([str(INITBENCH), *args], capture_output=True, text=True)  # the holder is gone: stale
+    again = subprocess.run([str(INITBENCH), *args], capture_output=True, text=True)  # the holder is gone
     assert again.returncode == 0, again.stderr and (run_dir / "summary.json").exists()
 
 

@@ -30,6 +30,10 @@ from initbench.inits.roles import (
 from initbench.inits.rules import Rule, first_match, resolve_fallback, resolve_rules, unmatched
 
 
+class PluginFailed(RuntimeError):
+    """A plug-in init raised while filling a tensor: a failure of the run, recorded with this message."""
+
+
 @dataclass
 class Resolved:
     """An init spec checked in full: strategy, parameters, fallback and rules (before any tensor changes)."""
@@ -171,11 +175,12 @@ class Walk:
             out = strategy.fn(t, **resolved)  # torch.nn.init functions return the tensor: not a note
         except NotApplicable as exc:
             why = str(exc)
-        except Exception as exc:  # a plug-in that cannot fill this tensor (torch.nn.init:eye_ on a conv, ...)
+        except Exception as exc:  # a plug-in that raised: the run fails, with the error (never a silent stand-in)
             if strategy.source == "builtin":
                 raise
             why = " ".join(f"{type(exc).__name__}: {exc}".split())
-            self.manifest.warn(f"init '{strategy.name}' failed on {where} and used its fallback: {why}")
+            raise PluginFailed(f"init '{strategy.name}' failed on {where}: {why} (a function raises "
+                               f"initbench.inits.NotApplicable to ask for the fallback)") from exc
         else:
             if isinstance(out, Sampled):
                 note = "; ".join(n for n in (gain_note, out.note) if n)
