@@ -21,7 +21,8 @@ from lightning.pytorch.loggers import CSVLogger
 
 from initbench.data import TensorBatches
 from initbench.monitor import NormMonitor, Throughput
-from initbench.runner import Prepared, RunSpec, _quiet_lightning, make_trainer, prepare
+from initbench.plan import RunSpec
+from initbench.runner import Prepared, _quiet_lightning, make_trainer, prepare
 
 
 def plain_loop(prepared: Prepared, steps: int, device: torch.device) -> float:

@@ -92,7 +92,7 @@ RUN_OPTIONS: dict[str, tuple[type, str]] = {
 
 
 def _spec_from(args: argparse.Namespace):
-    from initbench.runner import DEFAULT_DATASET, RunSpec
+    from initbench.plan import DEFAULT_DATASET, RunSpec
 
     given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
     if args.logger == "wandb":
@@ -149,7 +149,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
 
 def _bench(args: argparse.Namespace) -> None:
     from initbench.bench import bench, format_rows
-    from initbench.runner import RunSpec
+    from initbench.plan import RunSpec
 
     for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:

@@ -1,197 +1,37 @@
-"""RunSpec -> one training run -> a run record on disk."""
+"""RunSpec -> one training run -> a run record on disk (claimed with the run's lock, written atomically)."""
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import hashlib
 import json
 import logging
-import math
 import platform
-import re
 import shutil
 import signal
 import sys
 import time
 import traceback
-import typing
 import warnings
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
-from lightning.fabric.connector import _PRECISION_INPUT_STR
 from lightning.pytorch.loggers import CSVLogger
 
 from initbench import __version__
-from initbench.data import TensorDataModule, check_dataset
+from initbench.data import TensorDataModule
 from initbench.errors import InitbenchError, RunBusy
-from initbench.inits import Manifest, apply_init, canonical_init, parse_init, resolve_init
-from initbench.models import build_model, check_model
-from initbench.module import OPTIMIZERS, SCHEDULES, Classifier
+from initbench.inits import Manifest, apply_init
+from initbench.models import build_model
+from initbench.module import Classifier
 from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
+from initbench.plan import RunSpec
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, RunLock, is_complete, write_json
-from initbench.spec import format_call, parse_call
 
 LSUV_BATCH = 512
-LOGGERS = ("csv", "wandb")
-PRECISIONS = typing.get_args(_PRECISION_INPUT_STR)
-DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
-
-
-@dataclass(frozen=True)
-class RunSpec:
-    """Everything that defines one run. Its stable hash (`run_id`) keys the record on disk."""
-
-    model: str = "mlp"
-    init: str = "kaiming_normal"
-    dataset: str = "digits"
-    seed: int = 0
-    init_seed: int | None = None  # default: seed
-    data_seed: int | None = None  # default: seed; shared across inits within a seed -> paired comparisons
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    batch_size: int = 128
-    epochs: int = 5
-    max_steps: int | None = None
-    limit_train: int | None = None
-    limit_val: int | None = None
-    limit_test: int | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    accelerator: str = "auto"
-    devices: str = "auto"
-    precision: str = "32-true"
-    log_every: int = 20
-    loggers: tuple[str, ...] = field(default=("csv",), compare=False)
-    experiment: str = field(default="adhoc", compare=False)
-    wandb_project: str = field(default="initbench", compare=False)
-    wandb_entity: str | None = field(default=None, compare=False)
-
-    @property
-    def seeds(self) -> tuple[int, int]:
-        return (self.seed if self.init_seed is None else self.init_seed,
-                self.seed if self.data_seed is None else self.data_seed)
-
-    def identity(self) -> dict[str, Any]:
-        """The fields that change the result (loggers and the experiment's name do not), in one spelling:
-        the canonical init (`normal(std=1.0)` == `normal`), float settings as floats, and a derived seed equal
-        to `seed` left out, so every way of writing the same run is one run."""
-        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
-        d["init"] = canonical_init(d["init"])
-        for name, (kind, *_) in _FIELDS.items():
-            if kind is float and isinstance(d[name], int) and not isinstance(d[name], bool):
-                d[name] = float(d[name])
-        for derived in ("init_seed", "data_seed"):
-            if d[derived] == d["seed"]:
-                d[derived] = None
-        return d
-
-    @classmethod
-    def from_record(cls, spec: Mapping[str, Any]) -> RunSpec:
-        """The RunSpec a record's config.json stored (unknown keys from other versions ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        given = {k: v for k, v in spec.items() if k in known}
-        if isinstance(given.get("loggers"), list):
-            given["loggers"] = tuple(given["loggers"])
-        return cls(**given)
-
-    @property
-    def run_id(self) -> str:
-        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
-
-    @property
-    def name(self) -> str:
-        init = parse_init(self.init)
-        rules = "+rules" if init.params.get("rules") else ""
-        return _path_safe(f"{init.name}{rules}-seed{self.seed}-{self.run_id[:8]}")
-
-    @property
-    def problem(self) -> str:
-        """DeepOBS-style problem name, <dataset>_<model spec>: model variants are different problems."""
-        return f"{self.dataset}_{format_call(*parse_call(self.model, 'model'))}"
-
-    @property
-    def folder(self) -> str:
-        """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
-        return _path_safe(f"{self.dataset}_{parse_call(self.model, 'model')[0]}")
-
-    def validate(self) -> None:
-        """Check names and numbers before any work or any file is written."""
-        for f in dataclasses.fields(self):
-            if f.compare:
-                _check_field(f.name, getattr(self, f.name))
-        check_dataset(self.dataset)
-        parse_call(self.model, "model")
-        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
-        check_model(self.model)
-        if self.optimizer not in OPTIMIZERS:
-            raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
-        if self.schedule not in SCHEDULES:
-            raise InitbenchError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
-        if str(self.devices) not in ("auto", "1"):
-            raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
-                                 f"device; to use several, run sweep shards side by side (--shard i/N)")
-        if self.precision not in PRECISIONS:
-            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
-        unknown = [lg for lg in self.loggers if lg not in LOGGERS]
-        if unknown:
-            raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
-        _check_trainer(self.accelerator, self.precision)
-
-
-SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact
-# field -> (type, lowest, highest, whether the highest is excluded, how messages name it)
-_FIELDS: dict[str, tuple[type, float | None, float | None, bool, str]] = {
-    "seed": (int, 0, SEED_LIMIT, True, "seed"), "init_seed": (int, 0, SEED_LIMIT, True, "init seed"),
-    "data_seed": (int, 0, SEED_LIMIT, True, "data seed"), "split_seed": (int, 0, SEED_LIMIT, True, "split seed"),
-    "lr": (float, 0, None, False, "learning rate (lr)"), "momentum": (float, 0, 1, True, "momentum"),
-    "weight_decay": (float, 0, None, False, "weight decay (weight_decay)"),
-    "val_fraction": (float, 0, 1, True, "val fraction (val_fraction)"),
-    "batch_size": (int, 1, None, False, "batch size (batch_size)"), "epochs": (int, 1, None, False, "epochs"),
-    "max_steps": (int, 1, None, False, "max steps (max_steps)"),
-    "log_every": (int, 1, None, False, "log every (log_every)"),
-    "limit_train": (int, 1, None, False, "--limit-train"), "limit_val": (int, 1, None, False, "--limit-val"),
-    "limit_test": (int, 1, None, False, "--limit-test"),
-    **{k: (str, None, None, False, k) for k in ("model", "dataset", "optimizer", "schedule", "accelerator",
-                                                  "precision")},
-}
-
-
-def _check_field(name: str, value: Any) -> None:
-    """One setting's type and range; None is allowed where the field is optional (limits, derived seeds)."""
-    kind, low, high, open_high, label = _FIELDS.get(name, (object, None, None, False, name))
-    if value is None and getattr(RunSpec, name, 0) is None:
-        return
-    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise InitbenchError(f"{label} must be a whole number, got {value!r}")
-    if kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InitbenchError(f"{label} must be a number, got {value!r}")
-        if not math.isfinite(value):
-            raise InitbenchError(f"{label} must be finite, got {value!r}")
-    if kind is str and not isinstance(value, str):
-        raise InitbenchError(f"{label} must be a name, got {value!r}")
-    if name == "lr" and value <= 0:
-        raise InitbenchError(f"learning rate (lr) must be positive, got {value}")
-    if name == "val_fraction" and value <= 0:
-        raise InitbenchError(f"val fraction (val_fraction) must be above 0, got {value}")
-    if low is not None and value < low:
-        raise InitbenchError(f"{label} must be at least {low}, got {value}")
-    if high is not None and (value >= high if open_high else value > high):
-        raise InitbenchError(f"{label} must be {'below' if open_high else 'at most'} {high}, got {value}")
-
-
-def _path_safe(name: str) -> str:
-    """A file name from a name that may be an import path (`mypkg.models:build` -> `mypkg.models-build`)."""
-    return re.sub(r"[^\w.+-]+", "-", name)
 
 
 @dataclass
@@ -233,7 +73,7 @@ def _warn_once(message: str) -> None:
 
 
 @functools.cache
-def _check_trainer(accelerator: str, precision: str) -> None:
+def check_trainer(accelerator: str, precision: str) -> None:
     """Lightning accepts this accelerator and precision here (one trainer built per pair and process)."""
     make_trainer(RunSpec(accelerator=accelerator, precision=precision), [], [], progress=False)
 

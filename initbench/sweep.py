@@ -13,8 +13,9 @@ import yaml
 from initbench.data import decode
 from initbench.errors import InitbenchError
 from initbench.inits import canonical_init, parse_init
+from initbench.plan import RunSpec
 from initbench.results import clear_orphan_lock, is_complete, write_json
-from initbench.runner import RunSpec, claim_and_run, record_dir
+from initbench.runner import claim_and_run, record_dir
 from initbench.spec import format_call, parse_call
 
 LOGGERS = ("csv", "wandb")

@@ -10,7 +10,8 @@ import torch
 
 from initbench.cli import main
 from initbench.data import TensorBatches, TensorDataModule
-from initbench.runner import RunSpec, run
+from initbench.plan import RunSpec
+from initbench.runner import run
 
 PAIRS = [(m, d) for m in ("mlp", "simplecnn") for d in ("digits", "mnist", "fashion-mnist", "cifar10")]
 

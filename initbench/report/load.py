@@ -157,7 +157,7 @@ def load_study(results_dir: Path) -> Study:
 def canonical_id(spec: dict[str, Any]) -> str | None:
     """The run's id in today's canonical spelling, so that a run recorded under two spellings (or by an
     earlier version) counts once; None when the stored spec no longer resolves (e.g. a plug-in is gone)."""
-    from initbench.runner import RunSpec
+    from initbench.plan import RunSpec
 
     try:
         return RunSpec.from_record(spec).run_id
