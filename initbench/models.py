@@ -1,4 +1,4 @@
-"""The models under study, built for a dataset's input shape: SimpleCNN (seed 002), an MLP (seed 003), and the user's.
+"""The models under study, built for a dataset's input shape: SimpleCNN, an MLP, and the user's own.
 
 A user model is any callable `build(input_shape, num_classes, **params) -> nn.Module`, named on the
 command line as `package.module:build` or installed under the `initbench.models` entry-point group.
@@ -109,7 +109,7 @@ _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 
 @register_model("mlp")
 class MLP(nn.Module):
-    """The perceptron of seed 003 as a classifier: flatten, then Linear + activation per hidden layer."""
+    """A multilayer perceptron: flatten, then Linear + activation per hidden layer, then a Linear readout."""
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | int = (256, 128),
                  activation: str = "relu") -> None:
@@ -134,7 +134,7 @@ class MLP(nn.Module):
 
 @register_model("simplecnn")
 class SimpleCNN(nn.Module):
-    """Seed 002's SimpleCNN: three (3x3 conv, ReLU, 2x2 max-pool) blocks of 32/64/128 channels, FC 512-64-classes.
+    """A small CNN: three (3x3 conv, ReLU, 2x2 max-pool) blocks of 32/64/128 channels, FC 512-64-classes.
 
     The first FC layer's width follows from the input (2048 for 3x32x32, 1152 for 1x28x28, 128 for 8x8).
     """
