@@ -68,11 +68,11 @@ RUN_OPTIONS: dict[str, tuple[type, str]] = {
     "seed": (int, "seed for the init and the data order"),
     "init_seed": (int, "seed for the init alone (default: --seed)"),
     "data_seed": (int, "seed for the data order alone (default: --seed)"),
-    "optimizer": (str, "sgd (with momentum), adam or adamw"),
+    "optimizer": (str, "optimizer (sgd has momentum)"),
     "lr": (float, "learning rate"),
     "momentum": (float, "SGD momentum"),
     "weight_decay": (float, "weight decay"),
-    "schedule": (str, "learning-rate schedule: none or cosine"),
+    "schedule": (str, "learning-rate schedule"),
     "batch_size": (int, "batch size"),
     "epochs": (int, "epochs"),
     "max_steps": (int, "stop after this many steps (overrides --epochs when reached first)"),
@@ -136,8 +136,18 @@ def _f(x: float | None) -> str:
 
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
+    import dataclasses
+
+    from initbench.plan import OPTIMIZERS, SCHEDULES, RunSpec
+
+    defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
+    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
     for name, (typ, help_) in RUN_OPTIONS.items():
         flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])  # W&B agents pass --a_b
+        if name in choices:
+            help_ = f"{help_}: {', '.join(choices[name])}"
+        if defaults.get(name) is not None and name != "dataset":
+            help_ = f"{help_} (default: {defaults[name]})"
         p.add_argument(*flags, dest=name, type=typ, default=None, help=help_)
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
@@ -211,8 +221,17 @@ def _report(args: argparse.Namespace) -> None:
         print(f"W&B: report runs (job_type=report) in project {args.wandb_project}")
 
 
+EXAMPLES = """examples:
+  initbench run --init kaiming_normal --model simplecnn --dataset digits
+  initbench run --init 'normal(std=0.02)' --init-rule 'classifier.fc3.*=zeros' --model simplecnn
+  initbench sweep experiments/quickstart.yaml        # every (dataset, model, init, seed), then the report
+  initbench report results/quickstart --baseline pytorch_default
+  initbench list inits 'kaiming*'"""
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="initbench", description="Which weight-initialization scheme trains best?")
+    parser = _Parser(prog="initbench", description="Which weight-initialization scheme trains best?",
+                     epilog=EXAMPLES, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list init strategies, models or datasets")
@@ -281,6 +300,10 @@ def _terminate(signum: int, frame: object) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     previous = signal.signal(signal.SIGTERM, _terminate)  # SIGTERM stops like Ctrl-C: one line, whole records
     try:
+        argv = sys.argv[1:] if argv is None else list(argv)
+        if not argv:  # bare `initbench`: what it does, its commands and examples
+            build_parser().print_help()
+            return 2
         args = build_parser().parse_args(argv)
         code = args.func(args)
     except InitbenchError as exc:

@@ -10,8 +10,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-OPTIMIZERS = ("sgd", "adam", "adamw")
-SCHEDULES = ("none", "cosine")
+from initbench.plan import OPTIMIZERS, SCHEDULES  # noqa: F401  (the names a RunSpec may use)
 
 
 class Classifier(L.LightningModule):

@@ -12,17 +12,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from lightning.fabric.connector import _PRECISION_INPUT_STR
-
-from initbench.data import check_dataset
 from initbench.errors import InitbenchError
-from initbench.inits import canonical_init, parse_init, resolve_init
-from initbench.models import check_model
-from initbench.module import OPTIMIZERS, SCHEDULES
 from initbench.spec import format_call, parse_call
 
+# This module stays light (no torch, no Lightning at import): the CLI builds its help from RunSpec at once.
 LOGGERS = ("csv", "wandb")
-PRECISIONS = typing.get_args(_PRECISION_INPUT_STR)
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 
 
@@ -68,6 +64,8 @@ class RunSpec:
         the canonical init (`normal(std=1.0)` == `normal`), float settings as floats, and a derived seed equal
         to `seed` left out, so every way of writing the same run is one run."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        from initbench.inits import canonical_init
+
         d["init"] = canonical_init(d["init"])
         for name, (kind, *_) in _FIELDS.items():
             if kind is float and isinstance(d[name], int) and not isinstance(d[name], bool):
@@ -92,6 +90,8 @@ class RunSpec:
 
     @property
     def name(self) -> str:
+        from initbench.inits import parse_init
+
         init = parse_init(self.init)
         rules = "+rules" if init.params.get("rules") else ""
         return _path_safe(f"{init.name}{rules}-seed{self.seed}-{self.run_id[:8]}")
@@ -108,6 +108,10 @@ class RunSpec:
 
     def validate(self) -> None:
         """Check names and numbers before any work or any file is written."""
+        from initbench.data import check_dataset
+        from initbench.inits import resolve_init
+        from initbench.models import check_model
+
         for f in dataclasses.fields(self):
             if f.compare:
                 _check_field(f.name, getattr(self, f.name))
@@ -122,14 +126,21 @@ class RunSpec:
         if str(self.devices) not in ("auto", "1"):
             raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
                                  f"device; to use several, run sweep shards side by side (--shard i/N)")
-        if self.precision not in PRECISIONS:
-            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
+        if self.precision not in precisions():
+            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
         unknown = [lg for lg in self.loggers if lg not in LOGGERS]
         if unknown:
             raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
         from initbench.runner import check_trainer  # builds a Lightning Trainer once per setting
 
         check_trainer(self.accelerator, self.precision)
+
+
+def precisions() -> tuple[str, ...]:
+    """The precisions Lightning accepts (read from Lightning, so they follow its version)."""
+    from lightning.fabric.connector import _PRECISION_INPUT_STR
+
+    return typing.get_args(_PRECISION_INPUT_STR)
 
 
 SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact

@@ -190,3 +190,16 @@ def test_bench_measures_both_loops(capsys):
     assert rows[0]["plain_img_s"] > 0 and rows[0]["initbench_img_s"] > 0
     assert rows[0]["ratio"] == pytest.approx(rows[0]["initbench_img_s"] / rows[0]["plain_img_s"])
     assert "mlp" in format_rows(rows, "digits", 1, 64, 20)
+
+
+def test_help_states_defaults_and_choices_and_bare_initbench_lists_the_commands(capsys):
+    from initbench.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "learning rate (default: 0.05)" in text and "optimizer (sgd has momentum): sgd, adam, adamw" in text
+    assert "(default: 5)" in text and "learning-rate schedule: none, cosine (default: none)" in text
+    assert main([]) == 2
+    out = capsys.readouterr().out
+    assert out.startswith("usage: initbench") and "sweep" in out and "examples:" in out
