@@ -115,11 +115,19 @@ def _spec_from(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    from initbench.runner import run
+    import datetime
+
+    from initbench.errors import RunBusy
+    from initbench.runner import claim_and_run
 
     spec = _spec_from(args)
-    run_dir, summary = run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
-                           download=not args.no_download)
+    run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
+                                              download=not args.no_download, force=args.force)
+    if outcome == "busy":
+        raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
+    if outcome == "done":
+        when = datetime.datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")
     acc = summary.get("test_acc")
     print(f"{spec.problem} / {spec.init} / seed {spec.seed}: {summary['status']}"
           + (f" at step {summary['diverged_step']}" if "diverged_step" in summary else ""))
@@ -243,6 +251,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_run_options(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--force", action="store_true",
+                   help="train the run again even if its record is complete (the old record is replaced once the "
+                        "new one is whole)")
     p.add_argument("--logger", choices=["csv", "wandb"], default="csv",
                    help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials)")
     p.set_defaults(func=_run)

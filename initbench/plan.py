@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.spec import format_call, parse_call
+from initbench.spec import format_call, format_value, parse_call
 
 # This module stays light (no torch, no Lightning at import): the CLI builds its help from RunSpec at once.
 LOGGERS = ("csv", "wandb")
@@ -90,11 +90,16 @@ class RunSpec:
 
     @property
     def name(self) -> str:
+        """The record's folder name: the canonical init with its parameters, file-name safe, then seed and id,
+        e.g. `normal_std-0.02-seed0-1a2b3c4d` (long specs are cut; the id keeps names unique)."""
         from initbench.inits import parse_init
 
-        init = parse_init(self.init)
+        init = parse_init(self.identity()["init"])
+        params = {k: v for k, v in init.params.items() if k != "rules"}
+        text = init.name + "".join(f"_{k}-{format_value(v)}" for k, v in params.items())
+        text = re.sub(r"[^\w.+-]+", "-", text.replace("'", "")).strip("-")[:80]
         rules = "+rules" if init.params.get("rules") else ""
-        return _path_safe(f"{init.name}{rules}-seed{self.seed}-{self.run_id[:8]}")
+        return _path_safe(f"{text}{rules}-seed{self.seed}-{self.run_id[:8]}")
 
     @property
     def problem(self) -> str:

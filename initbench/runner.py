@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import platform
 import shutil
 import signal
@@ -147,6 +148,8 @@ def record_dir(spec: RunSpec, out: Path) -> Path:
     if own.exists() or not own.parent.is_dir():
         return own
     for entry in sorted(own.parent.iterdir()):
+        if entry.name.startswith("."):  # locks, and a forced rerun's record before it is swapped in
+            continue
         if entry not in _RECORD_IDS and entry.is_dir():
             try:
                 stored = json.loads((entry / CONFIG).read_text())["spec"]
@@ -159,26 +162,29 @@ def record_dir(spec: RunSpec, out: Path) -> Path:
 
 
 def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, data_dir: Path | None = None,
-        download: bool = True) -> tuple[Path, dict[str, Any]]:
+        download: bool = True, force: bool = False) -> tuple[Path, dict[str, Any]]:
     """Train one run and write its record; a complete record already on disk is returned as is.
 
     The run's lock is held throughout: a run another process is training raises RunBusy, untouched.
     """
-    run_dir, summary, outcome = claim_and_run(spec, out, progress=progress, data_dir=data_dir, download=download)
+    run_dir, summary, outcome = claim_and_run(spec, out, progress=progress, data_dir=data_dir, download=download,
+                                              force=force)
     if outcome == "busy":
         raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
     return run_dir, summary
 
 
 def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: Path | None = None,
-                  download: bool = True, keep_going: bool = False) -> tuple[Path, dict[str, Any], str]:
+                  download: bool = True, keep_going: bool = False,
+                  force: bool = False) -> tuple[Path, dict[str, Any], str]:
     """(run dir, summary, outcome): outcome is `trained`, `done` (complete before, by anyone) or `busy`.
 
     With `keep_going` (a sweep), a run whose preparation fails after validation (a plug-in that
-    raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller.
+    raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller. With
+    `force`, a complete run is trained again; its old record is replaced only once the new one is whole.
     """
     existing = record_dir(spec, out)
-    if is_complete(existing):
+    if is_complete(existing) and not force:
         return existing, json.loads((existing / SUMMARY).read_text()), "done"
     run_dir = run_dir_for(spec, out)
     started = time.time()
@@ -198,11 +204,21 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     if not claimed:
         return run_dir, {}, "busy"
     try:
-        if is_complete(run_dir):  # finished by another process since we looked
-            return run_dir, json.loads((run_dir / SUMMARY).read_text()), "done"
+        existing = record_dir(spec, out)
+        replace = force and is_complete(existing)
+        if is_complete(existing) and not replace:  # finished by another process since we looked
+            return existing, json.loads((existing / SUMMARY).read_text()), "done"
+        target = run_dir.with_name(f".{run_dir.name}.new-{os.getpid()}") if replace else run_dir
         if isinstance(prepared, BaseException):
-            return run_dir, _record_failure(spec, run_dir, prepared, started), "trained"
-        return run_dir, _train(prepared, out, run_dir, progress, started), "trained"
+            summary = _record_failure(spec, target, prepared, started)
+        else:
+            summary = _train(prepared, out, target, progress, started)
+        if replace:  # the new record is whole: swap it in, then drop the old one
+            old = existing.with_name(f".{existing.name}.old-{os.getpid()}")
+            os.rename(existing, old)
+            os.rename(target, run_dir)
+            shutil.rmtree(old)
+        return run_dir, summary, "trained"
     finally:
         lock.release()
 

@@ -49,7 +49,7 @@ def test_fashion_mnist_comes_from_debian_through_torchvision(fashion_mnist_dir):
 def test_run_record_files_and_fields(tiny_spec, tmp_path):
     spec = tiny_spec(epochs=3, init="xavier_uniform(gain=relu)", seed=4)
     run_dir, summary = run(spec, tmp_path, progress=False)
-    assert run_dir == tmp_path / "digits_mlp" / f"xavier_uniform-seed4-{spec.run_id[:8]}"
+    assert run_dir == tmp_path / "digits_mlp" / f"xavier_uniform_gain-relu-seed4-{spec.run_id[:8]}"
     files = {p.name for p in run_dir.iterdir()}
     assert files == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
     config = json.loads((run_dir / "config.json").read_text())

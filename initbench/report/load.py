@@ -107,7 +107,8 @@ def load_study(results_dir: Path) -> Study:
         raise InitbenchError(f"results folder {results_dir} does not exist")
     rows, curves, layers, skipped, versions, partial = [], [], [], [], [], []
     seen: dict[str, Path] = {}
-    run_dirs = sorted({p.parent for name in (CONFIG, SUMMARY, METRICS) for p in results_dir.rglob(name)})
+    run_dirs = sorted({p.parent for name in (CONFIG, SUMMARY, METRICS) for p in results_dir.rglob(name)
+                       if not any(part.startswith(".") for part in p.relative_to(results_dir).parts)})
     for run_dir in run_dirs:
         rel = run_dir.relative_to(results_dir)
         try:
