@@ -1,6 +1,11 @@
 """Everyday use: a repeated run says it was reused and --force trains it again; folder names show the init's
 parameters."""
 
+import re
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from initbench.cli import main
@@ -37,3 +42,18 @@ def test_a_complete_run_is_said_to_be_reused_and_force_trains_it_again(tmp_path,
 def test_folder_names_show_the_init_and_its_parameters(init, name):
     spec = RunSpec(init=init)
     assert spec.name == name + spec.run_id[:8]
+
+
+def test_a_sweep_without_a_terminal_prints_one_line_per_run(tmp_path):
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[16])']\ninits: [kaiming_normal, zeros]\nseeds: 2\n"
+        "train: {epochs: 1, limit_train: 128, limit_val: 64, limit_test: 64, accelerator: cpu}\n")
+    initbench = Path(sys.executable).parent / "initbench"
+    done = subprocess.run([str(initbench), "sweep", tmp_path / "s.yaml", "--out", tmp_path / "out", "--no-report"],
+                          capture_output=True, text=True)  # stdout and stderr are pipes, not a terminal
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()[:4]
+    for i, line in enumerate(lines, 1):
+        assert re.fullmatch(rf"\[{i}/4\] digits_mlp\(hidden=\[16\]\) (kaiming_normal|zeros) seed [01]: "
+                            r"(ok|collapsed) val 0\.\d{3} \(\d+\.\d s\)", line), line
+    assert "it/s" not in done.stderr and "run/s" not in done.stderr  # no progress bar in a log
