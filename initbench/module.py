@@ -38,6 +38,7 @@ class Classifier(L.LightningModule):
         self._correct: list[torch.Tensor] = []
         self._seen = 0
         self._last_step = -1
+        self.last_train_loss: float | None = None
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning resets plain bookkeeping attributes (e.g. _current_fx_name) around every hook;
@@ -85,6 +86,7 @@ class Classifier(L.LightningModule):
             self.diverged_step = step - len(self._losses) + 1 + int(values[3])
             self.trainer.should_stop = True
         self.log_step({"train/loss": values[0], "train/acc": values[1]}, step)
+        self.last_train_loss = values[0]  # for the progress bar
         self._losses, self._correct, self._seen = [], [], 0
 
     def log_step(self, metrics: dict[str, float], step: int) -> None:

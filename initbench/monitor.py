@@ -8,7 +8,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 
 class NormMonitor(Callback):
@@ -111,3 +111,27 @@ def collapsed(train_loss_final: float | None, val_acc_final: float | None, num_c
     near_uniform = abs(train_loss_final - uniform_loss) <= COLLAPSE_LOSS_TOLERANCE * uniform_loss
     at_chance = val_acc_final <= chance_acc + COLLAPSE_ACC_SE * math.sqrt(chance_acc * (1 - chance_acc) / n_val)
     return near_uniform and at_chance
+
+
+class RunBar(TQDMProgressBar):
+    """A run's progress: epoch i/N, the step, the last logged train loss and the last validation accuracy;
+    validation bars leave no line behind."""
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        super().on_train_epoch_start(trainer, pl_module)
+        self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
+        out: dict[str, Any] = {"step": trainer.global_step}
+        loss = getattr(pl_module, "last_train_loss", None)
+        if loss is not None:
+            out["loss"] = f"{loss:.3f}"
+        acc = trainer.callback_metrics.get("val/acc")
+        if acc is not None:
+            out["val acc"] = f"{float(acc):.3f}"
+        return out
+
+    def init_validation_tqdm(self) -> Any:
+        bar = super().init_validation_tqdm()
+        bar.leave = False
+        return bar

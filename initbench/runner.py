@@ -28,7 +28,7 @@ from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init
 from initbench.models import build_model
 from initbench.module import Classifier
-from initbench.monitor import NormMonitor, Throughput, chance_accuracy, collapsed
+from initbench.monitor import NormMonitor, RunBar, Throughput, chance_accuracy, collapsed
 from initbench.plan import RunSpec
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, RunLock, is_complete, write_json
 
@@ -245,7 +245,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
         dashboards.check_settings(spec.wandb_project, dashboards.wandb_dir(out))
     _quiet_lightning()
     speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every), speed]
+    callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     try:
         if run_dir.exists():  # an interrupted earlier attempt: start it over

@@ -57,3 +57,12 @@ def test_a_sweep_without_a_terminal_prints_one_line_per_run(tmp_path):
         assert re.fullmatch(rf"\[{i}/4\] digits_mlp\(hidden=\[16\]\) (kaiming_normal|zeros) seed [01]: "
                             r"(ok|collapsed) val 0\.\d{3} \(\d+\.\d s\)", line), line
     assert "it/s" not in done.stderr and "run/s" not in done.stderr  # no progress bar in a log
+
+
+def test_a_single_run_bar_shows_epoch_of_total_loss_and_validation_accuracy(tmp_path):
+    initbench = Path(sys.executable).parent / "initbench"
+    args = [a for a in TINY if a != "--no-progress"] + ["--epochs", "2", "--limit-train", "512"]
+    done = subprocess.run([str(initbench), "run", *args, "--out", str(tmp_path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    frames = done.stdout.replace("\r", "\n")  # Lightning draws its bars on stdout
+    assert re.search(r"epoch 2/2: .*step=\d+, loss=\d+\.\d{3}, val acc=0\.\d{3}", frames), frames[-500:]
