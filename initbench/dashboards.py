@@ -153,7 +153,10 @@ def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[s
     values = {k: list(dict.fromkeys(getattr(r, k) for r in sweep.runs)) for k in varying}
     parameters: dict[str, Any] = {k: {"values": v} for k, v in values.items()}
     parameters.update({k: {"value": v} for k, v in shared.items() if v is not None})
+    entity = first.wandb_entity
     config = {
+        # inside an agent, wandb uses the sweep's project and entity, not those passed to wandb.init
+        "project": project, **({"entity": entity} if entity else {}),
         "name": sweep.name, "method": "grid", "metric": {"name": "val/acc", "goal": "maximize"},
         "parameters": parameters,
         "command": ["initbench", "run", "--logger", "wandb", "--wandb-project", project, "--experiment", sweep.name,

@@ -150,6 +150,7 @@ def test_emitted_wandb_sweep_drives_initbench_run(tmp_path, capsys):
     assert "a W&B grid of 200 runs" in capsys.readouterr().out
     config = yaml.safe_load(target.read_text())
     assert config["method"] == "grid" and config["metric"] == {"name": "val/acc", "goal": "maximize"}
+    assert config["project"] == "initbench" and "entity" not in config  # an agent logs where the sweep says
     params = config["parameters"]
     assert len(params["init"]["values"]) == 10 and params["seed"]["values"] == list(range(10))
     assert params["model"]["values"] == ["mlp", "simplecnn"] and params["batch_size"] == {"value": 64}
