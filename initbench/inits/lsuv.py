@@ -69,7 +69,19 @@ def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, ma
     data = data.to(first.device)
     modes = {m: m.training for m in model.modules()}  # restored one by one: frozen submodules stay frozen
     buffers = {n: b.clone() for n, b in model.named_buffers()}  # BatchNorm's running statistics
-    model.train(mode == "train")
+    try:  # whatever happens, the model leaves with its own modes and BatchNorm statistics
+        model.train(mode == "train")
+        _calibrate_all(model, walk, targets, data, tol, max_iter, mode)
+    finally:
+        for name, buffer in model.named_buffers():
+            buffer.copy_(buffers[name])
+        for m, training in modes.items():
+            m.training = training
+
+
+def _calibrate_all(model: nn.Module, walk: Walk, targets: dict[int, tuple[nn.Module, str, Tensor]], data: Tensor,
+                   tol: float, max_iter: int, mode: str) -> None:
+    """Calibrate the targets in the order the forward pass reaches them; the manifest says which were not."""
     order: list[int] = []
     hooks = [m.register_forward_hook(lambda m, i, o: order.append(id(m))) for m, _, _ in targets.values()]
     try:
@@ -102,10 +114,6 @@ def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, ma
             skipped.append(rec.name)
     if skipped:
         walk.manifest.warn(f"lsuv left {len(skipped)} weight(s) orthogonal, not calibrated: {', '.join(skipped)}")
-    for name, buffer in model.named_buffers():
-        buffer.copy_(buffers[name])
-    for m, training in modes.items():
-        m.training = training
 
 
 def _calibrate(model: nn.Module, layer: nn.Module, weight: Tensor, data: Tensor, tol: float,

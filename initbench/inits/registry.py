@@ -7,7 +7,6 @@ before any tensor changes.
 
 from __future__ import annotations
 
-import dataclasses
 import fnmatch
 import inspect
 import math
@@ -132,6 +131,10 @@ class Sampled:
     params: Mapping[str, float] = field(default_factory=dict)
     note: str = ""
 
+    def as_dict(self) -> dict[str, Any]:
+        """The manifest's `distribution`: the family and its parameters."""
+        return {"family": self.family, **self.params}
+
 
 _REGISTRY: dict[str, Strategy] = {}
 
@@ -152,8 +155,8 @@ def register_init(
     """
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        strategy = _make_strategy(name, fn, description, choices, whole_model, walk_defaults, source=fn.__module__)
-        _REGISTRY[name] = dataclasses.replace(strategy, check=check)
+        _REGISTRY[name] = _make_strategy(name, fn, description, choices, whole_model, walk_defaults,
+                                         source=fn.__module__, check=check)
         return fn
 
     return decorator
@@ -171,6 +174,7 @@ def _make_strategy(
     whole_model: bool = False,
     walk_defaults: Mapping[str, Any] | None = None,
     source: str = "builtin",
+    check: Callable[[dict[str, Any]], str | None] | None = None,
 ) -> Strategy:
     try:
         sig = inspect.signature(fn)
@@ -184,7 +188,7 @@ def _make_strategy(
     types = {p.name: _TYPES.get(p.annotation) or _DEFAULT_TYPES.get(type(p.default)) for p in own}
     doc = description or (inspect.getdoc(fn) or "").split("\n")[0]
     return Strategy(name, fn, doc, params, types, dict(choices or {}), whole_model, dict(walk_defaults or {}),
-                    "builtin" if source.startswith("initbench.inits.") else source)
+                    "builtin" if source.startswith("initbench.inits.") else source, check)
 
 
 def _load_entry_points() -> None:

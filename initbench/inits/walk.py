@@ -13,7 +13,6 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.nn import init as tinit
 
 from initbench.errors import InitbenchError
 from initbench.inits import gains
@@ -50,8 +49,8 @@ def resolve_init(spec: str | Mapping[str, Any] | InitSpec, rules: Mapping[str, A
     spec from `rules`, its place from the spec's)."""
     spec = parse_init(spec)
     if rules:
-        spec = parse_init(InitSpec(spec.name, {**spec.params, "rules": {**(spec.params.get("rules") or {}), **rules}}))
-        spec = parse_init(str(spec))  # canonical rule specs
+        merged = {**(spec.params.get("rules") or {}), **rules}
+        spec = parse_init(str(InitSpec(spec.name, {**spec.params, "rules": merged})))  # canonical rule specs
     strategy = get_strategy(spec.name)
     params = strategy.resolve(spec.params)
     fallback = resolve_fallback(params["fallback"], f"init '{spec.name}'")
@@ -127,12 +126,10 @@ class Walk:
             self.apply_norm(p)
         elif p.role == "bias":
             self.apply_bias(p)
-        elif p.role == "attn_bias_kv":
-            tinit.xavier_normal_(p.tensor)
-            std = (2.0 / (2 * p.tensor.shape[-1])) ** 0.5
+        elif p.role == "attn_bias_kv":  # PyTorch's own default for them: xavier_normal_ on [1, 1, embed_dim]
+            drawn = get_strategy("xavier_normal").fn(p.tensor)
             self.record(p, "xavier_normal", note="MultiheadAttention's bias_k/bias_v: PyTorch's default "
-                        "(xavier_normal_), whatever the scheme", distribution={"family": "normal", "mean": 0.0,
-                                                                             "std": std})
+                        "(xavier_normal_), whatever the scheme", distribution=drawn.as_dict())
         elif p.role == "keep":
             self.record(p, "kept", note=p.note)
         else:
@@ -184,7 +181,7 @@ class Walk:
         else:
             if isinstance(out, Sampled):
                 note = "; ".join(n for n in (gain_note, out.note) if n)
-                return strategy.name, resolved, note, {"family": out.family, **out.params}
+                return strategy.name, resolved, note, out.as_dict()
             note = "; ".join(n for n in (gain_note, out if isinstance(out, str) else "") if n)
             return strategy.name, resolved, note, None
         fb_strategy, fb_params = fallback
