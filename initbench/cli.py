@@ -117,14 +117,12 @@ def _spec_from(args: argparse.Namespace):
 def _run(args: argparse.Namespace) -> int:
     import datetime
 
-    from initbench.errors import RunBusy
-    from initbench.runner import claim_and_run
+    from initbench.runner import claim_and_run, refuse_busy
 
     spec = _spec_from(args)
     run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
                                               download=not args.no_download, force=args.force)
-    if outcome == "busy":
-        raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
+    refuse_busy(spec, run_dir, outcome)
     if outcome == "done":
         when = datetime.datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")

@@ -169,9 +169,14 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     """
     run_dir, summary, outcome = claim_and_run(spec, out, progress=progress, data_dir=data_dir, download=download,
                                               force=force)
+    refuse_busy(spec, run_dir, outcome)
+    return run_dir, summary
+
+
+def refuse_busy(spec: RunSpec, run_dir: Path, outcome: str) -> None:
+    """A run another process holds is an error for whoever asked for that one run."""
     if outcome == "busy":
         raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
-    return run_dir, summary
 
 
 def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: Path | None = None,

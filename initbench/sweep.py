@@ -157,8 +157,6 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
 
     from initbench.models import build_model
 
-    for dataset in sorted({r.dataset for r in runs}):
-        decode(dataset, data_dir, download)
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
         d = decode(dataset, data_dir, download)
         with torch.random.fork_rng(devices=[]):
@@ -177,9 +175,12 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
-    todo = [r for r in runs if not is_complete(record_dir(r, out))]
-    for r in runs:  # a process killed right after finishing a run leaves its lock file behind
-        clear_orphan_lock(record_dir(r, out))
+    todo = []
+    for r in runs:
+        where = record_dir(r, out)
+        clear_orphan_lock(where)  # a process killed right after finishing a run leaves its lock file behind
+        if not is_complete(where):
+            todo.append(r)
     counts["skipped"] = len(runs) - len(todo)
     terminal = progress and sys.stderr.isatty()
     bar = tqdm(total=len(runs), initial=counts["skipped"], unit="run", disable=not terminal, dynamic_ncols=True,
