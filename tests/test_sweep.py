@@ -176,9 +176,10 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
     assert len(list(out.rglob("summary.json"))) == 6
 
 
-def test_concurrent_shards_share_one_folder(tmp_path):
+def _two_sweeps_at_once(tmp_path, name: str, *extra: list[str]) -> tuple[Path, list[tuple[str, str]]]:
+    """Two sweep processes over the same 6-run grid and results folder, at once; (folder, their outputs)."""
     path = write(tmp_path, f"""
-        name: sharded
+        name: {name}
         datasets: [digits]
         models: ["mlp(hidden=[16])"]
         inits: [kaiming_normal, zeros, orthogonal]
@@ -186,10 +187,15 @@ def test_concurrent_shards_share_one_folder(tmp_path):
         {TINY_TRAIN}
     """)
     out = tmp_path / "res"
-    procs = [subprocess.Popen(_sweep_cmd(path, out, "--shard", f"{i}/2"), stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    procs = [subprocess.Popen(_sweep_cmd(path, out, *args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True) for args in extra]
     outputs = [p.communicate(timeout=300) for p in procs]
     assert [p.returncode for p in procs] == [0, 0], outputs
+    return out, outputs
+
+
+def test_concurrent_shards_share_one_folder(tmp_path):
+    out, outputs = _two_sweeps_at_once(tmp_path, "sharded", ["--shard", "1/2"], ["--shard", "2/2"])
     assert all("2 ok, 0 diverged, 1 collapsed" in o for o, _ in outputs)  # the zeros runs never train
     summaries = list(out.rglob("summary.json"))
     assert len(summaries) == 6
@@ -199,19 +205,7 @@ def test_concurrent_shards_share_one_folder(tmp_path):
 
 
 def test_two_identical_sweeps_on_one_folder_train_and_count_each_run_once(tmp_path):
-    path = write(tmp_path, f"""
-        name: twice
-        datasets: [digits]
-        models: ["mlp(hidden=[16])"]
-        inits: [kaiming_normal, zeros, orthogonal]
-        seeds: 2
-        {TINY_TRAIN}
-    """)
-    out = tmp_path / "res"
-    procs = [subprocess.Popen(_sweep_cmd(path, out, "--no-report"), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              text=True) for _ in (1, 2)]
-    outputs = [p.communicate(timeout=300) for p in procs]
-    assert [p.returncode for p in procs] == [0, 0], outputs
+    out, outputs = _two_sweeps_at_once(tmp_path, "twice", [], [])
     trained = 0
     for stdout, _ in outputs:
         counts = re.search(r"(\d+) ok, (\d+) diverged, (\d+) collapsed, (\d+) failed", stdout).groups()
