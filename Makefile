@@ -15,14 +15,16 @@ demo: $(STAMP)
 	$(VENV)/bin/initbench sweep experiments/quickstart.yaml --out demo/quickstart
 
 test: $(STAMP) $(FMNIST)
-	$(VENV)/bin/ruff check initbench tests
+	$(VENV)/bin/ruff check initbench tests scripts
 	$(PY) -m pytest -q
 
 # The checks marked slow (a faster test covers the same path): e.g. 20 random kills of a sweep.
 test-slow: $(STAMP) $(FMNIST)
 	$(PY) -m pytest -q -m slow
 
+# Figures, printed: how fast the command answers (fresh processes), then training throughput against plain PyTorch.
 bench: $(STAMP) $(FMNIST)
+	$(PY) scripts/cli_times.py
 	$(VENV)/bin/initbench bench
 
 # Regenerate the example study committed under results/ (only ever written by the tool).

@@ -19,42 +19,62 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _list(args: argparse.Namespace) -> None:
-    from initbench.inits import REQUIRED, WALK_HELP, broken_plugins, list_inits
+    """From the catalog (no torch, no Lightning); plug-ins, when any are installed, are loaded to show them."""
+    import fnmatch
+
+    from initbench import catalog
 
     if args.what == "inits":
-        if not list_inits(args.pattern):
-            names = ", ".join(s.name for s in list_inits())
-            raise InitbenchError(f"no init matches {args.pattern!r}; valid: {names}")
-        for s in list_inits(args.pattern):
-            params = ", ".join(f"{k}={'<required>' if v is REQUIRED else v}" for k, v in s.params.items())
-            origin = "" if s.source == "builtin" else f"  [{s.source}]"
-            print(f"{s.name:<18} {s.description}{origin}")
-            if params:
-                print(f"{'':<18}   params: {params}")
-        for error in broken_plugins().values():
+        entries = [dict(e, source="builtin") for e in catalog.load()["inits"]]
+        broken: list[str] = []
+        if catalog.plugin_names("init"):
+            from initbench.inits import REQUIRED, broken_plugins, list_inits
+
+            entries += [{"name": s.name, "description": s.description, "source": s.source,
+                         "params": {k: "<required>" if v is REQUIRED else str(v) for k, v in s.params.items()}}
+                        for s in list_inits() if s.source != "builtin"]
+            broken = list(broken_plugins().values())
+        entries.sort(key=lambda e: e["name"])
+        shown = [e for e in entries if fnmatch.fnmatch(e["name"], args.pattern)]
+        if not shown:
+            raise InitbenchError(f"no init matches {args.pattern!r}; valid: {', '.join(e['name'] for e in entries)}")
+        for e in shown:
+            origin = "" if e["source"] == "builtin" else f"  [{e['source']}]"
+            print(f"{e['name']:<18} {e['description']}{origin}")
+            if e["params"]:
+                print(f"{'':<18}   params: {', '.join(f'{k}={v}' for k, v in e['params'].items())}")
+        for error in broken:
             print(f"(unusable) {error}")
         print("\nevery init also takes:")
-        for key, help_ in WALK_HELP.items():
+        for key, help_ in catalog.load()["walk_help"].items():
             print(f"  {key:<9} {help_}")
         print("spec syntax: NAME or NAME(key=value, ...), e.g. 'kaiming_normal(mode=fan_out, nonlinearity=relu)'")
         print("             or package.module:function (a function that fills a tensor in place)")
     elif args.what == "models":
-        from initbench.models import list_models, model_params
+        entries = {e["name"]: (e["description"], e["params"]) for e in catalog.load()["models"]}
+        problems: dict[str, str] = {}
+        if catalog.plugin_names("model"):
+            from initbench.models import list_models, model_params
 
-        for name, cls in list_models().items():
-            try:
-                given = model_params(name)
-            except InitbenchError as exc:  # one unusable plug-in must not hide the others
-                print(f"{name:<12} (unusable) {exc}")
+            for name, cls in list_models().items():
+                if name not in entries:
+                    try:
+                        given = model_params(name)
+                    except InitbenchError as exc:  # one unusable plug-in must not hide the others
+                        problems[name] = str(exc)
+                        continue
+                    entries[name] = (next(iter((cls.__doc__ or "").splitlines()), ""),
+                                     None if given is None else {k: str(v) for k, v in given.items()})
+        for name in sorted({*entries, *problems}):
+            if name in problems:
+                print(f"{name:<12} (unusable) {problems[name]}")
                 continue
+            doc, given = entries[name]
             params = "any keyword" if given is None else ", ".join(f"{k}={v}" for k, v in given.items())
-            doc = next(iter((cls.__doc__ or "").splitlines()), "")
             print(f"{name:<12} {doc}\n{'':<12}   params: {params}")
         print("\nyour own: --model package.module:build, a callable (input_shape, num_classes, **params) -> nn.Module")
     else:
-        from initbench.data import list_datasets
-
-        print("\n".join(list_datasets()))
+        print("\n".join(sorted({*catalog.builtin_names("dataset"), *catalog.plugin_names("dataset")})))
         print("\nyour own: --dataset package.module:load, returning (x_train, y_train, x_test, y_test) or "
               "(train, test) datasets")
 
@@ -98,7 +118,7 @@ def _spec_from(args: argparse.Namespace):
     if args.logger == "wandb":
         given["loggers"] = ("csv", "wandb")
     if args.init_rules:
-        from initbench.inits import resolve_init
+        from initbench import catalog
 
         rules = {}
         for text in args.init_rules:
@@ -106,20 +126,26 @@ def _spec_from(args: argparse.Namespace):
             if not sep or not pattern.strip() or not rule.strip():
                 raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
             rules[pattern.strip()] = rule.strip()
+            catalog.check_init(rule.strip())
+        catalog.check_init(given.get("init", RunSpec.init))
+        from initbench.inits import resolve_init
+
         given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
     if "dataset" not in given:
         from initbench.spec import parse_call
 
         given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
-    return RunSpec(**given)
+    spec = RunSpec(**given)
+    spec.check_names()  # before torch and Lightning load
+    return spec
 
 
 def _run(args: argparse.Namespace) -> int:
     import datetime
 
+    spec = _spec_from(args)  # names checked before torch and Lightning load
     from initbench.runner import claim_and_run, refuse_busy
 
-    spec = _spec_from(args)
     run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
                                               download=not args.no_download, force=args.force)
     refuse_busy(spec, run_dir, outcome)

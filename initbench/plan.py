@@ -111,19 +111,17 @@ class RunSpec:
         """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
         return _path_safe(f"{self.dataset}_{parse_call(self.model, 'model')[0]}")
 
-    def validate(self) -> None:
-        """Check names and numbers before any work or any file is written."""
-        from initbench.data import check_dataset
-        from initbench.inits import resolve_init
-        from initbench.models import check_model
+    def check_names(self) -> None:
+        """The checks that need neither torch nor Lightning, so a typo is refused at once: every setting's type and
+        range, the spec syntax, and every name (init, model, dataset, optimizer, ...) against the catalog."""
+        from initbench import catalog
 
         for f in dataclasses.fields(self):
             if f.compare:
                 _check_field(f.name, getattr(self, f.name))
-        check_dataset(self.dataset)
-        parse_call(self.model, "model")
-        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
-        check_model(self.model)
+        catalog.check_name("dataset", self.dataset)
+        catalog.check_model(self.model)
+        catalog.check_init(self.init)
         if self.optimizer not in OPTIMIZERS:
             raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:
@@ -131,11 +129,23 @@ class RunSpec:
         if str(self.devices) not in ("auto", "1"):
             raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
                                  f"device; to use several, run sweep shards side by side (--shard i/N)")
-        if self.precision not in precisions():
-            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
         unknown = [lg for lg in self.loggers if lg not in LOGGERS]
         if unknown:
             raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
+
+    def validate(self) -> None:
+        """Check names and numbers before any work or any file is written: the light checks first, then those
+        that load the registries, plug-ins and user code (torch), and the trainer's settings (Lightning)."""
+        from initbench.data import check_dataset
+        from initbench.inits import resolve_init
+        from initbench.models import check_model
+
+        self.check_names()
+        check_dataset(self.dataset)
+        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
+        check_model(self.model)
+        if self.precision not in precisions():
+            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
         from initbench.runner import check_trainer  # builds a Lightning Trainer once per setting
 
         check_trainer(self.accelerator, self.precision)

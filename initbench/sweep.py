@@ -11,13 +11,13 @@ from typing import Any
 
 import yaml
 
-from initbench.data import decode
+from initbench import catalog
 from initbench.errors import InitbenchError
-from initbench.inits import canonical_init, parse_init
 from initbench.plan import RunSpec
 from initbench.results import clear_orphan_lock, is_complete, write_json
-from initbench.runner import claim_and_run, record_dir
 from initbench.spec import format_call, parse_call
+
+# This module stays light at import (torch and Lightning load after the file's names are checked).
 
 LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
@@ -98,6 +98,17 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     shared = _train_settings(str(path), doc.get("train"))
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
+    try:  # every name of the grid, before torch and Lightning load
+        for dataset, _ in datasets:
+            catalog.check_name("dataset", parse_call(dataset, "dataset")[0])
+        for model, _ in models:
+            catalog.check_model(model)
+        for init in _entries(doc, "inits", path):
+            catalog.check_init(init)
+    except InitbenchError as exc:
+        raise InitbenchError(f"{path}: {exc}") from None
+    from initbench.inits import canonical_init, parse_init
+
     inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
     if doc.get("baseline") is not None and canonical_init(doc["baseline"]) not in map(canonical_init, inits):
         raise InitbenchError(f"{path}: baseline {doc['baseline']!r} is not one of the inits; valid: {', '.join(inits)}")
@@ -155,6 +166,7 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
     that does not build stops the sweep now, with nothing written, not at its 50th run."""
     import torch
 
+    from initbench.data import decode
     from initbench.models import build_model
 
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
@@ -167,6 +179,8 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
             download: bool = True, progress: bool = True) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome."""
     from tqdm.auto import tqdm
+
+    from initbench.runner import claim_and_run, record_dir
 
     runs = sweep.shard(*shard)
     preflight(runs, data_dir, download)
@@ -217,4 +231,6 @@ def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str) -> str:
 
 def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
     """Each run of the grid with whether its record is complete."""
+    from initbench.runner import record_dir
+
     return [(r, is_complete(record_dir(r, out))) for r in sweep.runs]

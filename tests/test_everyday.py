@@ -66,3 +66,55 @@ def test_a_single_run_bar_shows_epoch_of_total_loss_and_validation_accuracy(tmp_
     assert done.returncode == 0, done.stderr
     frames = done.stdout.replace("\r", "\n")  # Lightning draws its bars on stdout
     assert re.search(r"epoch 2/2: .*step=\d+, loss=\d+\.\d{3}, val acc=0\.\d{3}", frames), frames[-500:]
+
+
+def test_the_catalog_equals_the_registries():
+    """`list` and the early name checks read catalog.json; it must say exactly what the registries say."""
+    from initbench import catalog
+
+    assert catalog.load() == catalog.build(), "catalog.json is stale: run `python -m initbench.catalog`"
+
+
+LIGHT = """
+import sys
+from initbench.cli import main
+try:
+    code = main({argv!r})
+except SystemExit as exc:  # --help
+    code = exc.code
+print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize(("argv", "code", "said"), [
+    (["--help"], 0, "examples:"),
+    (["run", "--help"], 0, "(default: 0.05)"),
+    (["list", "inits", "kaiming*"], 0, "kaiming_uniform"),
+    (["list", "models"], 0, "hidden=(256, 128), activation=relu"),
+    (["list", "datasets"], 0, "fashion-mnist"),
+    (["run", "--init", "kaiming_nromal"], 2, "unknown init 'kaiming_nromal'; did you mean kaiming_normal"),
+    (["run", "--init", "normal(fallback=xavierr)"], 2, "unknown init 'xavierr'"),
+    (["run", "--init", "normal", "--init-rule", "fc*=zerox"], 2, "unknown init 'zerox'; did you mean zeros"),
+    (["run", "--init", "normal(std=1"], 2, "malformed init spec"),
+    (["run", "--model", "mlpp"], 2, "unknown model 'mlpp'; did you mean mlp"),
+    (["run", "--model", "mlp(hiden=[8])"], 2, "model 'mlp' has no parameter 'hiden'; valid: hidden, activation"),
+    (["run", "--dataset", "digitz"], 2, "unknown dataset 'digitz'; did you mean digits"),
+    (["run", "--optimizer", "sgdd"], 2, "unknown optimizer 'sgdd'; valid: sgd, adam, adamw"),
+    (["run", "--lr", "-1"], 2, "learning rate (lr) must be positive"),
+])
+def test_help_lists_and_typos_answer_without_loading_torch_or_lightning(tmp_path, argv, code, said):
+    done = subprocess.run([sys.executable, "-c", LIGHT.format(argv=[*argv, "--out", str(tmp_path)]
+                                                              if argv[0] == "run" and "--help" not in argv else argv)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.splitlines()[-1] == f"CODE {code} False False", done.stderr[-500:]
+    assert said in done.stdout + done.stderr
+    assert not list(tmp_path.glob("*/"))  # nothing written
+
+
+def test_a_sweep_file_with_a_typo_is_refused_before_torch_loads(tmp_path):
+    (tmp_path / "s.yaml").write_text("datasets: [digits]\nmodels: [mlp]\ninits: [kaiming_normal, xavierr]\nseeds: 2\n")
+    argv = ["sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out")]
+    done = subprocess.run([sys.executable, "-c", LIGHT.format(argv=argv)], capture_output=True, text=True)
+    assert done.stdout.splitlines()[-1] == "CODE 2 False False"
+    assert "s.yaml: unknown init 'xavierr'; did you mean xavier_normal" in done.stderr
+    assert not (tmp_path / "out").exists()
