@@ -105,7 +105,7 @@ RUN_OPTIONS: dict[str, tuple[type, str]] = {
     "devices": (str, "auto or a number of devices"),
     "precision": (str, "Lightning precision: 32-true, 16-mixed, bf16-mixed, ..."),
     "log_every": (int, "log train loss/acc and gradient norms every N steps (and at step 0)"),
-    "experiment": (str, "experiment name (the W&B group is EXPERIMENT/DATASET_MODEL)"),
+    "experiment": (str, "experiment name (the W&B group is EXPERIMENT/PROBLEM/INIT: seeds of one init together)"),
     "wandb_project": (str, "W&B project (default: initbench)"),
     "wandb_entity": (str, "W&B entity (user or team)"),
 }
@@ -152,6 +152,8 @@ def _run(args: argparse.Namespace) -> int:
     if outcome == "done":
         when = datetime.datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
         print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")
+        if "wandb" in spec.loggers:
+            print(_wandb_for_complete(spec, args.out, run_dir))
     acc = summary.get("test_acc")
     print(f"{spec.problem} / {spec.init} / seed {spec.seed}: {summary['status']}"
           + (f" at step {summary['diverged_step']}" if "diverged_step" in summary else ""))
@@ -161,6 +163,19 @@ def _run(args: argparse.Namespace) -> int:
           f"{_f(summary.get('best_val_acc'))}   {summary.get('steps', 0)} steps in {summary.get('wall_time_s')} s")
     print(f"  record: {run_dir}")
     return 1 if summary["status"] == "failed" else 0
+
+
+def _wandb_for_complete(spec, out: Path, run_dir: Path) -> str:
+    """A complete run asked for with --logger wandb: logged from its record unless it is already in this W&B
+    project, or when a W&B agent handed it out (the agent waits for a run); otherwise said why not."""
+    from initbench import dashboards
+
+    logged = [r for r in dashboards.logged_runs(run_dir) if r.get("project") == spec.wandb_project]
+    if logged and not os.environ.get("WANDB_SWEEP_ID"):
+        return (f"  not logged to W&B again: it is already in project {spec.wandb_project} (run {logged[-1]['id']}); "
+                "--force trains and logs it again")
+    dashboards.log_from_record(spec, out, run_dir)
+    return "  logged to W&B from the record (its config says from_record: true)"
 
 
 def _f(x: float | None) -> str:
@@ -245,12 +260,17 @@ def _sweep(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> None:
     from initbench.report import write_report
 
-    wandb = (args.wandb_project, args.wandb_entity) if args.wandb else None
+    wandb = None
+    if args.wandb:
+        from initbench.dashboards import study_project
+
+        project, entity = study_project(args.results_dir)
+        wandb = (args.wandb_project or project, args.wandb_entity or (None if args.wandb_project else entity))
     files = write_report(args.results_dir, args.metric, args.test, args.target, args.out, wandb=wandb,
                          baseline=args.baseline, margin_points=args.margin)
     print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
-    if args.wandb:
-        print(f"W&B: report runs (job_type=report) in project {args.wandb_project}")
+    if wandb:
+        print(f"W&B: report runs (job_type=report) in project {wandb[0]}")
 
 
 EXAMPLES = """examples:
@@ -312,8 +332,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")
-    p.add_argument("--wandb-project", default="initbench")
-    p.add_argument("--wandb-entity", default=None)
+    p.add_argument("--wandb-project", default=None,
+                   help="W&B project (default: the sweep file's wandb project, else the one the runs were logged to, "
+                        "else initbench)")
+    p.add_argument("--wandb-entity", default=None, help="W&B entity (default: as the project)")
     p.set_defaults(func=_report)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")

@@ -82,35 +82,120 @@ def wandb_dir(out: Path) -> Path:
     return Path(os.environ.get("WANDB_DIR") or Path(out) / "wandb")
 
 
-def train_logger(spec: Any, out: Path, manifest: Any, config: dict[str, Any]) -> Any:
-    """A Lightning WandbLogger over a run named init-seed in group experiment/dataset-model."""
-    from lightning.pytorch.loggers import WandbLogger
+def _start_train_run(spec: Any, out: Path, manifest: dict[str, Any], config: dict[str, Any],
+                     **extra: Any) -> Any:
+    """A W&B run for one training run, in group experiment/problem/init: W&B's grouped charts then show the mean
+    and spread over seeds of each init. The config carries the spec, the data and the manifest's counts; the full
+    manifest is a table (`init/manifest`)."""
+    from collections import Counter
 
-    from initbench.inits import parse_init
+    from initbench.inits import canonical_init, parse_init
     from initbench.spec import parse_call
 
-    init_name, model_name = parse_init(spec.init).name, parse_call(spec.model, "model")[0]
+    wandb = _wandb()
+    init = canonical_init(spec.init)  # one spelling per scheme, as in the report
+    init_name, model_name = parse_init(init).name, parse_call(spec.model, "model")[0]
     run = _init(
         wandb_dir(out), project=spec.wandb_project, entity=spec.wandb_entity,
-        group=f"{spec.experiment}/{spec.problem}", name=f"{spec.init}-seed{spec.seed}", job_type="train",
+        group=f"{spec.experiment}/{spec.problem}/{init}", name=f"{init}-seed{spec.seed}", job_type="train",
         tags=[init_name, model_name, spec.dataset], id=f"{spec.run_id}-{os.getpid()}",
         config={**dataclasses.asdict(spec), "run_id": spec.run_id, "init_name": init_name,
-                "model_name": model_name, "problem": spec.problem, "nonlinearity": manifest.nonlinearity,
-                "init_manifest": manifest.summary(), "parameters": config["parameters"], "data": config["data"]},
+                "model_name": model_name, "problem": spec.problem, "nonlinearity": manifest["nonlinearity"],
+                "init_manifest": dict(Counter(r["scheme"] for r in manifest["records"])),
+                "parameters": config.get("parameters"), "data": config.get("data"), **extra},
     )
     run.define_metric(STEP_METRIC)
     run.define_metric("*", step_metric=STEP_METRIC, step_sync=True)
-    return WandbLogger(experiment=run)
+    columns, rows = manifest_rows(manifest)
+    run.log({"init/manifest": wandb.Table(columns=columns, data=rows), STEP_METRIC: 0})
+    return run
 
 
-def finish_train_logger(logger: Any, summary: dict[str, Any]) -> None:
-    """Final numbers and status into the run summary, then close it so the next run never merges into it."""
-    keys = ("status", "test_acc", "test_loss", "best_val_acc", "best_val_step", "val_acc_final", "diverged_step",
-            "steps", "wall_time_s", "images_per_s", "error")
-    run = logger.experiment
-    run.summary.update({k: summary[k] for k in keys if summary.get(k) is not None})
-    run.summary.update({"test/acc": summary.get("test_acc"), "test/loss": summary.get("test_loss")})
+def manifest_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """The manifest as (columns, rows): one row per parameter, what was applied with which fans, and the result."""
+    import json
+
+    from initbench.spec import format_call
+
+    columns = ["parameter", "type", "role", "shape", "fan_in", "fan_out", "scheme", "distribution", "mean", "std",
+               "blocks", "note"]
+    rows = [[r["name"], r["module_type"], r["role"], "x".join(map(str, r["shape"])),
+             None if r["fan_in"] is None else float(r["fan_in"]), None if r["fan_out"] is None else float(r["fan_out"]),
+             format_call(r["scheme"], r["params"]), json.dumps(r.get("distribution")), r["mean"], r["std"],
+             ", ".join(r.get("blocks") or []), r["note"]] for r in manifest["records"]]
+    return columns, rows
+
+
+def train_logger(spec: Any, out: Path, manifest: dict[str, Any], config: dict[str, Any]) -> Any:
+    """A Lightning WandbLogger over the run's W&B run."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    return WandbLogger(experiment=_start_train_run(spec, out, manifest, config))
+
+
+# The record's own figures, which W&B's history does not already give: test/acc, test/loss and val/acc (the final
+# validation accuracy) are the summary's last logged values and are not repeated under other names.
+SUMMARY_KEYS = ("status", "best_val_acc", "best_val_step", "diverged_step", "chance_acc", "steps", "epochs",
+                "wall_time_s", "train_time_s", "images_per_s", "error")
+
+
+def finish_train_logger(logger: Any, summary: dict[str, Any], run_dir: Path) -> None:
+    """Final numbers and status into the run summary, the whole record as an artifact, then close the run so the next
+    one never merges into it."""
+    _finish(logger.experiment, summary, run_dir)
+
+
+def _finish(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
+    """Summary, the record as an artifact, finish; then the record notes the W&B run in `wandb.json`, so that asking
+    for the complete run again never logs it twice to the same project."""
+    from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, write_json
+
+    wandb = _wandb()
+    run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
+    record = wandb.Artifact(f"record-{summary['run_id']}", type="run-record",
+                            description="the initbench run record: config, manifest, metrics and summary",
+                            metadata={"status": summary["status"], "run_id": summary["run_id"]})
+    for name in (CONFIG, MANIFEST, METRICS, SUMMARY):
+        if (Path(run_dir) / name).is_file():
+            record.add_file(str(Path(run_dir) / name))
+    run.log_artifact(record)
+    entry = {"project": run.project, "entity": run.entity or None, "id": run.id, "group": run.group,
+             "offline": run.offline, "from_record": from_record}
     run.finish(exit_code=0 if summary["status"] != "failed" else 1)
+    write_json(Path(run_dir) / LOGGED, {"runs": [*logged_runs(run_dir), entry]})
+
+
+LOGGED = "wandb.json"  # in a record: the W&B runs it was logged as
+
+
+def logged_runs(run_dir: Path) -> list[dict[str, Any]]:
+    import json
+
+    try:
+        return list(json.loads((Path(run_dir) / LOGGED).read_text())["runs"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+
+
+def log_from_record(spec: Any, out: Path, run_dir: Path) -> None:
+    """A complete record logged to W&B as if it had just been trained (its curves from metrics.csv, its manifest,
+    summary and artifact), marked `from_record` in the config: for a run that was trained without W&B, or for a W&B
+    agent that hands out a run already complete."""
+    import json
+
+    import pandas as pd
+
+    config = json.loads((run_dir / "config.json").read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    run = _start_train_run(spec, out, manifest, config, from_record=True)
+    metrics = run_dir / "metrics.csv"
+    if metrics.exists():
+        for row in pd.read_csv(metrics).to_dict("records"):
+            values = {k: v for k, v in row.items() if k not in ("step", "epoch") and pd.notna(v)}
+            if values:
+                run.log({**values, "epoch": row.get("epoch"), STEP_METRIC: int(row["step"])})
+    _finish(run, summary, run_dir, from_record=True)
 
 
 def log_report(ranking: Any, plots: dict[str, list[Path]], results_dir: Path, project: str,
@@ -135,6 +220,31 @@ def log_report(ranking: Any, plots: dict[str, list[Path]], results_dir: Path, pr
         dirs.append(run.dir)
         run.finish()
     return dirs
+
+
+def study_project(results_dir: Path) -> tuple[str, str | None]:
+    """The W&B project (and entity) a study's runs were logged to: the sweep file's `wandb:` block, else the one most
+    of its W&B-logged records name, else the default `initbench`."""
+    import json
+    from collections import Counter
+
+    results_dir = Path(results_dir)
+    try:
+        source = json.loads((results_dir / "sweep.json").read_text()).get("source", {})
+        given = source.get("wandb") or {}
+        if given.get("project"):
+            return str(given["project"]), given.get("entity")
+    except (OSError, ValueError, AttributeError):
+        pass
+    seen: Counter = Counter()
+    for config in results_dir.glob("*/*/config.json"):
+        try:
+            spec = json.loads(config.read_text()).get("spec", {})
+        except (OSError, ValueError):
+            continue
+        if "wandb" in (spec.get("loggers") or []) and spec.get("wandb_project"):
+            seen[(spec["wandb_project"], spec.get("wandb_entity"))] += 1
+    return seen.most_common(1)[0][0] if seen else ("initbench", None)
 
 
 def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[str, Any]:

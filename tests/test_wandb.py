@@ -49,7 +49,7 @@ def study(tmp_path_factory):
         mp.delenv("WANDB_API_KEY", raising=False)
         mp.setenv("HOME", str(tmp))
         assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
-        assert main(["report", str(out), "--wandb", "--wandb-project", "initbench-test"]) == 0
+        assert main(["report", str(out), "--wandb"]) == 0  # the project comes from the sweep file
     runs = sorted((out / "wandb" / "wandb").glob("offline-run-*"))
     return out, runs
 
@@ -70,11 +70,19 @@ def test_each_training_run_is_a_finished_offline_run(study):
         inits.add(config["init"])
         assert config["seed"] == 0 and config["init_name"] in run["tags"] and "digits" in run["tags"]
         assert summary["name"] == f"{config['init']}-seed0"
-        assert run["run_group"] == "wbstudy/digits_mlp(hidden=[32])"
+        assert run["run_group"] == f"wbstudy/digits_mlp(hidden=[32])/{config['init']}"  # seeds of one init together
         assert config["init_manifest"]["constant"] == 2  # the manifest summary: two biases zeroed
         assert summary["summary"]["status"] == "ok" and 0 < summary["summary"]["test/acc"] <= 1
-        record = json.loads(next((out / "digits_mlp").glob(f"{config['init']}-seed0-*/summary.json")).read_text())
+        run_dir = next((out / "digits_mlp").glob(f"{config['init']}-seed0-*"))
+        record = json.loads((run_dir / "summary.json").read_text())
         assert summary["summary"]["test/acc"] == pytest.approx(record["test_acc"])
+        assert summary["summary"]["val/acc"] == pytest.approx(record["val_acc_final"])
+        assert not {"test_acc", "test_loss", "val_acc_final"} & set(summary["summary"])  # no key said twice
+        check_manifest_table(run_dir, summary)
+        check_record_artifact(run_dir, records)
+        logged = json.loads((run_dir / "wandb.json").read_text())["runs"]  # the record knows its W&B run
+        assert [(r["id"], r["project"], r["from_record"]) for r in logged] == [(summary["run_id"], "initbench-test",
+                                                                               False)]
         history = [r["history"]["item"] for r in records if r["type"] == "history"]
         keys = set().union(*history)
         manifest = next((out / "digits_mlp").glob(f"{config['init']}-seed0-*/manifest.json"))
@@ -87,6 +95,35 @@ def test_each_training_run_is_a_finished_offline_run(study):
     assert inits == {"kaiming_normal", "orthogonal"}
 
 
+def check_manifest_table(run_dir: Path, summary: dict) -> None:
+    """The W&B table `init/manifest` holds every row of the record's manifest.json."""
+    ref = summary["summary"]["init/manifest"]
+    assert ref["_type"] == "table-file"
+    wandb_dir = Path(summary["file"]).parent
+    table = json.loads((wandb_dir / "files" / ref["path"]).read_text())
+    manifest = json.loads((run_dir / "manifest.json").read_text())["records"]
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+    assert [r["parameter"] for r in rows] == [m["name"] for m in manifest]
+    for row, m in zip(rows, manifest, strict=True):
+        assert (row["type"], row["role"], row["fan_in"]) == (m["module_type"], m["role"], m["fan_in"])
+        assert row["scheme"].startswith(m["scheme"]) and json.loads(row["distribution"]) == m["distribution"]
+        assert row["std"] == pytest.approx(m["std"], nan_ok=True)
+
+
+def check_record_artifact(run_dir: Path, records: list[dict]) -> None:
+    """The record is an artifact `record-<run id>` whose files are the record's files, byte for byte (md5)."""
+    import base64
+    import hashlib
+
+    summary = json.loads((run_dir / "summary.json").read_text())
+    artifact = next(r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "run-record")
+    assert artifact["name"] == f"record-{summary['run_id']}"
+    contents = {c["path"]: c["digest"] for c in artifact["manifest"]["contents"]}
+    assert set(contents) == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+    for name, digest in contents.items():
+        assert base64.b64encode(hashlib.md5((run_dir / name).read_bytes()).digest()).decode() == digest
+
+
 def test_the_report_is_a_run_with_its_table(study):
     _, runs = study
     reports = [inspect(d) for d in runs]
@@ -94,6 +131,7 @@ def test_the_report_is_a_run_with_its_table(study):
     assert len(reports) == 1
     summary, records = reports[0]
     assert _run_record(records)["run_group"] == "wbstudy/digits_mlp(hidden=[32])"
+    assert summary["project"] == "initbench-test"  # the sweep file's project, without --wandb-project
     table = summary["summary"]["ranking"]
     assert table["_type"] == "table-file" and table["nrows"] == 2
     assert summary["summary"]["best_init"] in {"kaiming_normal", "orthogonal"}
@@ -112,6 +150,44 @@ def test_offline_is_announced_once_with_the_sync_command(tmp_path, capsys, monke
     assert main(args) == 0 and main([*args, "--seed", "1"]) == 0
     err = capsys.readouterr().err
     assert err.count("W&B is offline") == 1 and f"wandb sync {tmp_path / 'out' / 'wandb' / 'wandb'}" in err
+
+
+def test_a_complete_run_asked_for_with_wandb_is_logged_from_its_record_once(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.delenv("WANDB_SWEEP_ID", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    out = tmp_path / "out"
+    args = ["run", "--dataset", "digits", "--model", "mlp(hidden=[16])", "--limit-train", "256", "--epochs", "2",
+            "--log-every", "4", "--out", str(out), "--no-progress"]
+    assert main(args) == 0  # trained with CSV only: W&B has never seen it
+    capsys.readouterr()
+    assert main([*args, "--logger", "wandb"]) == 0
+    said = capsys.readouterr().out
+    assert "already complete" in said and "logged to W&B from the record" in said
+    runs = list((out / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    summary, records = inspect(runs[0])
+    run_dir = next((out / "digits_mlp").glob("kaiming_normal-seed0-*"))
+    assert summary["state"] == "finished" and summary["config"]["from_record"] is True
+    assert _run_record(records)["run_group"] == "adhoc/digits_mlp(hidden=[16])/kaiming_normal"
+    metrics = [line.split(",") for line in (run_dir / "metrics.csv").read_text().splitlines()]
+    step, val = metrics[0].index("step"), metrics[0].index("val/acc")
+    from_csv = {int(row[step]): float(row[val]) for row in metrics[1:] if row[val]}
+    history = {r["history"]["item"]["trainer/global_step"]: r["history"]["item"]["val/acc"]
+               for r in records if r["type"] == "history" and "val/acc" in r["history"]["item"]}
+    assert history == pytest.approx(from_csv) and len(history) == 3  # step 0 and each epoch's end
+    check_manifest_table(run_dir, summary)
+    check_record_artifact(run_dir, records)
+
+    assert main([*args, "--logger", "wandb"]) == 0  # now W&B has it: said, not logged twice
+    assert "not logged to W&B again: it is already in project initbench (run " in capsys.readouterr().out
+    assert len(list((out / "wandb" / "wandb").glob("offline-run-*"))) == 1
+
+    monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # a W&B agent hands the complete run out: it waits for a run
+    assert main([*args, "--logger", "wandb"]) == 0
+    assert "logged to W&B from the record" in capsys.readouterr().out
+    assert len(list((out / "wandb" / "wandb").glob("offline-run-*"))) == 2
 
 
 @pytest.mark.parametrize(("extra", "env", "message"), [
