@@ -93,6 +93,33 @@ def build_model(spec: str | Mapping[str, Any], input_shape: tuple[int, ...], num
     return model
 
 
+def forward_macs(model: nn.Module, example: torch.Tensor) -> int:
+    """Multiply-accumulates of one forward pass of `example` (a batch of one) through the model's Linear and
+    convolution layers; the parameter count when the forward pass fails or finds none (a rough cost, for progress)."""
+    total = 0
+
+    def count(module: nn.Module, inputs: Any, output: Any) -> None:
+        nonlocal total
+        if isinstance(module, nn.Linear) and isinstance(output, torch.Tensor):
+            total += output.numel() * module.in_features
+        elif isinstance(module, nn.modules.conv._ConvNd) and isinstance(output, torch.Tensor):
+            total += output.numel() * (module.in_channels // module.groups) * math.prod(module.kernel_size)
+
+    handles = [m.register_forward_hook(count) for m in model.modules()]
+    training = model.training
+    try:
+        model.eval()
+        with torch.no_grad():
+            model(example)
+    except Exception:
+        total = 0
+    finally:
+        model.train(training)
+        for h in handles:
+            h.remove()
+    return total or sum(p.numel() for p in model.parameters())
+
+
 _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
     "relu": (nn.ReLU, "relu"),

@@ -113,6 +113,16 @@ def collapsed(train_loss_final: float | None, val_acc_final: float | None, num_c
     return near_uniform and at_chance
 
 
+class StepReport(Callback):
+    """Tells `report(global_step)` after every training step (a sweep's bar advances within a run)."""
+
+    def __init__(self, report: Any) -> None:
+        self.report = report
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
+        self.report(trainer.global_step)
+
+
 class RunBar(TQDMProgressBar):
     """A run's progress: epoch i/N, the step, the last logged train loss and the last validation accuracy;
     validation bars leave no line behind."""

@@ -14,6 +14,7 @@ import sys
 import time
 import traceback
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init
 from initbench.models import build_model
 from initbench.module import Classifier
-from initbench.monitor import NormMonitor, RunBar, Throughput, chance_accuracy, collapsed
+from initbench.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
 from initbench.plan import RunSpec
 from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, RunLock, is_complete, write_json
 
@@ -180,13 +181,14 @@ def refuse_busy(spec: RunSpec, run_dir: Path, outcome: str) -> None:
 
 
 def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: Path | None = None,
-                  download: bool = True, keep_going: bool = False,
-                  force: bool = False) -> tuple[Path, dict[str, Any], str]:
+                  download: bool = True, keep_going: bool = False, force: bool = False,
+                  on_step: Callable[[int], None] | None = None) -> tuple[Path, dict[str, Any], str]:
     """(run dir, summary, outcome): outcome is `trained`, `done` (complete before, by anyone) or `busy`.
 
     With `keep_going` (a sweep), a run whose preparation fails after validation (a plug-in that
     raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller. With
     `force`, a complete run is trained again; its old record is replaced only once the new one is whole.
+    `on_step(global_step)` is called after every training step.
     """
     existing = record_dir(spec, out)
     if is_complete(existing) and not force:
@@ -217,7 +219,7 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
         if isinstance(prepared, BaseException):
             summary = _record_failure(spec, target, prepared, started)
         else:
-            summary = _train(prepared, out, target, progress, started)
+            summary = _train(prepared, out, target, progress, started, on_step)
         if replace:  # the new record is whole: swap it in, then drop the old one
             old = existing.with_name(f".{existing.name}.old-{os.getpid()}")
             os.rename(existing, old)
@@ -241,7 +243,8 @@ def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: f
     return summary
 
 
-def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started: float) -> dict[str, Any]:
+def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started: float,
+           on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     spec = prepared.spec
     use_wandb = "wandb" in spec.loggers
     if use_wandb:
@@ -250,7 +253,8 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
         dashboards.check_settings(spec.wandb_project, dashboards.wandb_dir(out))
     _quiet_lightning()
     speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else [])]
+    callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else []),
+                 *([StepReport(on_step)] if on_step else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     try:
         if run_dir.exists():  # an interrupted earlier attempt: start it over
@@ -267,7 +271,8 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     write_json(run_dir / CONFIG, config)
     write_json(run_dir / MANIFEST, prepared.manifest.to_dict())
     if use_wandb:  # started once the record exists; the device it names comes from the trainer
-        trainer.loggers = [*trainer.loggers, dashboards.train_logger(spec, out, prepared.manifest, config)]
+        wandb_logger = dashboards.train_logger(spec, out, prepared.manifest.to_dict(), config)
+        trainer.loggers = [*trainer.loggers, wandb_logger]
     summary: dict[str, Any] = {"run_id": spec.run_id, "status": "ok"}
     torch.manual_seed(spec.seeds[1])  # any randomness inside training (e.g. dropout) follows the data seed
     try:
@@ -297,7 +302,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
                    wall_time_s=round(time.time() - started, 3))
     write_json(run_dir / SUMMARY, summary)
     if use_wandb:
-        dashboards.finish_train_logger(trainer.loggers[-1], summary)
+        dashboards.finish_train_logger(trainer.loggers[-1], summary, run_dir)
     return summary
 
 

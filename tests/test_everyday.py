@@ -118,3 +118,48 @@ def test_a_sweep_file_with_a_typo_is_refused_before_torch_loads(tmp_path):
     assert done.stdout.splitlines()[-1] == "CODE 2 False False"
     assert "s.yaml: unknown init 'xavierr'; did you mean xavier_normal" in done.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_on_a_terminal_the_sweep_bar_moves_within_runs_weighted_by_cost_and_shows_the_tally(tmp_path):
+    import fcntl
+    import json
+    import os
+    import pty
+    import struct
+    import termios
+
+    from initbench.sweep import load_sweep, preflight, run_cost, run_steps
+
+    (tmp_path / "s.yaml").write_text(
+        "name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[16])', simplecnn]\ninits: [kaiming_normal]\nseeds: 1\n"
+        "train: {epochs: 2, batch_size: 16, limit_train: 768, limit_val: 64, limit_test: 64, accelerator: cpu}\n")
+    leader, follower = pty.openpty()  # a real terminal (24 x 120) for the sweep's stderr
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    initbench = Path(sys.executable).parent / "initbench"
+    proc = subprocess.Popen([str(initbench), "sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
+                             "--no-report"], stdin=follower, stdout=follower, stderr=follower)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 4096)
+        except OSError:  # the terminal closed: the sweep has ended
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    assert proc.wait(timeout=60) == 0
+    screen = b"".join(chunks).decode(errors="replace")
+    percents = [int(p) for p in re.findall(r"s: +(\d+)%\|", screen)]
+    sweep = load_sweep(tmp_path / "s.yaml")
+    problems = preflight(sweep.runs, None, False)
+    mlp, cnn = (run_cost(r, problems[(r.dataset, r.model)]) for r in sweep.runs)
+    mlp_share = 100 * mlp[0] * mlp[1] / (mlp[0] * mlp[1] + cnn[0] * cnn[1])
+    assert mlp[0] == cnn[0] and mlp[1] < cnn[1] / 3  # same steps, the CNN's step costs several times more
+    assert percents == sorted(percents) and percents[0] == 0 and percents[-1] == 100
+    assert round(mlp_share) in percents  # after the MLP run: its share of the cost, not half the runs
+    assert any(0 < p < mlp_share - 1 or mlp_share + 1 < p < 100 for p in percents)  # moved inside a run
+    assert re.search(r"2/2 runs \| \d (ok|collapsed)", screen)  # the tally
+    for r in sweep.runs:  # the steps the bar expects are the steps the runs take
+        summary = json.loads(next((tmp_path / "out").glob(f"digits_*/*{r.run_id[:8]}/summary.json")).read_text())
+        assert summary["steps"] == run_steps(r, problems[(r.dataset, r.model)].examples) == 2 * 768 // 16

@@ -161,7 +161,9 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
         train: {epochs: 8, batch_size: 32, limit_train: 512, limit_val: 128, limit_test: 128, accelerator: cpu}
     """)
     out = tmp_path / "res"
-    proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # Ctrl-C's default action in the child even when the tests run as a background job (which ignores SIGINT)
+    proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
     while not list(out.rglob("summary.json")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
