@@ -287,8 +287,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("list", help="list init strategies, models or datasets")
-    p.add_argument("what", choices=["inits", "models", "datasets"])
-    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern, e.g. 'kaiming*'")
+    p.add_argument("what", choices=["inits", "models", "datasets"], help="what to list: inits, models or datasets")
+    p.add_argument("pattern", nargs="?", default="*", help="fnmatch pattern for inits, e.g. 'kaiming*' (default: all)")
     p.set_defaults(func=_list)
 
     p = sub.add_parser("run", help="train one (init, model, dataset, seed) and write its run record")
@@ -299,7 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train the run again even if its record is complete (the old record is replaced once the "
                         "new one is whole)")
     p.add_argument("--logger", choices=["csv", "wandb"], default="csv",
-                   help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials)")
+                   help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials); default: csv")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("sweep", help="run every (dataset, model, init, seed) of an experiment file; resumable")
@@ -311,13 +311,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-report", action="store_true", help="do not write the report when the grid is complete")
     p.add_argument("--emit-wandb-sweep", type=Path, default=None, metavar="SWEEP.yaml",
                    help="write a W&B sweep config whose agents run this grid with `initbench run`, and exit")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.add_argument("--data-dir", type=Path, default=None)
-    p.add_argument("--no-download", action="store_true")
+    p.add_argument("--no-progress", action="store_true",
+                   help="no progress bar on a terminal, and no per-run lines without one")
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
+    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("report", help="rank the schemes of a results folder: tables, statistics, plots")
-    p.add_argument("results_dir", type=Path)
+    p.add_argument("results_dir", type=Path, help="a results folder, e.g. results/quickstart")
     p.add_argument("--metric", default="val_acc_final",
                    help="ranking metric: val_acc_final (default), best_val_acc, auc_val_acc, or test_acc (selects "
                    "on the test set; the report says so)")
@@ -326,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "best scheme of each problem (default: the sweep file's `baseline:`, else 'best')")
     p.add_argument("--margin", type=float, default=0.5, metavar="POINTS",
                    help="equivalence margin in accuracy points (default: 0.5)")
-    p.add_argument("--test", default="wilcoxon", help="paired test against the reference: wilcoxon or ttest")
+    p.add_argument("--test", default="wilcoxon",
+                   help="paired test against the reference: wilcoxon or ttest (default: wilcoxon)")
     p.add_argument("--target", type=float, default=None,
                    help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
     p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")
@@ -339,13 +342,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_report)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
-    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"])
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"], help="models to measure (default: mlp "
+                   "simplecnn)")
+    p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
     p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn)")
-    p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--accelerator", default="auto")
-    p.add_argument("--data-dir", type=Path, default=None)
+    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (default: 5)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ... (default: auto)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
     p.set_defaults(func=_bench)
     return parser
 

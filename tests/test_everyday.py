@@ -163,3 +163,29 @@ def test_on_a_terminal_the_sweep_bar_moves_within_runs_weighted_by_cost_and_show
     for r in sweep.runs:  # the steps the bar expects are the steps the runs take
         summary = json.loads(next((tmp_path / "out").glob(f"digits_*/*{r.run_id[:8]}/summary.json")).read_text())
         assert summary["steps"] == run_steps(r, problems[(r.dataset, r.model)].examples) == 2 * 768 // 16
+
+
+def test_every_option_of_every_command_says_what_it_does_and_its_default():
+    import argparse
+
+    from initbench.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert set(commands) == {"list", "run", "sweep", "report", "bench"}
+    for name, parser in commands.items():
+        for action in parser._actions:
+            if isinstance(action, argparse._HelpAction):
+                continue
+            where = f"initbench {name} {'/'.join(action.option_strings) or action.dest}"
+            assert action.help, f"{where} has no help"
+            if action.choices and not action.option_strings:
+                assert all(c in parser.format_help() for c in action.choices), where
+            if action.option_strings and action.default not in (None, False):
+                assert "default" in action.help, f"{where} does not say its default {action.default!r}"
+
+
+def test_bare_initbench_prints_usage_the_commands_and_examples(capsys):
+    assert main([]) == 2
+    said = capsys.readouterr().out
+    assert said.startswith("usage: initbench")
+    assert all(c in said for c in ("list", "run", "sweep", "report", "bench")) and "examples:" in said
