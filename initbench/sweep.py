@@ -271,6 +271,8 @@ def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str) -> str:
         return f"{head}: {'already complete' if outcome == 'done' else 'being trained elsewhere'}"
     val = summary.get("val_acc_final")
     detail = f" val {val:.3f}" if isinstance(val, int | float) else ""
+    if summary.get("diverged_step") is not None:
+        detail = f" at step {summary['diverged_step']}{detail}"
     if summary["status"] == "failed":
         detail = f" ({str(summary.get('error', ''))[:80]})"
     return f"{head}: {summary['status']}{detail} ({summary.get('wall_time_s', 0):.1f} s)"

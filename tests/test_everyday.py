@@ -46,17 +46,20 @@ def test_folder_names_show_the_init_and_its_parameters(init, name):
 
 def test_a_sweep_without_a_terminal_prints_one_line_per_run(tmp_path):
     (tmp_path / "s.yaml").write_text(
-        "name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[16])']\ninits: [kaiming_normal, zeros]\nseeds: 2\n"
-        "train: {epochs: 1, limit_train: 128, limit_val: 64, limit_test: 64, accelerator: cpu}\n")
+        "name: s\ndatasets: [digits]\ninits: [kaiming_normal, zeros]\nseeds: 2\n"
+        "models: ['mlp(hidden=[16])', {name: 'mlp(hidden=[8], activation=identity)', train: {lr: 1.0e+6}}]\n"
+        "train: {epochs: 1, batch_size: 16, limit_train: 128, limit_val: 64, limit_test: 64, accelerator: cpu}\n")
     initbench = Path(sys.executable).parent / "initbench"
     done = subprocess.run([str(initbench), "sweep", tmp_path / "s.yaml", "--out", tmp_path / "out", "--no-report"],
                           capture_output=True, text=True)  # stdout and stderr are pipes, not a terminal
     assert done.returncode == 0, done.stderr
-    lines = done.stdout.splitlines()[:4]
+    lines = done.stdout.splitlines()[:8]
     for i, line in enumerate(lines, 1):
-        assert re.fullmatch(rf"\[{i}/4\] digits_mlp\(hidden=\[16\]\) (kaiming_normal|zeros) seed [01]: "
-                            r"(ok|collapsed) val 0\.\d{3} \(\d+\.\d s\)", line), line
-    assert "it/s" not in done.stderr and "run/s" not in done.stderr  # no progress bar in a log
+        assert re.fullmatch(rf"\[{i}/8\] digits_mlp\(hidden=\[(16|8)\](, activation=identity)?\) "
+                            r"(kaiming_normal|zeros) seed [01]: (ok|collapsed|diverged at step \d+) val 0\.\d{3} "
+                            r"\(\d+\.\d s\)", line), line
+    assert sum("identity) kaiming_normal seed" in line and "diverged at step" in line for line in lines) == 2
+    assert "it/s" not in done.stderr and "run/s" not in done.stderr and "%|" not in done.stderr  # no bar in a log
 
 
 def test_a_single_run_bar_shows_epoch_of_total_loss_and_validation_accuracy(tmp_path):
