@@ -141,16 +141,15 @@ def _spec_from(args: argparse.Namespace):
 
 
 def _run(args: argparse.Namespace) -> int:
-    import datetime
-
     spec = _spec_from(args)  # names checked before torch and Lightning load
+    from initbench.record import RunRecord
     from initbench.runner import claim_and_run, refuse_busy
 
     run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
                                               download=not args.no_download, force=args.force)
     refuse_busy(spec, run_dir, outcome)
     if outcome == "done":
-        when = datetime.datetime.fromtimestamp((run_dir / "summary.json").stat().st_mtime).strftime("%Y-%m-%d %H:%M")
+        when = RunRecord(run_dir).recorded_at.strftime("%Y-%m-%d %H:%M")
         print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")
         if "wandb" in spec.loggers:
             print(_wandb_for_complete(spec, args.out, run_dir))

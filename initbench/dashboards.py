@@ -148,14 +148,15 @@ def finish_train_logger(logger: Any, summary: dict[str, Any], run_dir: Path) -> 
 def _finish(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
     """Summary, the record as an artifact, finish; then the record notes the W&B run in `wandb.json`, so that asking
     for the complete run again never logs it twice to the same project."""
-    from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, write_json
+    from initbench.record import FILES
+    from initbench.results import write_json
 
     wandb = _wandb()
     run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
     record = wandb.Artifact(f"record-{summary['run_id']}", type="run-record",
                             description="the initbench run record: config, manifest, metrics and summary",
                             metadata={"status": summary["status"], "run_id": summary["run_id"]})
-    for name in (CONFIG, MANIFEST, METRICS, SUMMARY):
+    for name in FILES:
         if (Path(run_dir) / name).is_file():
             record.add_file(str(Path(run_dir) / name))
     run.log_artifact(record)
@@ -181,17 +182,15 @@ def log_from_record(spec: Any, out: Path, run_dir: Path) -> None:
     """A complete record logged to W&B as if it had just been trained (its curves from metrics.csv, its manifest,
     summary and artifact), marked `from_record` in the config: for a run that was trained without W&B, or for a W&B
     agent that hands out a run already complete."""
-    import json
-
     import pandas as pd
 
-    config = json.loads((run_dir / "config.json").read_text())
-    manifest = json.loads((run_dir / "manifest.json").read_text())
-    summary = json.loads((run_dir / "summary.json").read_text())
-    run = _start_train_run(spec, out, manifest, config, from_record=True)
-    metrics = run_dir / "metrics.csv"
-    if metrics.exists():
-        for row in pd.read_csv(metrics).to_dict("records"):
+    from initbench.record import METRICS, RunRecord
+
+    record = RunRecord(run_dir)
+    summary = record.summary()
+    run = _start_train_run(spec, out, record.manifest(), record.config(), from_record=True)
+    if (record.path / METRICS).exists():
+        for row in record.metrics().to_dict("records"):
             values = {k: v for k, v in row.items() if k not in ("step", "epoch") and pd.notna(v)}
             if values:
                 run.log({**values, "epoch": row.get("epoch"), STEP_METRIC: int(row["step"])})
@@ -228,6 +227,8 @@ def study_project(results_dir: Path) -> tuple[str, str | None]:
     import json
     from collections import Counter
 
+    from initbench.record import CONFIG, RunRecord
+
     results_dir = Path(results_dir)
     try:
         source = json.loads((results_dir / "sweep.json").read_text()).get("source", {})
@@ -237,9 +238,9 @@ def study_project(results_dir: Path) -> tuple[str, str | None]:
     except (OSError, ValueError, AttributeError):
         pass
     seen: Counter = Counter()
-    for config in results_dir.glob("*/*/config.json"):
+    for config in results_dir.glob(f"*/*/{CONFIG}"):
         try:
-            spec = json.loads(config.read_text()).get("spec", {})
+            spec = RunRecord(config.parent).config().get("spec", {})
         except (OSError, ValueError):
             continue
         if "wandb" in (spec.get("loggers") or []) and spec.get("wandb_project"):

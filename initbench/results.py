@@ -1,4 +1,4 @@
-"""The on-disk run record: config.json, manifest.json, metrics.csv, and summary.json written last."""
+"""The results folder's mechanics: atomic JSON files and the per-run lock (the record's format is record.py's)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,6 @@ import socket
 import tempfile
 from pathlib import Path
 from typing import Any
-
-CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
-STATUSES = ("ok", "diverged", "collapsed", "failed")
 
 
 def _clean(value: Any) -> Any:
@@ -40,17 +37,6 @@ def write_json(path: Path, data: Any) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-
-
-def is_complete(run_dir: Path) -> bool:
-    """A run is complete once its summary.json (written last) and config.json parse; anything less is rerun."""
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
-        config = json.loads((run_dir / CONFIG).read_text())
-    except (OSError, ValueError):
-        return False
-    return (isinstance(summary, dict) and summary.get("status") in STATUSES and isinstance(config, dict)
-            and isinstance(config.get("spec"), dict))
 
 
 class RunLock:

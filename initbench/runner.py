@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import logging
 import os
 import platform
@@ -31,7 +30,8 @@ from initbench.models import build_model
 from initbench.module import Classifier
 from initbench.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
 from initbench.plan import RunSpec
-from initbench.results import CONFIG, MANIFEST, METRICS, SUMMARY, RunLock, is_complete, write_json
+from initbench.record import RunRecord
+from initbench.results import RunLock
 
 LSUV_BATCH = 512
 
@@ -153,7 +153,7 @@ def record_dir(spec: RunSpec, out: Path) -> Path:
             continue
         if entry not in _RECORD_IDS and entry.is_dir():
             try:
-                stored = json.loads((entry / CONFIG).read_text())["spec"]
+                stored = RunRecord(entry).config()["spec"]
                 _RECORD_IDS[entry] = RunSpec.from_record(stored).run_id
             except (OSError, ValueError, KeyError, TypeError, InitbenchError):
                 continue  # not (yet) a readable record: looked at again next time
@@ -190,9 +190,9 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     `force`, a complete run is trained again; its old record is replaced only once the new one is whole.
     `on_step(global_step)` is called after every training step.
     """
-    existing = record_dir(spec, out)
-    if is_complete(existing) and not force:
-        return existing, json.loads((existing / SUMMARY).read_text()), "done"
+    existing = RunRecord(record_dir(spec, out))
+    if existing.complete and not force:
+        return existing.path, existing.summary(), "done"
     run_dir = run_dir_for(spec, out)
     started = time.time()
     try:
@@ -211,18 +211,18 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     if not claimed:
         return run_dir, {}, "busy"
     try:
-        existing = record_dir(spec, out)
-        replace = force and is_complete(existing)
-        if is_complete(existing) and not replace:  # finished by another process since we looked
-            return existing, json.loads((existing / SUMMARY).read_text()), "done"
+        existing = RunRecord(record_dir(spec, out))
+        replace = force and existing.complete
+        if existing.complete and not replace:  # finished by another process since we looked
+            return existing.path, existing.summary(), "done"
         target = run_dir.with_name(f".{run_dir.name}.new-{os.getpid()}") if replace else run_dir
         if isinstance(prepared, BaseException):
             summary = _record_failure(spec, target, prepared, started)
         else:
             summary = _train(prepared, out, target, progress, started, on_step)
         if replace:  # the new record is whole: swap it in, then drop the old one
-            old = existing.with_name(f".{existing.name}.old-{os.getpid()}")
-            os.rename(existing, old)
+            old = existing.path.with_name(f".{existing.path.name}.old-{os.getpid()}")
+            os.rename(existing.path, old)
             os.rename(target, run_dir)
             shutil.rmtree(old)
         return run_dir, summary, "trained"
@@ -232,14 +232,14 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
 
 def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: float) -> dict[str, Any]:
     """A run that failed before training: its record says so (config, then summary last)."""
-    if run_dir.exists():
-        shutil.rmtree(run_dir)
-    write_json(run_dir / CONFIG, {"run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(),
-                                  "device": None})
+    record = RunRecord(run_dir)
+    record.start()
+    record.write_config({"run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(),
+                         "device": None})
     summary = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": "".join(traceback.format_exception(exc, limit=5)),
                "wall_time_s": round(time.time() - started, 3)}
-    write_json(run_dir / SUMMARY, summary)
+    record.finish(summary)
     return summary
 
 
@@ -256,20 +256,16 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else []),
                  *([StepReport(on_step)] if on_step else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
-    try:
-        if run_dir.exists():  # an interrupted earlier attempt: start it over
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-    except OSError as exc:
-        raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
+    record = RunRecord(run_dir)
+    record.start()  # an interrupted earlier attempt is started over
     config = {
         "run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(), "device": _device(trainer),
         "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
                  "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
         "parameters": sum(p.numel() for p in prepared.module.model.parameters()),
     }
-    write_json(run_dir / CONFIG, config)
-    write_json(run_dir / MANIFEST, prepared.manifest.to_dict())
+    record.write_config(config)
+    record.write_manifest(prepared.manifest.to_dict())
     if use_wandb:  # started once the record exists; the device it names comes from the trainer
         wandb_logger = dashboards.train_logger(spec, out, prepared.manifest.to_dict(), config)
         trainer.loggers = [*trainer.loggers, wandb_logger]
@@ -292,7 +288,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
         logger.finalize("success")
     if prepared.module.diverged_step is not None:
         summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
-    summary.update(_tidy_metrics(run_dir / METRICS))
+    summary.update(record.tidy_metrics())
     chance = chance_accuracy(prepared.data.y_val)
     if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
                                                prepared.data.num_classes, chance, len(prepared.data.y_val)):
@@ -300,33 +296,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     summary.update(steps=trainer.global_step, epochs=trainer.current_epoch,
                    train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
                    wall_time_s=round(time.time() - started, 3))
-    write_json(run_dir / SUMMARY, summary)
+    record.finish(summary)
     if use_wandb:
         dashboards.finish_train_logger(trainer.loggers[-1], summary, run_dir)
     return summary
-
-
-def _tidy_metrics(metrics_csv: Path) -> dict[str, Any]:
-    """Merge Lightning's one-row-per-logging-call CSV into one row per step (written back atomically),
-    and read the final/best validation accuracy and the final train loss from it."""
-    import pandas as pd
-
-    if not metrics_csv.exists():
-        return {}
-    df = pd.read_csv(metrics_csv).groupby("step", as_index=False, sort=True).first()
-    cols = ["step", "epoch", *sorted(c for c in df.columns if c not in ("step", "epoch"))]
-    tmp = metrics_csv.with_suffix(".tmp")
-    df[cols].to_csv(tmp, index=False)
-    tmp.replace(metrics_csv)
-    out: dict[str, Any] = {}
-    if "val/acc" in df:
-        val = df.dropna(subset=["val/acc"])
-        if len(val):
-            best = val.loc[val["val/acc"].idxmax()]
-            out.update(val_acc_final=float(val["val/acc"].iloc[-1]), best_val_acc=float(best["val/acc"]),
-                       best_val_step=int(best["step"]))
-    if "train/loss" in df:
-        train = df.dropna(subset=["train/loss"])
-        if len(train):
-            out["train_loss_final"] = float(train["train/loss"].iloc[-1])
-    return out

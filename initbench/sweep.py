@@ -14,7 +14,8 @@ import yaml
 from initbench import catalog
 from initbench.errors import InitbenchError
 from initbench.plan import RunSpec
-from initbench.results import clear_orphan_lock, is_complete, write_json
+from initbench.record import RunRecord
+from initbench.results import clear_orphan_lock, write_json
 from initbench.spec import format_call, parse_call
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
@@ -227,7 +228,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     for r in runs:
         where = record_dir(r, out)
         clear_orphan_lock(where)  # a process killed right after finishing a run leaves its lock file behind
-        if not is_complete(where):
+        if not RunRecord(where).complete:
             todo.append(r)
     counts["skipped"] = len(runs) - len(todo)
     costs = {r.run_id: run_cost(r, problems[(r.dataset, r.model)]) for r in runs}
@@ -282,4 +283,4 @@ def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
     """Each run of the grid with whether its record is complete."""
     from initbench.runner import record_dir
 
-    return [(r, is_complete(record_dir(r, out))) for r in sweep.runs]
+    return [(r, RunRecord(record_dir(r, out)).complete) for r in sweep.runs]

@@ -162,13 +162,13 @@ def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
 
 
 def test_a_record_without_config_is_rerun(tmp_path, tiny_spec):
-    from initbench.results import is_complete
+    from initbench.record import RunRecord
     from initbench.runner import run
 
     spec = tiny_spec()
     run_dir, _ = run(spec, tmp_path, progress=False)
-    assert is_complete(run_dir)
+    assert RunRecord(run_dir).complete
     (run_dir / "config.json").unlink()
-    assert not is_complete(run_dir)
+    assert not RunRecord(run_dir).complete
     run_dir2, summary = run(spec, tmp_path, progress=False)
     assert run_dir2 == run_dir and summary["status"] == "ok" and (run_dir / "config.json").exists()

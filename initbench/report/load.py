@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
-from initbench.results import CONFIG, MANIFEST, METRICS, STATUSES, SUMMARY
+from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
 
 # Spec fields that are not training settings: the grid's own axes, seeds, logging.
 NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every", "loggers", "experiment",
@@ -52,8 +52,9 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
     `problems` are what makes a usable record partial: numbers missing or not finite, a truncated or
     unreadable metrics.csv; the report lists them and leaves the affected numbers out.
     """
+    record = RunRecord(run_dir)
     try:
-        config = json.loads((run_dir / CONFIG).read_text())
+        config = record.config()
     except (OSError, ValueError) as exc:
         raise Damaged(f"unreadable {CONFIG} ({type(exc).__name__})") from None
     spec = config.get("spec") if isinstance(config, dict) else None
@@ -65,7 +66,7 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
     if not (run_dir / SUMMARY).exists():
         raise Damaged(f"no {SUMMARY} (unfinished run; `initbench sweep` reruns it)")
     try:
-        summary = json.loads((run_dir / SUMMARY).read_text())
+        summary = record.summary()
     except (OSError, ValueError) as exc:
         raise Damaged(f"unreadable {SUMMARY} ({type(exc).__name__})") from None
     if not isinstance(summary, dict) or summary.get("status") not in STATUSES:
@@ -83,7 +84,7 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
     metrics = pd.DataFrame()
     if summary["status"] != "failed":
         try:
-            metrics = pd.read_csv(run_dir / METRICS)
+            metrics = record.metrics()
         except (OSError, ValueError, pd.errors.ParserError) as exc:
             problems.append(f"unreadable {METRICS} ({type(exc).__name__})")
         if len(metrics) and "step" not in metrics:
@@ -182,7 +183,7 @@ def display_init(init: Any) -> str:
 def _layer_order(run_dir: Path) -> list[str]:
     """Parameter names in model order, from the run's init manifest."""
     try:
-        return [r["name"] for r in json.loads((run_dir / MANIFEST).read_text())["records"]]
+        return [r["name"] for r in RunRecord(run_dir).manifest()["records"]]
     except (OSError, ValueError, KeyError):
         return []
 

@@ -1,0 +1,113 @@
+"""The run record, the one owner of its format: a folder per run holding
+
+- `config.json`: the run's spec, package versions, device, data sizes, parameter count;
+- `manifest.json`: what the init did to every parameter;
+- `metrics.csv`: one row per step (Lightning's CSV logger writes it; `tidy_metrics` merges its rows);
+- `summary.json`: the status and final figures, written last and atomically: a folder without a readable one is an
+  unfinished run, rerun by the next sweep.
+
+The runner trains and hands its results here; the sweep, the report, W&B and the CLI read them back from here.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from initbench.errors import InitbenchError
+from initbench.results import write_json
+
+CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
+FILES = (CONFIG, MANIFEST, METRICS, SUMMARY)
+STATUSES = ("ok", "diverged", "collapsed", "failed")
+
+
+class RunRecord:
+    """One run's folder: written in order (config, manifest, metrics, summary last), read back as dicts."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+
+    # writing
+    def start(self) -> None:
+        """An empty folder for a new record (what an interrupted earlier attempt left is removed)."""
+        try:
+            if self.path.exists():
+                shutil.rmtree(self.path)
+            self.path.mkdir(parents=True)
+        except OSError as exc:
+            raise InitbenchError(f"cannot write the run record to {self.path}: {exc.strerror or exc}") from None
+
+    def write_config(self, config: dict[str, Any]) -> None:
+        write_json(self.path / CONFIG, config)
+
+    def write_manifest(self, manifest: dict[str, Any]) -> None:
+        write_json(self.path / MANIFEST, manifest)
+
+    def finish(self, summary: dict[str, Any]) -> None:
+        """The summary, last: from now on the record is complete."""
+        write_json(self.path / SUMMARY, summary)
+
+    def tidy_metrics(self) -> dict[str, Any]:
+        """Merge Lightning's one-row-per-logging-call CSV into one row per step (written back atomically), and read
+        the final/best validation accuracy and the final train loss from it."""
+        import pandas as pd
+
+        metrics_csv = self.path / METRICS
+        if not metrics_csv.exists():
+            return {}
+        df = pd.read_csv(metrics_csv).groupby("step", as_index=False, sort=True).first()
+        cols = ["step", "epoch", *sorted(c for c in df.columns if c not in ("step", "epoch"))]
+        tmp = metrics_csv.with_suffix(".tmp")
+        df[cols].to_csv(tmp, index=False)
+        tmp.replace(metrics_csv)
+        out: dict[str, Any] = {}
+        if "val/acc" in df:
+            val = df.dropna(subset=["val/acc"])
+            if len(val):
+                best = val.loc[val["val/acc"].idxmax()]
+                out.update(val_acc_final=float(val["val/acc"].iloc[-1]), best_val_acc=float(best["val/acc"]),
+                           best_val_step=int(best["step"]))
+        if "train/loss" in df:
+            train = df.dropna(subset=["train/loss"])
+            if len(train):
+                out["train_loss_final"] = float(train["train/loss"].iloc[-1])
+        return out
+
+    # reading
+    def _json(self, name: str) -> Any:
+        """A file of the record, parsed (OSError or ValueError when it is missing or malformed)."""
+        return json.loads((self.path / name).read_text())
+
+    def config(self) -> Any:
+        return self._json(CONFIG)
+
+    def manifest(self) -> Any:
+        return self._json(MANIFEST)
+
+    def summary(self) -> Any:
+        return self._json(SUMMARY)
+
+    def metrics(self) -> Any:
+        """metrics.csv as a DataFrame."""
+        import pandas as pd
+
+        return pd.read_csv(self.path / METRICS)
+
+    @property
+    def complete(self) -> bool:
+        """Complete once summary.json (written last) and config.json parse; anything less is rerun."""
+        try:
+            summary, config = self.summary(), self.config()
+        except (OSError, ValueError):
+            return False
+        return (isinstance(summary, dict) and summary.get("status") in STATUSES and isinstance(config, dict)
+                and isinstance(config.get("spec"), dict))
+
+    @property
+    def recorded_at(self) -> datetime.datetime:
+        """When the record was completed (its summary written)."""
+        return datetime.datetime.fromtimestamp((self.path / SUMMARY).stat().st_mtime)
