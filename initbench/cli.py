@@ -8,6 +8,7 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from initbench.errors import InitbenchError, Terminated
 
@@ -79,44 +80,14 @@ def _list(args: argparse.Namespace) -> None:
               "(train, test) datasets")
 
 
-# RunSpec field -> (type, help); each becomes --field-name (and --field_name, for W&B agents) on `run`.
-RUN_OPTIONS: dict[str, tuple[type, str]] = {
-    "model": (str, "model spec, e.g. simplecnn, 'mlp(hidden=[512, 256], activation=tanh)' or mypkg.models:build"),
-    "init": (str, "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench list inits`)"),
-    "dataset": (str, "mnist, fashion-mnist, kmnist, cifar10, cifar100, digits or mypkg.data:load (default: "
-                     "cifar10 for simplecnn, mnist for mlp)"),
-    "seed": (int, "seed for the init and the data order"),
-    "init_seed": (int, "seed for the init alone (default: --seed)"),
-    "data_seed": (int, "seed for the data order alone (default: --seed)"),
-    "optimizer": (str, "optimizer (sgd has momentum)"),
-    "lr": (float, "learning rate"),
-    "momentum": (float, "SGD momentum"),
-    "weight_decay": (float, "weight decay"),
-    "schedule": (str, "learning-rate schedule"),
-    "batch_size": (int, "batch size"),
-    "epochs": (int, "epochs"),
-    "max_steps": (int, "stop after this many steps (overrides --epochs when reached first)"),
-    "limit_train": (int, "use only N training examples"),
-    "limit_val": (int, "use only N validation examples"),
-    "limit_test": (int, "use only N test examples"),
-    "val_fraction": (float, "fraction of the training set held out for validation"),
-    "split_seed": (int, "seed of the train/val split (keep it fixed across a study)"),
-    "accelerator": (str, "auto, cpu, gpu, ..."),
-    "devices": (str, "auto or a number of devices"),
-    "precision": (str, "Lightning precision: 32-true, 16-mixed, bf16-mixed, ..."),
-    "log_every": (int, "log train loss/acc and gradient norms every N steps (and at step 0)"),
-    "experiment": (str, "experiment name (the W&B group is EXPERIMENT/PROBLEM/INIT: seeds of one init together)"),
-    "wandb_project": (str, "W&B project (default: initbench)"),
-    "wandb_entity": (str, "W&B entity (user or team)"),
-}
-
-
 def _spec_from(args: argparse.Namespace):
-    from initbench.plan import DEFAULT_DATASET, RunSpec
+    from initbench.plan import DEFAULT_DATASET, LogSpec, RunSpec
 
-    given = {k: getattr(args, k) for k in RUN_OPTIONS if getattr(args, k) is not None}
+    given = {name: getattr(args, name) for name, _ in _run_fields(RunSpec) if getattr(args, name) is not None}
+    log = {name: getattr(args, name) for name, _ in _run_fields(LogSpec) if getattr(args, name) is not None}
     if args.logger == "wandb":
-        given["loggers"] = ("csv", "wandb")
+        log["loggers"] = ("csv", "wandb")
+    given["log"] = LogSpec(**log)
     if args.init_rules:
         from initbench import catalog
 
@@ -151,7 +122,7 @@ def _run(args: argparse.Namespace) -> int:
     if outcome == "done":
         when = RunRecord(run_dir).recorded_at.strftime("%Y-%m-%d %H:%M")
         print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")
-        if "wandb" in spec.loggers:
+        if "wandb" in spec.log.loggers:
             print(_wandb_for_complete(spec, args.out, run_dir))
     acc = summary.get("test_acc")
     print(f"{spec.problem} / {spec.init} / seed {spec.seed}: {summary['status']}"
@@ -169,9 +140,10 @@ def _wandb_for_complete(spec, out: Path, run_dir: Path) -> str:
     project, or when a W&B agent handed it out (the agent waits for a run); otherwise said why not."""
     from initbench import dashboards
 
-    logged = [r for r in dashboards.logged_runs(run_dir) if r.get("project") == spec.wandb_project]
+    project = spec.log.wandb_project
+    logged = [r for r in dashboards.logged_runs(run_dir) if r.get("project") == project]
     if logged and not os.environ.get("WANDB_SWEEP_ID"):
-        return (f"  not logged to W&B again: it is already in project {spec.wandb_project} (run {logged[-1]['id']}); "
+        return (f"  not logged to W&B again: it is already in project {project} (run {logged[-1]['id']}); "
                 "--force trains and logs it again")
     dashboards.log_from_record(spec, out, run_dir)
     return "  logged to W&B from the record (its config says from_record: true)"
@@ -181,20 +153,30 @@ def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
 
 
-def _add_run_options(p: argparse.ArgumentParser) -> None:
+def _run_fields(cls: type) -> list[tuple[str, Any]]:
+    """(name, dataclass field) of the RunSpec or LogSpec settings that are flags (those with help)."""
     import dataclasses
 
-    from initbench.plan import OPTIMIZERS, SCHEDULES, RunSpec
+    return [(f.name, f) for f in dataclasses.fields(cls) if "help" in f.metadata]
 
-    defaults = {f.name: f.default for f in dataclasses.fields(RunSpec)}
-    choices = {"optimizer": OPTIMIZERS, "schedule": SCHEDULES}
-    for name, (typ, help_) in RUN_OPTIONS.items():
-        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])  # W&B agents pass --a_b
-        if name in choices:
-            help_ = f"{help_}: {', '.join(choices[name])}"
-        if defaults.get(name) is not None and name != "dataset":
-            help_ = f"{help_} (default: {defaults[name]})"
-        p.add_argument(*flags, dest=name, type=typ, default=None, help=help_)
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """A flag per RunSpec and LogSpec setting: --field-name (and --field_name, as W&B agents pass them), its type,
+    help, choices and default from the field itself."""
+    from initbench.plan import LogSpec, RunSpec
+
+    for name, f in [*_run_fields(RunSpec), *_run_fields(LogSpec)]:
+        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
+        help_ = f.metadata["help"]
+        if "choices" in f.metadata:
+            help_ = f"{help_}: {', '.join(f.metadata['choices'])}"
+        if f.default is not None and f.metadata.get("shown", True):
+            help_ = f"{help_} (default: {f.default})"
+        kind = _FLAG_TYPES[str(f.type).split(" |")[0]]  # `int | None` -> int
+        p.add_argument(*flags, dest=name, type=kind, default=None, help=help_)
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
@@ -224,7 +206,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.emit_wandb_sweep:
         from initbench.dashboards import emit_sweep_config
 
-        config = emit_sweep_config(sweep, args.emit_wandb_sweep, out, sweep.runs[0].wandb_project)
+        config = emit_sweep_config(sweep, args.emit_wandb_sweep, out, sweep.runs[0].log.wandb_project)
         sizes = ", ".join(f"{k} x{len(v['values'])}" for k, v in config["parameters"].items() if "values" in v)
         print(f"wrote {args.emit_wandb_sweep}: a W&B grid of {len(sweep.runs)} runs ({sizes}); "
               f"run `wandb sweep {args.emit_wandb_sweep}` (needs a W&B server), then `wandb agent` on each machine")

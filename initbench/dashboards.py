@@ -89,17 +89,16 @@ def _start_train_run(spec: Any, out: Path, manifest: dict[str, Any], config: dic
     manifest is a table (`init/manifest`)."""
     from collections import Counter
 
-    from initbench.inits import canonical_init, parse_init
-    from initbench.spec import parse_call
+    from initbench.inits import parse_init
 
     wandb = _wandb()
-    init = canonical_init(spec.init)  # one spelling per scheme, as in the report
-    init_name, model_name = parse_init(init).name, parse_call(spec.model, "model")[0]
+    init = spec.canonical_init  # one spelling per scheme, as in the report
+    init_name, model_name = parse_init(init).name, spec.model_call[0]
     run = _init(
-        wandb_dir(out), project=spec.wandb_project, entity=spec.wandb_entity,
-        group=f"{spec.experiment}/{spec.problem}/{init}", name=f"{init}-seed{spec.seed}", job_type="train",
+        wandb_dir(out), project=spec.log.wandb_project, entity=spec.log.wandb_entity,
+        group=f"{spec.log.experiment}/{spec.problem}/{init}", name=f"{init}-seed{spec.seed}", job_type="train",
         tags=[init_name, model_name, spec.dataset], id=f"{spec.run_id}-{os.getpid()}",
-        config={**dataclasses.asdict(spec), "run_id": spec.run_id, "init_name": init_name,
+        config={**spec.to_record(), "run_id": spec.run_id, "init_name": init_name,
                 "model_name": model_name, "problem": spec.problem, "nonlinearity": manifest["nonlinearity"],
                 "init_manifest": dict(Counter(r["scheme"] for r in manifest["records"])),
                 "parameters": config.get("parameters"), "data": config.get("data"), **extra},
@@ -264,7 +263,7 @@ def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[s
     values = {k: list(dict.fromkeys(getattr(r, k) for r in sweep.runs)) for k in varying}
     parameters: dict[str, Any] = {k: {"values": v} for k, v in values.items()}
     parameters.update({k: {"value": v} for k, v in shared.items() if v is not None})
-    entity = first.wandb_entity
+    entity = first.log.wandb_entity
     config = {
         # inside an agent, wandb uses the sweep's project and entity, not those passed to wandb.init
         "project": project, **({"entity": entity} if entity else {}),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -22,37 +23,67 @@ SCHEDULES = ("none", "cosine")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 
 
+def _setting(default: Any, help: str, **meta: Any) -> Any:
+    """A RunSpec field with its help text (and choices): the CLI's flags and `--help` are made from these."""
+    return field(default=default, metadata={"help": help, **meta})
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Where a run's curves go besides its CSV record, and under which names. Not part of the run's identity."""
+
+    loggers: tuple[str, ...] = ("csv",)
+    experiment: str = _setting("adhoc", "experiment name (the W&B group is EXPERIMENT/PROBLEM/INIT: seeds of one "
+                                        "init together)")
+    wandb_project: str = _setting("initbench", "W&B project")
+    wandb_entity: str | None = _setting(None, "W&B entity (user or team)")
+
+
 @dataclass(frozen=True)
 class RunSpec:
-    """Everything that defines one run. Its stable hash (`run_id`) keys the record on disk."""
+    """Everything that defines one run. Its stable hash (`run_id`) keys the record on disk; `log` says where the
+    curves go and is not part of the identity."""
 
-    model: str = "mlp"
-    init: str = "kaiming_normal"
-    dataset: str = "digits"
-    seed: int = 0
-    init_seed: int | None = None  # default: seed
-    data_seed: int | None = None  # default: seed; shared across inits within a seed -> paired comparisons
-    optimizer: str = "sgd"
-    lr: float = 0.05
-    momentum: float = 0.9
-    weight_decay: float = 0.0
-    schedule: str = "none"
-    batch_size: int = 128
-    epochs: int = 5
-    max_steps: int | None = None
-    limit_train: int | None = None
-    limit_val: int | None = None
-    limit_test: int | None = None
-    val_fraction: float = 0.1
-    split_seed: int = 0
-    accelerator: str = "auto"
-    devices: str = "auto"
-    precision: str = "32-true"
-    log_every: int = 20
-    loggers: tuple[str, ...] = field(default=("csv",), compare=False)
-    experiment: str = field(default="adhoc", compare=False)
-    wandb_project: str = field(default="initbench", compare=False)
-    wandb_entity: str | None = field(default=None, compare=False)
+    model: str = _setting("mlp", "model spec, e.g. simplecnn, 'mlp(hidden=[512, 256], activation=tanh)' or "
+                                 "mypkg.models:build")
+    init: str = _setting("kaiming_normal", "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench "
+                                           "list inits`)")
+    dataset: str = _setting("digits", "mnist, fashion-mnist, kmnist, cifar10, cifar100, digits or mypkg.data:load "
+                                      "(default: cifar10 for simplecnn, mnist for mlp, else digits)", shown=False)
+    seed: int = _setting(0, "seed for the init and the data order")
+    init_seed: int | None = _setting(None, "seed for the init alone (default: --seed)")
+    # default: seed; shared across inits within a seed -> paired comparisons
+    data_seed: int | None = _setting(None, "seed for the data order alone (default: --seed)")
+    optimizer: str = _setting("sgd", "optimizer (sgd has momentum)", choices=OPTIMIZERS)
+    lr: float = _setting(0.05, "learning rate")
+    momentum: float = _setting(0.9, "SGD momentum")
+    weight_decay: float = _setting(0.0, "weight decay")
+    schedule: str = _setting("none", "learning-rate schedule", choices=SCHEDULES)
+    batch_size: int = _setting(128, "batch size")
+    epochs: int = _setting(5, "epochs")
+    max_steps: int | None = _setting(None, "stop after this many steps (overrides --epochs when reached first)")
+    limit_train: int | None = _setting(None, "use only N training examples")
+    limit_val: int | None = _setting(None, "use only N validation examples")
+    limit_test: int | None = _setting(None, "use only N test examples")
+    val_fraction: float = _setting(0.1, "fraction of the training set held out for validation")
+    split_seed: int = _setting(0, "seed of the train/val split (keep it fixed across a study)")
+    accelerator: str = _setting("auto", "auto, cpu, gpu, ...")
+    devices: str = _setting("auto", "auto or a number of devices")
+    precision: str = _setting("32-true", "Lightning precision: 32-true, 16-mixed, bf16-mixed, ...")
+    log_every: int = _setting(20, "log train loss/acc and gradient norms every N steps (and at step 0)")
+    log: LogSpec = field(default_factory=LogSpec, compare=False)
+
+    @functools.cached_property
+    def model_call(self) -> tuple[str, dict[str, Any]]:
+        """The model spec, parsed once: (name, params)."""
+        return parse_call(self.model, "model")
+
+    @functools.cached_property
+    def canonical_init(self) -> str:
+        """The init spec in its one canonical spelling (`normal(std=1.0)` -> `normal`), computed once."""
+        from initbench.inits import canonical_init
+
+        return canonical_init(self.init)
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -64,9 +95,7 @@ class RunSpec:
         the canonical init (`normal(std=1.0)` == `normal`), float settings as floats, and a derived seed equal
         to `seed` left out, so every way of writing the same run is one run."""
         d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
-        from initbench.inits import canonical_init
-
-        d["init"] = canonical_init(d["init"])
+        d["init"] = self.canonical_init
         for name, (kind, *_) in _FIELDS.items():
             if kind is float and isinstance(d[name], int) and not isinstance(d[name], bool):
                 d[name] = float(d[name])
@@ -75,16 +104,21 @@ class RunSpec:
                 d[derived] = None
         return d
 
+    def to_record(self) -> dict[str, Any]:
+        """The spec as a record's config.json stores it: every field, the logging settings beside the others."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "log"},
+                **dataclasses.asdict(self.log)}
+
     @classmethod
     def from_record(cls, spec: Mapping[str, Any]) -> RunSpec:
         """The RunSpec a record's config.json stored (unknown keys from other versions ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        given = {k: v for k, v in spec.items() if k in known}
-        if isinstance(given.get("loggers"), list):
-            given["loggers"] = tuple(given["loggers"])
-        return cls(**given)
+        known = {f.name for f in dataclasses.fields(cls)} - {"log"}
+        logging = {k: v for k, v in spec.items() if k in {f.name for f in dataclasses.fields(LogSpec)}}
+        if isinstance(logging.get("loggers"), list):
+            logging["loggers"] = tuple(logging["loggers"])
+        return cls(**{k: v for k, v in spec.items() if k in known}, log=LogSpec(**logging))
 
-    @property
+    @functools.cached_property
     def run_id(self) -> str:
         return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
 
@@ -94,7 +128,7 @@ class RunSpec:
         e.g. `normal_std-0.02-seed0-1a2b3c4d` (long specs are cut; the id keeps names unique)."""
         from initbench.inits import parse_init
 
-        init = parse_init(self.identity()["init"])
+        init = parse_init(self.canonical_init)
         params = {k: v for k, v in init.params.items() if k != "rules"}
         text = init.name + "".join(f"_{k}-{format_value(v)}" for k, v in params.items())
         text = re.sub(r"[^\w.+-]+", "-", text.replace("'", "")).strip("-")[:80]
@@ -104,12 +138,12 @@ class RunSpec:
     @property
     def problem(self) -> str:
         """DeepOBS-style problem name, <dataset>_<model spec>: model variants are different problems."""
-        return f"{self.dataset}_{format_call(*parse_call(self.model, 'model'))}"
+        return f"{self.dataset}_{format_call(*self.model_call)}"
 
     @property
     def folder(self) -> str:
         """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
-        return _path_safe(f"{self.dataset}_{parse_call(self.model, 'model')[0]}")
+        return _path_safe(f"{self.dataset}_{self.model_call[0]}")
 
     def check_names(self) -> None:
         """The checks that need neither torch nor Lightning, so a typo is refused at once: every setting's type and
@@ -129,7 +163,7 @@ class RunSpec:
         if str(self.devices) not in ("auto", "1"):
             raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
                                  f"device; to use several, run sweep shards side by side (--shard i/N)")
-        unknown = [lg for lg in self.loggers if lg not in LOGGERS]
+        unknown = [lg for lg in self.log.loggers if lg not in LOGGERS]
         if unknown:
             raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import logging
 import os
@@ -234,7 +233,7 @@ def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: f
     """A run that failed before training: its record says so (config, then summary last)."""
     record = RunRecord(run_dir)
     record.start()
-    record.write_config({"run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(),
+    record.write_config({"run_id": spec.run_id, "spec": spec.to_record(), "versions": versions(),
                          "device": None})
     summary = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": "".join(traceback.format_exception(exc, limit=5)),
@@ -246,11 +245,11 @@ def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: f
 def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started: float,
            on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
     spec = prepared.spec
-    use_wandb = "wandb" in spec.loggers
+    use_wandb = "wandb" in spec.log.loggers
     if use_wandb:
         from initbench import dashboards
 
-        dashboards.check_settings(spec.wandb_project, dashboards.wandb_dir(out))
+        dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
     _quiet_lightning()
     speed = Throughput()
     callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else []),
@@ -259,7 +258,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     record = RunRecord(run_dir)
     record.start()  # an interrupted earlier attempt is started over
     config = {
-        "run_id": spec.run_id, "spec": dataclasses.asdict(spec), "versions": versions(), "device": _device(trainer),
+        "run_id": spec.run_id, "spec": spec.to_record(), "versions": versions(), "device": _device(trainer),
         "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
                  "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
         "parameters": sum(p.numel() for p in prepared.module.model.parameters()),

@@ -13,7 +13,7 @@ import yaml
 
 from initbench import catalog
 from initbench.errors import InitbenchError
-from initbench.plan import RunSpec
+from initbench.plan import LogSpec, RunSpec
 from initbench.record import RunRecord
 from initbench.results import clear_orphan_lock, write_json
 from initbench.spec import format_call, parse_call
@@ -130,7 +130,7 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     if not isinstance(wandb_doc, Mapping):
         raise InitbenchError(f"{path}: 'wandb' must be a mapping with keys {', '.join(WANDB_KEYS)}")
     _check_keys(f"{path} wandb", wandb_doc, WANDB_KEYS)
-    wandb_settings = {f"wandb_{k}": v for k, v in wandb_doc.items()}
+    log = LogSpec(loggers, experiment, **{f"wandb_{k}": v for k, v in wandb_doc.items()})
     runs = []
     for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
         for dataset, d_over in datasets:
@@ -138,8 +138,7 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
                 for init in inits:
                     settings = {**shared, **m_over, **d_over}
                     try:
-                        spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, loggers=loggers,
-                                       experiment=experiment, **wandb_settings, **settings)
+                        spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, log=log, **settings)
                         spec.validate()
                     except (TypeError, InitbenchError) as exc:
                         raise InitbenchError(f"{path}: {exc}") from None

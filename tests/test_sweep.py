@@ -42,7 +42,7 @@ def test_grid_expansion_with_overrides(tmp_path):
     assert {r.init for r in sweep.runs} == {"kaiming_normal", "normal(std=0.02)"}
     assert {r.model for r in sweep.runs} == {"mlp", "simplecnn", "mlp(hidden=[16])"}
     for r in sweep.runs:
-        assert r.epochs == 3 and r.experiment == "grid"
+        assert r.epochs == 3 and r.log.experiment == "grid"
         assert r.lr == (0.1 if r.dataset == "mnist" else 0.01)
         assert r.batch_size == (32 if r.model == "simplecnn" else 128)
     shards = [sweep.shard(i, 3) for i in (1, 2, 3)]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -11,11 +12,12 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
+from initbench.plan import LogSpec
 from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
 
-# Spec fields that are not training settings: the grid's own axes, seeds, logging.
-NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every", "loggers", "experiment",
-                "wandb_project", "wandb_entity")
+# Spec fields that are not training settings: the grid's own axes, seeds, how often and where to log.
+NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every",
+                *(f.name for f in dataclasses.fields(LogSpec)))
 
 
 @dataclass
