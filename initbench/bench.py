@@ -54,7 +54,7 @@ def initbench_loop(prepared: Prepared, steps: int, workdir: Path) -> float:
     spec = dataclasses.replace(prepared.spec, max_steps=steps, epochs=10**6)
     module = copy.deepcopy(prepared.module)
     speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every), speed]
+    callbacks = [NormMonitor(spec.log_every, module.model), speed]
     trainer = make_trainer(spec, callbacks, [CSVLogger(workdir, name="", version="")], progress=False,
                            validate=False)
     trainer.fit(module, datamodule=prepared.data)

@@ -10,7 +10,42 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from initbench.plan import OPTIMIZERS, SCHEDULES  # noqa: F401  (the names a RunSpec may use)
+from initbench.plan import OPTIMIZERS, SCHEDULES
+
+# name -> (parameters, lr, momentum, weight decay) -> torch optimizer; exactly the names a RunSpec may use.
+OPTIMIZER_TABLE: dict[str, Any] = {
+    "sgd": lambda params, lr, momentum, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd),
+    "adam": lambda params, lr, momentum, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, momentum, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+}
+# name -> (optimizer, total steps) -> learning-rate scheduler stepped every step, or None.
+SCHEDULE_TABLE: dict[str, Any] = {
+    "none": lambda opt, steps: None,
+    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)),
+}
+assert tuple(OPTIMIZER_TABLE) == OPTIMIZERS and tuple(SCHEDULE_TABLE) == SCHEDULES
+
+
+def log_metrics(loggers: Any, metrics: dict[str, float], step: int) -> None:
+    """Hand step metrics straight to the loggers. (`LightningModule.log` would route them through Lightning's
+    per-step collection, whose cost is paid every step; this one only on logging steps.)"""
+    for logger in loggers:
+        logger.log_metrics(metrics, step=step)
+
+
+class Divergence:
+    """The first step whose training loss was not finite, found from a window of per-step losses; the runner asks
+    it whether (and where) the run diverged."""
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+
+    def check(self, first_step: int, all_finite: bool, first_bad: int) -> bool:
+        """Record the window starting at `first_step`; True when this window holds the first non-finite loss."""
+        if all_finite or self.step is not None:
+            return False
+        self.step = first_step + first_bad
+        return True
 
 
 class Classifier(L.LightningModule):
@@ -33,7 +68,7 @@ class Classifier(L.LightningModule):
         self.weight_decay, self.schedule, self.log_every = weight_decay, schedule, log_every
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
         self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.diverged_step: int | None = None
+        self.divergence = Divergence()
         self._losses: list[torch.Tensor] = []
         self._correct: list[torch.Tensor] = []
         self._seen = 0
@@ -82,18 +117,11 @@ class Classifier(L.LightningModule):
         finite = torch.isfinite(losses)
         values = torch.cat([losses.mean().view(1), torch.stack(self._correct).sum().view(1) / self._seen,
                             finite.all().view(1), (~finite).float().argmax().view(1)]).tolist()
-        if not values[2] and self.diverged_step is None:
-            self.diverged_step = step - len(self._losses) + 1 + int(values[3])
+        if self.divergence.check(step - len(self._losses) + 1, bool(values[2]), int(values[3])):
             self.trainer.should_stop = True
-        self.log_step({"train/loss": values[0], "train/acc": values[1]}, step)
+        log_metrics(self.trainer.loggers, {"train/loss": values[0], "train/acc": values[1]}, step)
         self.last_train_loss = values[0]  # for the progress bar
         self._losses, self._correct, self._seen = [], [], 0
-
-    def log_step(self, metrics: dict[str, float], step: int) -> None:
-        """Hand step metrics straight to the loggers. (`self.log` would route them through Lightning's
-        per-step collection, whose cost is paid every step; this one only on logging steps.)"""
-        for logger in self.trainer.loggers:
-            logger.log_metrics(metrics, step=step)
 
     def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor], metric: MulticlassAccuracy) -> None:
         x, y = batch
@@ -109,14 +137,8 @@ class Classifier(L.LightningModule):
         self._evaluate("test", batch, self.test_acc)
 
     def configure_optimizers(self) -> Any:
-        params = self.model.parameters()
-        if self.optimizer_name == "sgd":
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
-        elif self.optimizer_name == "adam":
-            opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
-        else:
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=self.weight_decay)
-        if self.schedule == "none":
+        opt = OPTIMIZER_TABLE[self.optimizer_name](self.model.parameters(), self.lr, self.momentum, self.weight_decay)
+        sched = SCHEDULE_TABLE[self.schedule](opt, self.trainer.estimated_stepping_batches)
+        if sched is None:
             return opt
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, self.trainer.estimated_stepping_batches))
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

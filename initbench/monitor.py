@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from typing import Any
 
 import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
+
+from initbench.module import log_metrics
 
 
 class NormMonitor(Callback):
@@ -18,14 +21,12 @@ class NormMonitor(Callback):
     `torch._foreach_norm` call each and reach the host in one transfer per logging step; steps in
     between cost nothing."""
 
-    def __init__(self, every: int) -> None:
+    def __init__(self, every: int, model: torch.nn.Module) -> None:
         self.every = every
-        self._pending: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
-
-    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
-        named = [(n, p) for n, p in pl_module.model.named_parameters() if p.requires_grad]
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
+        self._pending: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
         if trainer.global_step % self.every:
@@ -49,7 +50,7 @@ class NormMonitor(Callback):
         metrics["grad_norm/total"] = values[n]
         metrics.update({f"weight_norm/{k}": v for k, v in zip(self.names, values[n + 1 : 2 * n + 1], strict=True)})
         metrics.update({f"update_ratio/{k}": v for k, v in zip(self.names, values[2 * n + 1 :], strict=True)})
-        pl_module.log_step(metrics, trainer.global_step - 1)  # the step whose update this was
+        log_metrics(trainer.loggers, metrics, trainer.global_step - 1)  # the step whose update this was
 
 
 class Throughput(Callback):
@@ -124,8 +125,12 @@ class StepReport(Callback):
 
 
 class RunBar(TQDMProgressBar):
-    """A run's progress: epoch i/N, the step, the last logged train loss and the last validation accuracy;
-    validation bars leave no line behind."""
+    """A run's progress: epoch i/N, the step, the last logged train loss (`last_loss()`) and the last validation
+    accuracy; validation bars leave no line behind."""
+
+    def __init__(self, last_loss: Callable[[], float | None]) -> None:
+        super().__init__()
+        self.last_loss = last_loss
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
@@ -133,7 +138,7 @@ class RunBar(TQDMProgressBar):
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         out: dict[str, Any] = {"step": trainer.global_step}
-        loss = getattr(pl_module, "last_train_loss", None)
+        loss = self.last_loss()
         if loss is not None:
             out["loss"] = f"{loss:.3f}"
         acc = trainer.callback_metrics.get("val/acc")

@@ -102,7 +102,7 @@ def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], pro
         max_steps=spec.max_steps or -1,
         logger=loggers or False,
         callbacks=callbacks,
-        log_every_n_steps=spec.log_every,  # step metrics go to the loggers directly (Classifier.log_step)
+        log_every_n_steps=spec.log_every,  # step metrics go to the loggers directly (module.log_metrics)
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
@@ -252,7 +252,9 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
         dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
     _quiet_lightning()
     speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every), speed, *([RunBar()] if progress else []),
+    module = prepared.module
+    callbacks = [NormMonitor(spec.log_every, module.model), speed,
+                 *([RunBar(lambda: module.last_train_loss)] if progress else []),
                  *([StepReport(on_step)] if on_step else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     record = RunRecord(run_dir)
@@ -285,8 +287,8 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
         raise
     for logger in trainer.loggers:
         logger.finalize("success")
-    if prepared.module.diverged_step is not None:
-        summary.update(status="diverged", diverged_step=prepared.module.diverged_step)
+    if module.divergence.step is not None:
+        summary.update(status="diverged", diverged_step=module.divergence.step)
     summary.update(record.tidy_metrics())
     chance = chance_accuracy(prepared.data.y_val)
     if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),

@@ -203,3 +203,18 @@ def test_help_states_defaults_and_choices_and_bare_initbench_lists_the_commands(
     assert main([]) == 2
     out = capsys.readouterr().out
     assert out.startswith("usage: initbench") and "sweep" in out and "examples:" in out
+
+
+@pytest.mark.parametrize(("name", "cls", "momentum"), [("sgd", "SGD", 0.9), ("adam", "Adam", None),
+                                                       ("adamw", "AdamW", None)])
+def test_each_optimizer_name_builds_exactly_that_torch_optimizer(tmp_path, tiny_spec, name, cls, momentum):
+    spec = tiny_spec(optimizer=name, lr=0.01, weight_decay=0.001, schedule="cosine", epochs=1)
+    _, summary = run(spec, tmp_path, progress=False)
+    assert summary["status"] in ("ok", "collapsed")
+    from initbench.module import OPTIMIZER_TABLE
+
+    opt = OPTIMIZER_TABLE[name]([torch.nn.Parameter(torch.zeros(2))], 0.01, 0.9, 0.001)
+    assert type(opt).__name__ == cls and opt.defaults["lr"] == 0.01 and opt.defaults["weight_decay"] == 0.001
+    assert opt.defaults.get("momentum") == momentum
+    with pytest.raises(KeyError):  # a name outside the table is never some other optimizer
+        OPTIMIZER_TABLE["lbfgs"]
