@@ -99,3 +99,70 @@ def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_si
         lines.append(f"{r['model']:<12}{r['device']:<8}{r['steps']:>7}{r['plain_img_s']:>18,.0f}"
                      f"{r['initbench_img_s']:>18,.0f}{r['ratio']:>8.3f}  {r['ratio_min']:.3f}-{r['ratio_max']:.3f}")
     return "\n".join(lines)
+
+
+LOCKSTEP_INITS = ("kaiming_normal", "xavier_uniform", "orthogonal", "lecun_normal", "kaiming_uniform",
+                  "xavier_normal", "pytorch_default", "trunc_normal(std=0.02)")
+
+
+def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[float, str]:
+    """(seconds, mode) for `steps` steps of the members trained as one lockstep group (CSV logs and norms
+    included)."""
+    from initbench.lockstep import StackedClassifier
+
+    spec = dataclasses.replace(members[0].spec, max_steps=steps, epochs=10**6)
+    loggers = [CSVLogger(workdir / str(m), name="", version="") for m in range(len(members))]
+
+    def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:
+        loggers[member].log_metrics(metrics, step=step)
+
+    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], members[0].data.num_classes, spec,
+                               log)
+    speed = Throughput()
+    trainer = make_trainer(spec, [speed], [], progress=False, validate=False)
+    data = members[0].data
+    module.to(trainer.strategy.root_device)
+    module.choose_mode(*(t[: spec.batch_size].to(trainer.strategy.root_device) for t in (data.x_train, data.y_train)))
+    trainer.fit(module, datamodule=data)
+    for logger in loggers:
+        logger.finalize("success")
+    return speed.seconds, module.mode
+
+
+def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, batch_size: int, accelerator: str,
+                   data_dir: Path | None = None) -> dict[str, Any]:
+    """K runs of one model (different inits) trained in lockstep and the same K one after another through
+    initbench, interleaved; the speedup is the ratio of their wall times for the same steps."""
+    _quiet_lightning()
+    members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
+                               init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir)
+               for i in range(k)]
+    cuda = members[0].data.x_train.is_cuda or (accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available())
+    together, alone, peak, mode = [], [], None, "?"
+    with tempfile.TemporaryDirectory() as tmp:
+        lockstep_loop(members, 10, Path(tmp) / "warm")
+        for i in range(repeats):
+            if cuda:
+                torch.cuda.reset_peak_memory_stats()
+            seconds, mode = lockstep_loop(members, steps, Path(tmp) / f"l{i}")
+            together.append(seconds)
+            if cuda:
+                peak = max(peak or 0, torch.cuda.max_memory_allocated())
+            alone.append(sum(steps * batch_size / initbench_loop(p, steps, Path(tmp) / f"s{i}-{m}")
+                             for m, p in enumerate(members)))
+    ratios = sorted(a / t for a, t in zip(alone, together, strict=True))
+    return {"model": model, "k": k, "steps": steps, "lockstep_s": statistics.median(together),
+            "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
+            "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
+            "device": "cuda" if cuda else "cpu", "mode": mode}
+
+
+def format_lockstep(row: dict[str, Any], dataset: str, repeats: int, batch_size: int) -> str:
+    import resource
+
+    peak = (f"peak GPU memory of the group {row['peak_mib']:,.0f} MiB" if row["peak_mib"] is not None else
+            f"process peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB (RSS)")
+    return (f"{row['model']} x{row['k']} on {dataset} ({row['device']}, batch {batch_size}, {row['steps']} steps, "
+            f"{repeats} interleaved repeats, torch threads {torch.get_num_threads()}): lockstep ({row['mode']}) "
+            f"{row['lockstep_s']:.2f} s, sequential {row['sequential_s']:.2f} s\n"
+            f"lockstep speedup {row['speedup']:.2f}x (range {row['speedup_min']:.2f}-{row['speedup_max']:.2f}); {peak}")

@@ -192,6 +192,16 @@ def _bench(args: argparse.Namespace) -> None:
     for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:
             raise InitbenchError(f"{flag} must be at least 1, got {value}")
+    if args.lockstep is not None:
+        from initbench.bench import DEFAULT_STEPS, bench_lockstep, format_lockstep
+
+        if args.lockstep < 1:
+            raise InitbenchError(f"--lockstep must be at least 1, got {args.lockstep}")
+        for model in args.models:
+            row = bench_lockstep(model, args.dataset, args.lockstep, args.steps or DEFAULT_STEPS.get(model, 300) // 5,
+                                 args.repeats, args.batch_size, args.accelerator, args.data_dir)
+            print(format_lockstep(row, args.dataset, args.repeats, args.batch_size))
+        return
     rows = bench(args.models, args.dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
                  args.data_dir)
     print(format_rows(rows, args.dataset, args.repeats, args.batch_size, RunSpec.log_every))
@@ -219,7 +229,8 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"{len(rows)} runs ({sum(d for _, d in rows)} done) of {len(sweep.runs)} in the grid; out: {out}")
         return 0
     try:
-        counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress)
+        counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress,
+                         engine=args.engine, lockstep_max=args.lockstep_max)
     except (KeyboardInterrupt, Terminated) as stop:
         done = sum(d for _, d in completed(sweep, out))
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
@@ -294,6 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write a W&B sweep config whose agents run this grid with `initbench run`, and exit")
     p.add_argument("--no-progress", action="store_true",
                    help="no progress bar on a terminal, and no per-run lines without one")
+    p.add_argument("--engine", default="auto", choices=["auto", "lockstep", "sequential"],
+                   help="lockstep trains the runs that differ only in their init as one stacked model; auto (the "
+                        "default) does so where the model allows and says why not elsewhere; sequential one by one")
+    p.add_argument("--lockstep-max", type=int, default=32, metavar="K",
+                   help="at most K runs per lockstep group (default: 32)")
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
@@ -328,6 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
     p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn)")
     p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (default: 5)")
+    p.add_argument("--lockstep", type=int, default=None, metavar="K",
+                   help="instead: K runs of each model trained in lockstep against the same K one by one, and the "
+                        "speedup")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ... (default: auto)")
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
@@ -367,10 +386,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def entry() -> None:
-    """The `initbench` console script: main(), after which SIGTERM is ignored: the work is done and every record
-    whole, and a signal during the interpreter's own shutdown would otherwise kill it without a word."""
+    """The `initbench` console script: main(), after which SIGTERM and SIGINT are ignored: the work is done, every
+    record whole, and a signal during the interpreter's own shutdown would otherwise kill it without a word."""
     code = main()
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sys.exit(code)
 
 

@@ -48,6 +48,7 @@ class Prepared:
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) -> Prepared:
     """Seed, load data, build the model for the data's shape and apply the init (no files written)."""
     spec.validate()
+    limit_threads()
     init_seed, data_seed = spec.seeds
     data = TensorDataModule(spec.dataset, spec.batch_size, data_seed, spec.split_seed, spec.val_fraction,
                             spec.limit_train, spec.limit_val, spec.limit_test, data_dir, download)
@@ -61,6 +62,13 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) 
     module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
                         spec.schedule, spec.log_every)
     return Prepared(spec, data, module, manifest)
+
+
+def limit_threads() -> None:
+    """Never more torch threads than the cores this process may use (oversubscribed cores slow every run tenfold)."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if torch.get_num_threads() > allowed:
+        torch.set_num_threads(allowed)
 
 
 _WARNED: set[str] = set()
@@ -229,6 +237,55 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
         lock.release()
 
 
+def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = True, data_dir: Path | None = None,
+                        download: bool = True, on_step: Callable[[int], None] | None = None,
+                        note: Callable[[str], None] = print) -> list[tuple[RunSpec, Path, dict[str, Any], str]]:
+    """Runs that share everything but the init, trained as one lockstep group where the model allows (else one by
+    one, with a one-line `note` saying why): [(spec, run dir, summary, outcome)] in the given order, outcomes as
+    `claim_and_run`'s. Preparation failures are recorded per run; complete and busy runs are left alone."""
+    from initbench import lockstep
+
+    results: dict[str, tuple[RunSpec, Path, dict[str, Any], str]] = {}
+    members, locks = [], []
+    started = time.time()
+    try:
+        for spec in specs:
+            existing = RunRecord(record_dir(spec, out))
+            run_dir = run_dir_for(spec, out)
+            lock = RunLock(run_dir)
+            if existing.complete:
+                results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
+                continue
+            if not lock.acquire():
+                results[spec.run_id] = (spec, run_dir, {}, "busy")
+                continue
+            locks.append(lock)
+            if RunRecord(record_dir(spec, out)).complete:  # finished by another process since we looked
+                results[spec.run_id] = (spec, existing.path, RunRecord(record_dir(spec, out)).summary(), "done")
+                continue
+            try:
+                prepared = prepare(spec, data_dir, download)
+            except Exception as exc:  # recorded as this run's failure, as one by one
+                results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, exc, started), "trained")
+                continue
+            members.append((prepared, run_dir))
+        reason = next((why for why in (lockstep.why_not(p.spec, p.module.model) for p, _ in members[:1]) if why),
+                      None)
+        if members and reason:
+            note(f"lockstep: {members[0][0].spec.problem}: {reason}")
+            for prepared, run_dir in members:
+                summary = _train(prepared, out, run_dir, False, time.time(), on_step)
+                results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
+        elif members:
+            summaries = lockstep.train_group(members, out, progress, started, on_step)
+            for (prepared, run_dir), summary in zip(members, summaries, strict=True):
+                results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
+    finally:
+        for lock in locks:
+            lock.release()
+    return [results[s.run_id] for s in specs if s.run_id in results]
+
+
 def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: float) -> dict[str, Any]:
     """A run that failed before training: its record says so (config, then summary last)."""
     record = RunRecord(run_dir)
@@ -261,7 +318,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     record.start()  # an interrupted earlier attempt is started over
     config = {
         "run_id": spec.run_id, "spec": spec.to_record(), "versions": versions(), "device": _device(trainer),
-        "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
+        "engine": "sequential", "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
                  "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
         "parameters": sum(p.numel() for p in prepared.module.model.parameters()),
     }

@@ -173,6 +173,7 @@ class Problem:
 
     examples: int
     macs: int
+    not_lockstep: str | None = None  # why its runs cannot train as lockstep groups
 
 
 def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) -> dict[tuple[str, str], Problem]:
@@ -181,14 +182,17 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
     import torch
 
     from initbench.data import decode
+    from initbench.lockstep import why_not
     from initbench.models import build_model, forward_macs
 
     problems = {}
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
         d = decode(dataset, data_dir, download)
+        first = next(r for r in runs if (r.dataset, r.model) == (dataset, model))
         with torch.random.fork_rng(devices=[]):
             built = build_model(model, tuple(d.x_train.shape[1:]), d.num_classes)
-            problems[(dataset, model)] = Problem(len(d.y_train), forward_macs(built, d.x_train[:1].float()))
+            problems[(dataset, model)] = Problem(len(d.y_train), forward_macs(built, d.x_train[:1].float()),
+                                                 why_not(first, built))
     return problems
 
 
@@ -206,18 +210,51 @@ def run_cost(spec: RunSpec, problem: Problem) -> tuple[int, float]:
     return run_steps(spec, problem.examples), float(spec.batch_size * (problem.macs + OVERHEAD_MACS))
 
 
+ENGINES = ("auto", "lockstep", "sequential")
+
+
+def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine: str,
+          lockstep_max: int) -> list[list[RunSpec]]:
+    """What trains together: with `lockstep` or `auto`, runs that share everything but the init (at most
+    `lockstep_max` per group, in the grid's order), where the problem allows; else one run at a time."""
+    if engine == "sequential":
+        return [[r] for r in todo]
+    from initbench.lockstep import group_key
+
+    groups: dict[str, list[RunSpec]] = {}
+    for r in todo:
+        if problems[(r.dataset, r.model)].not_lockstep:
+            groups[r.run_id] = [r]
+        else:
+            groups.setdefault(group_key(r), []).append(r)
+    return [g[i : i + lockstep_max] for g in groups.values() for i in range(0, len(g), lockstep_max)]
+
+
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
-            download: bool = True, progress: bool = True) -> dict[str, int]:
+            download: bool = True, progress: bool = True, engine: str = "auto",
+            lockstep_max: int = 32) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     On a terminal, one bar for the whole shard advances step by step, each run weighted by its cost (an MLP run
-    moves it less than a CNN run), with the tally; without one, a line per finished run."""
+    moves it less than a CNN run), with the tally; without one, a line per finished run. The engine (`auto`:
+    lockstep groups where the model allows, with a note where it does not) decides what trains together."""
     from tqdm.auto import tqdm
 
-    from initbench.runner import claim_and_run, record_dir
+    from initbench.runner import claim_and_run, claim_and_run_group, record_dir
 
+    if engine not in ENGINES:
+        raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if lockstep_max < 1:
+        raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
     runs = sweep.shard(*shard)
     problems = preflight(runs, data_dir, download)
+    if engine != "sequential":
+        for (dataset, model), problem in sorted(problems.items()):
+            if problem.not_lockstep and engine == "lockstep":
+                raise InitbenchError(f"--engine lockstep: {dataset}_{model}: {problem.not_lockstep}; use --engine "
+                                     "auto (lockstep where possible) or sequential")
+            if problem.not_lockstep:
+                print(f"initbench: {dataset}_{model}: {problem.not_lockstep}", file=sys.stderr)
     try:
         write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
     except OSError as exc:
@@ -239,21 +276,31 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
                bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
     try:
-        for spec in todo:
-            steps, per_step = costs[spec.run_id]
+        for unit in units(todo, problems, engine, lockstep_max):
+            steps, per_step = costs[unit[0].run_id]
+            per_step *= len(unit)  # a group's step is every member's step
             start = bar.n
 
             def advance(step: int, start: float = start, steps: int = steps, per_step: float = per_step) -> None:
-                bar.update(start + min(step, steps) * per_step - bar.n)
+                bar.update(max(0.0, start + min(step, steps) * per_step - bar.n))
 
+            head = unit[0]
+            what = f"{head.init} seed {head.seed}" if len(unit) == 1 else f"{len(unit)} inits seed {head.seed}"
             bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts) or 'first run'} | "
-                                f"{spec.problem} {spec.init} seed {spec.seed}", refresh=True)
-            _, summary, outcome = claim_and_run(spec, out, progress=False, data_dir=data_dir, download=download,
-                                                keep_going=True, on_step=advance if terminal else None)
-            counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
-            bar.update(start + steps * per_step - bar.n)  # a run that diverged early moves the bar to its end
-            if progress and not terminal:  # a log, not a terminal: one line per run, as it finishes
-                print(f"[{sum(counts.values())}/{len(runs)}] {_run_line(spec, summary, outcome)}", flush=True)
+                                f"{head.problem} {what}", refresh=True)
+            step_report = advance if terminal else None
+            if engine == "sequential":
+                _, summary, outcome = claim_and_run(head, out, progress=False, data_dir=data_dir, download=download,
+                                                    keep_going=True, on_step=step_report)
+                done = [(head, summary, outcome)]
+            else:
+                done = [(spec, summary, outcome) for spec, _, summary, outcome in claim_and_run_group(
+                    unit, out, progress=False, data_dir=data_dir, download=download, on_step=step_report)]
+            bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
+            for spec, summary, outcome in done:
+                counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
+                if progress and not terminal:  # a log, not a terminal: one line per run, as it finishes
+                    print(f"[{sum(counts.values())}/{len(runs)}] {_run_line(spec, summary, outcome)}", flush=True)
         bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts)}", refresh=True)
     finally:
         bar.close()

@@ -1,0 +1,305 @@
+"""The lockstep engine: K runs that differ only in their init trained at once as one stacked model.
+
+Within a seed every init sees the same batches (the paired design), so the members' parameters are stacked
+(`torch.func.stack_module_state`) and one `vmap` of `functional_call` computes all K forward passes on the shared
+batch. The optimizer works on the stacked tensors: SGD (with momentum), Adam and AdamW are elementwise, so each
+member's slice is updated exactly as `torch.optim` would update that run alone. One Lightning Trainer owns the loop;
+each member keeps its own CSV log and writes its own record, in the sequential engine's format under the same run
+id. A member whose loss goes non-finite is recorded as diverged at its exact step; its slice never touches the
+others' (every operation is per member), and the group goes on.
+"""
+
+from __future__ import annotations
+
+import copy
+import time
+import traceback
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from lightning.pytorch.loggers import CSVLogger
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
+from initbench.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed
+from initbench.plan import RunSpec
+from initbench.record import RunRecord
+
+SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "64-true")
+
+
+def why_not(spec: RunSpec, model: nn.Module) -> str | None:
+    """Why a run cannot join a lockstep group (None when it can)."""
+    if "wandb" in spec.log.loggers:
+        return "W&B logging runs one W&B run per training run: trained one by one"
+    if spec.precision not in SUPPORTED_PRECISIONS:
+        return f"precision {spec.precision} needs a loss scaler per run: trained one by one"
+    for name, module in model.named_modules():
+        if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
+            return f"{type(module).__name__} ({name}) updates running statistics in training: trained one by one"
+        if isinstance(module, nn.modules.dropout._DropoutNd) and module.p > 0:
+            return f"{type(module).__name__} ({name}) draws random masks: trained one by one"
+    return None
+
+
+def group_key(spec: RunSpec) -> str:
+    """Runs with the same key may share a group: everything that defines a run but its init."""
+    identity = spec.identity()
+    identity.pop("init")
+    return repr(sorted(identity.items()))
+
+
+class StackedClassifier(L.LightningModule):
+    """K copies of one architecture with their own parameters, trained on the same batches with cross-entropy."""
+
+    def __init__(self, models: list[nn.Module], num_classes: int, spec: RunSpec,
+                 log: Callable[[int, dict[str, float], int, int | None], None]) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.k, self.num_classes, self.spec, self.log_member = len(models), num_classes, spec, log
+        self.mode = "vmap"
+        params, buffers = stack_module_state(models)
+        self.names = list(params)
+        self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
+        for i, value in enumerate(buffers.values()):
+            self.register_buffer(f"buffer{i}", value.clone())
+        self.buffer_names = list(buffers)
+        self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not a submodule, never moved or saved
+        self.diverged: list[int | None] = [None] * self.k
+        self.stopped: list[int | None] = [None] * self.k  # the step a diverged member's log ends at
+        self._losses: list[torch.Tensor] = []
+        self._correct: list[torch.Tensor] = []
+        self._seen = 0
+        self._last_step = -1
+        self._norms: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
+        self._eval: list[torch.Tensor] = []
+        self.last_train_loss: float | None = None
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """[K, batch, classes]: every member's forward pass on the shared batch, as one `vmap` (`mode="vmap"`) or
+        member by member on slices of the stacked parameters (`mode="loop"`: the single run's own kernels)."""
+        params = dict(zip(self.names, self.stacked, strict=True))
+        buffers = {n: getattr(self, f"buffer{i}") for i, n in enumerate(self.buffer_names)}
+        if self.mode == "loop":
+            return torch.stack([functional_call(self.base[0], ({n: p[m] for n, p in params.items()},
+                                                               {n: b[m] for n, b in buffers.items()}), (x,))
+                                for m in range(self.k)])
+
+        def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
+            return functional_call(self.base[0], (p, b), (inputs,))
+
+        return vmap(one, in_dims=(0, 0, None))(params, buffers, x)
+
+    def choose_mode(self, x: torch.Tensor, y: torch.Tensor, repeats: int = 3) -> str:
+        """Time a forward and backward pass on a real batch both ways and keep the faster: `vmap` batches the
+        members' matrix products (much faster for MLPs; on a CPU, convolutions become slow grouped convolutions),
+        `loop` keeps each member's own kernels and still shares the loop, the batches and the optimizer step."""
+        timings = {}
+        for mode in ("vmap", "loop"):
+            self.mode = mode
+            for i in range(repeats + 1):
+                if i == 1:
+                    start = time.perf_counter()
+                self._member_losses(self.logits(x), y).sum().backward()
+            if x.is_cuda:
+                torch.cuda.synchronize(x.device)
+            timings[mode] = time.perf_counter() - start
+        for p in self.stacked:
+            p.grad = None
+        self.mode = min(timings, key=timings.get)
+        return self.mode
+
+    def _member_losses(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+        k, b, c = logits.shape
+        losses = F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
+        return losses.mean(1) if reduction == "mean" else losses.sum(1)
+
+    def on_train_start(self) -> None:
+        self._last_step = int(self.trainer.estimated_stepping_batches) - 1
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        x, y = batch
+        step = self.global_step
+        opt = self.optimizers()
+        opt.zero_grad(set_to_none=True)
+        logits = self.logits(x)
+        losses = self._member_losses(logits, y)
+        self.manual_backward(losses.sum())  # each member's gradient is its own loss's: nothing crosses members
+        monitor = step % self.spec.log_every == 0
+        if monitor:
+            self._norms_before()
+        opt.step()
+        if self.spec.schedule != "none":
+            self.lr_schedulers().step()
+        if monitor:
+            self._norms_after(step)
+        self._losses.append(losses.detach())
+        self._correct.append((logits.detach().argmax(2) == y).sum(1))
+        self._seen += len(y)
+        if monitor or step == self._last_step:
+            self._flush(step)
+
+    def _flush(self, step: int) -> None:
+        """Per member: the window's mean train loss and accuracy, and the first non-finite loss (its exact step)."""
+        losses = torch.stack(self._losses)  # [window, K]
+        finite = torch.isfinite(losses)
+        first_bad = (~finite).float().argmax(0)
+        rows = torch.stack([losses.mean(0), torch.stack(self._correct).sum(0) / self._seen,
+                            finite.all(0).float(), first_bad.float()]).tolist()
+        start = step - len(self._losses) + 1
+        for m in range(self.k):
+            if self.stopped[m] is not None:
+                continue
+            self.log_member(m, {"train/loss": rows[0][m], "train/acc": rows[1][m]}, step, None)
+            if not rows[2][m]:
+                self.diverged[m], self.stopped[m] = start + int(rows[3][m]), step
+        active = [m for m in range(self.k) if self.stopped[m] is None]
+        if not active:
+            self.trainer.should_stop = True
+        self.last_train_loss = rows[0][active[0]] if active else None
+        self._losses, self._correct, self._seen = [], [], 0
+
+    def _norms_before(self) -> None:
+        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.stacked]
+        grad_norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # [params, K]
+        weight_norms = torch.stack([p.detach().flatten(1).norm(dim=1) for p in self.stacked])
+        self._norms = (grad_norms, weight_norms, [p.detach().clone() for p in self.stacked])
+
+    def _norms_after(self, step: int) -> None:
+        """grad_norm/<name> (and /total), weight_norm/<name> and update_ratio/<name> per member, as NormMonitor."""
+        grad_norms, weight_norms, before = self._norms  # type: ignore[misc]
+        self._norms = None
+        updates = torch.stack([(p.detach() - b).flatten(1).norm(dim=1) for p, b in zip(self.stacked, before,
+                                                                                       strict=True)])
+        ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)
+        table = torch.cat([grad_norms, grad_norms.norm(dim=0, keepdim=True), weight_norms, ratios]).T.tolist()
+        n = len(self.names)
+        for m, values in enumerate(table):
+            if self.stopped[m] is not None:
+                continue
+            metrics = {f"grad_norm/{k}": v for k, v in zip(self.names, values[:n], strict=True)}
+            metrics["grad_norm/total"] = values[n]
+            metrics.update({f"weight_norm/{k}": v for k, v in zip(self.names, values[n + 1 : 2 * n + 1],
+                                                                   strict=True)})
+            metrics.update({f"update_ratio/{k}": v for k, v in zip(self.names, values[2 * n + 1 :], strict=True)})
+            self.log_member(m, metrics, step, None)
+
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        logits = self.logits(x)
+        self._eval.append(torch.stack([self._member_losses(logits, y, "sum"),
+                                       (logits.argmax(2) == y).sum(1).float(),
+                                       torch.full((self.k,), float(len(y)), device=logits.device)]))
+
+    def _evaluated(self, stage: str, step: int) -> None:
+        loss_sum, correct, n = torch.stack(self._eval).sum(0).tolist()
+        self._eval = []
+        self.results = [{f"{stage}/loss": loss_sum[m] / n[m], f"{stage}/acc": correct[m] / n[m]}
+                        for m in range(self.k)]
+        for m, metrics in enumerate(self.results):
+            stopped = self.stopped[m]
+            if stopped is None or (stage == "val" and step <= stopped):
+                self.log_member(m, metrics, step, self.current_epoch)
+            elif stage == "test":  # a diverged member's run ended right after the step it was found at
+                self.log_member(m, metrics, stopped + 1, self.current_epoch)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluated("val", max(self.global_step - 1, 0))  # where Lightning logs a run's epoch-end metrics
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluated("test", self.global_step)
+
+    def configure_optimizers(self) -> Any:
+        s = self.spec
+        opt = OPTIMIZER_TABLE[s.optimizer](self.stacked.parameters(), s.lr, s.momentum, s.weight_decay)
+        sched = SCHEDULE_TABLE[s.schedule](opt, self.trainer.estimated_stepping_batches)
+        return opt if sched is None else {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+
+
+def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, started: float,
+                on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
+    """Train prepared runs (`Prepared`, their record folders) that share everything but the init as one stacked
+    model; write one record per member and return their summaries, in order. The caller holds their locks."""
+    from initbench.runner import _device, make_trainer, versions
+
+    spec = members[0][0].spec
+    data = members[0][0].data
+    records = [RunRecord(run_dir) for _, run_dir in members]
+    loggers = [CSVLogger(r.path, name="", version="") for r in records]
+
+    def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:
+        loggers[member].log_metrics({**metrics, **({} if epoch is None else {"epoch": epoch})}, step=step)
+
+    module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log)
+    speed = Throughput()
+    callbacks = [speed, *([RunBar(lambda: module.last_train_loss)] if progress else []),
+                 *([StepReport(on_step)] if on_step else [])]
+    trainer = make_trainer(spec, callbacks, [], progress)
+    device = trainer.strategy.root_device
+    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+    module.to(device)
+    error: Exception | None = None
+    try:
+        mode: str | None = module.choose_mode(x, y)
+    except Exception as exc:  # the model fails on a real batch: every member's result, recorded below
+        mode, error = None, exc
+    for (prepared, _), record in zip(members, records, strict=True):
+        record.start()
+        record.write_config({
+            "run_id": prepared.spec.run_id, "spec": prepared.spec.to_record(), "versions": versions(),
+            "device": _device(trainer), "engine": "lockstep", "group_size": len(members), "lockstep_mode": mode,
+            "data": {"dataset": spec.dataset, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
+                     **data.sizes()},
+            "parameters": sum(p.numel() for p in prepared.module.model.parameters())})
+        record.write_manifest(prepared.manifest.to_dict())
+    torch.manual_seed(spec.seeds[1])
+    try:
+        if error is None:
+            trainer.validate(module, datamodule=data, verbose=False)
+            trainer.fit(module, datamodule=data)
+            trainer.test(module, datamodule=data, verbose=False)
+    except Exception as exc:  # a crash inside training is a result of every member: recorded, not lost
+        error = exc
+    except SystemExit:
+        if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1): the records stay unfinished, rerun later
+            import signal
+
+            signal.signal(signal.SIGINT, signal.default_int_handler)
+            raise KeyboardInterrupt from None
+        raise
+    chance = chance_accuracy(data.y_val)
+    wall = round((time.time() - started) / len(members), 3)
+    summaries = []
+    for m, ((prepared, _), record, logger) in enumerate(zip(members, records, loggers, strict=True)):
+        logger.finalize("success")
+        summary: dict[str, Any] = {"run_id": prepared.spec.run_id, "status": "ok"}
+        if error is not None:
+            summary.update(status="failed", error=f"{type(error).__name__}: {error}",
+                           traceback="".join(traceback.format_exception(error, limit=5)))
+        elif module.diverged[m] is not None:
+            summary.update(status="diverged", diverged_step=module.diverged[m])
+        if error is None:
+            test = module.results[m]
+            summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
+        summary.update(record.tidy_metrics())
+        if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
+                                                   data.num_classes, chance, len(data.y_val)):
+            summary.update(status="collapsed", chance_acc=chance)
+        stopped = module.stopped[m]
+        summary.update(steps=trainer.global_step if stopped is None else stopped + 1,
+                       epochs=trainer.current_epoch, train_time_s=round(speed.seconds, 3),
+                       images_per_s=speed.images_per_s, wall_time_s=wall)
+        record.finish(summary)
+        summaries.append(summary)
+    return summaries

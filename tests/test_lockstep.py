@@ -1,0 +1,157 @@
+"""The lockstep engine: a group of runs that differ only in their init, trained as one stacked model, writes the
+records the same runs write one by one (same first-step loss, step-0 validation, divergence step, format), keeps a
+diverging member from touching the others, and resumes and mixes with the sequential engine."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from initbench.cli import main
+from initbench.plan import RunSpec
+from initbench.runner import claim_and_run_group, run
+
+# An identity-activation MLP at an absurd learning rate: kaiming_normal and xavier_uniform diverge within a few steps,
+# zeros does not (its hidden layer stays zero), so one group holds diverging and surviving members.
+WILD = dict(model="mlp(hidden=[8], activation=identity)", dataset="digits", epochs=2, batch_size=32,
+            limit_train=512, limit_val=128, limit_test=128, accelerator="cpu", log_every=4, lr=1e6)
+CALM = dict(WILD, model="mlp(hidden=[32])", lr=0.05)
+
+
+def _record(out: Path, spec: RunSpec) -> tuple[dict, dict, pd.DataFrame]:
+    run_dir = next(out.glob(f"*/*-{spec.run_id[:8]}"))
+    return (json.loads((run_dir / "config.json").read_text()), json.loads((run_dir / "summary.json").read_text()),
+            pd.read_csv(run_dir / "metrics.csv"))
+
+
+@pytest.mark.parametrize("settings", [WILD, CALM], ids=["diverging", "calm"])
+def test_a_group_writes_the_records_its_runs_write_one_by_one(tmp_path, settings):
+    specs = [RunSpec(init=i, **settings) for i in ("zeros", "kaiming_normal", "orthogonal", "xavier_uniform")]
+    results = claim_and_run_group(specs, tmp_path / "lockstep", progress=False)
+    assert [(s.run_id, outcome) for s, _, _, outcome in results] == [(s.run_id, "trained") for s in specs]
+    for spec in specs:
+        run(spec, tmp_path / "sequential", progress=False)
+        config, summary, metrics = _record(tmp_path / "lockstep", spec)
+        _, alone, alone_metrics = _record(tmp_path / "sequential", spec)
+        assert config["engine"] == "lockstep" and config["group_size"] == 4 and config["run_id"] == spec.run_id
+        assert summary["status"] == alone["status"] and summary.get("diverged_step") == alone.get("diverged_step")
+        assert summary["steps"] == alone["steps"]
+        assert list(metrics.columns) == list(alone_metrics.columns)  # the same format
+        assert metrics["step"].tolist() == alone_metrics["step"].tolist()
+        first = metrics["train/loss"].dropna().iloc[0]
+        assert first == pytest.approx(alone_metrics["train/loss"].dropna().iloc[0], rel=1e-4)
+        assert metrics["val/acc"].dropna().iloc[0] == alone_metrics["val/acc"].dropna().iloc[0]  # step 0: the init
+        if summary["status"] in ("ok", "collapsed"):
+            assert summary["val_acc_final"] == pytest.approx(alone["val_acc_final"], abs=0.05)
+    statuses = {s.init: _record(tmp_path / "lockstep", s)[1]["status"] for s in specs}
+    if settings is WILD:
+        assert statuses["kaiming_normal"] == statuses["xavier_uniform"] == "diverged"
+        assert statuses["zeros"] != "diverged"
+
+
+def test_a_diverging_member_never_touches_the_others(tmp_path):
+    survivors = [RunSpec(init=i, **WILD) for i in ("zeros", "normal(std=0.0)")]
+    diverging = RunSpec(init="kaiming_normal", **WILD)
+    claim_and_run_group([survivors[0], diverging, survivors[1]], tmp_path / "with", progress=False)
+    claim_and_run_group(survivors, tmp_path / "without", progress=False)
+    assert _record(tmp_path / "with", diverging)[1]["status"] == "diverged"
+    for spec in survivors:
+        _, summary, metrics = _record(tmp_path / "with", spec)
+        _, alone, alone_metrics = _record(tmp_path / "without", spec)
+        assert summary["status"] == alone["status"] != "diverged"
+        numeric = metrics.drop(columns=["epoch"]).to_numpy()
+        assert numeric == pytest.approx(alone_metrics.drop(columns=["epoch"]).to_numpy(), rel=1e-5, nan_ok=True)
+
+
+def test_an_interrupted_group_reruns_only_its_incomplete_members(tmp_path):
+    specs = [RunSpec(init=i, **CALM) for i in ("zeros", "kaiming_normal", "orthogonal")]
+    claim_and_run_group(specs[:1], tmp_path, progress=False)
+    before = _record(tmp_path, specs[0])[1]
+    results = claim_and_run_group(specs, tmp_path, progress=False)
+    assert [outcome for *_, outcome in results] == ["done", "trained", "trained"]
+    assert _record(tmp_path, specs[0])[1] == before  # untouched
+    assert _record(tmp_path, specs[1])[0]["group_size"] == 2
+
+
+def test_the_loop_mode_gives_the_single_runs_numbers(tmp_path):
+    import torch
+
+    from initbench.lockstep import StackedClassifier
+    from initbench.runner import prepare
+
+    members = [prepare(RunSpec(init=i, **CALM)) for i in ("kaiming_normal", "orthogonal")]
+    module = StackedClassifier([p.module.model for p in members], 10, members[0].spec, lambda *a: None)
+    x, y = members[0].data.x_train[:32], members[0].data.y_train[:32]
+    assert module.choose_mode(x, y) in ("vmap", "loop")
+    module.mode = "loop"
+    loop = module.logits(x)
+    module.mode = "vmap"
+    batched = module.logits(x)
+    for m, p in enumerate(members):
+        assert torch.equal(loop[m], p.module.model(x))  # the run's own kernels: bit for bit
+        assert torch.allclose(batched[m], p.module.model(x), rtol=1e-5, atol=1e-6)
+
+
+SWEEP = """
+    name: engines
+    datasets: [digits]
+    models: ["mlp(hidden=[16])"]
+    inits: [kaiming_normal, orthogonal, lsuv, zeros]
+    seeds: 2
+    train: {epochs: 1, batch_size: 32, limit_train: 256, limit_val: 64, limit_test: 64, accelerator: cpu}
+"""
+
+
+def test_records_are_interchangeable_between_engines(tmp_path, capsys):
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(SWEEP))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report", "--engine", "lockstep",
+                 "--lockstep-max", "3"]) == 0
+    said = capsys.readouterr().out
+    assert "8/8 complete" in said
+    configs = [json.loads(p.read_text()) for p in out.glob("*/*/config.json")]
+    assert sorted(c["group_size"] for c in configs) == [1, 1, 3, 3, 3, 3, 3, 3]  # groups of at most 3 per seed
+    victim = next(p.parent for p in out.glob("*/lsuv-seed1-*/summary.json"))
+    (victim / "summary.json").unlink()  # an interrupted run
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report", "--engine",
+                 "sequential"]) == 0
+    said = capsys.readouterr().out
+    assert "1 ok" in said or "1 collapsed" in said
+    assert "7 already done" in said and json.loads((victim / "config.json").read_text())["engine"] == "sequential"
+
+
+def test_auto_says_why_a_model_trains_one_by_one_and_lockstep_refuses_it(tmp_path):
+    models = tmp_path / "bnmodels.py"
+    models.write_text(textwrap.dedent("""
+        from torch import nn
+        def build(input_shape, num_classes):
+            c, h, w = input_shape
+            return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, 16), nn.BatchNorm1d(16), nn.ReLU(),
+                                 nn.Linear(16, num_classes))
+    """))
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(SWEEP).replace('"mlp(hidden=[16])"', "bnmodels:build"))
+    cmd = [sys.executable, "-m", "initbench.cli", "sweep", str(path), "--no-report", "--no-progress"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(tmp_path)}
+    refused = subprocess.run([*cmd, "--out", str(tmp_path / "a"), "--engine", "lockstep"], capture_output=True,
+                             text=True, env=env)
+    assert refused.returncode == 2 and "BatchNorm1d (2) updates running statistics" in refused.stderr
+    assert not (tmp_path / "a").exists()
+    auto = subprocess.run([*cmd, "--out", str(tmp_path / "b")], capture_output=True, text=True, env=env)
+    assert auto.returncode == 0, auto.stderr
+    assert auto.stderr.count("BatchNorm1d (2) updates running statistics in training: trained one by one") == 1
+    engines = {json.loads(p.read_text())["engine"] for p in (tmp_path / "b").glob("*/*/config.json")}
+    assert engines == {"sequential"}
+
+
+def test_bench_prints_the_lockstep_speedup():
+    done = subprocess.run([sys.executable, "-m", "initbench.cli", "bench", "--lockstep", "3", "--models", "mlp",
+                           "--dataset", "digits", "--steps", "20", "--repeats", "1", "--accelerator", "cpu"],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "mlp x3 on digits" in done.stdout and "lockstep speedup " in done.stdout
