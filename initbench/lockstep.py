@@ -27,6 +27,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
 from initbench.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed
+from initbench.optim import StackedOptimizer
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
 
@@ -48,9 +49,10 @@ def why_not(spec: RunSpec, model: nn.Module) -> str | None:
 
 
 def group_key(spec: RunSpec) -> str:
-    """Runs with the same key may share a group: everything that defines a run but its init."""
+    """Runs with the same key may share a group: everything that defines a run but its init and learning rate."""
     identity = spec.identity()
     identity.pop("init")
+    identity.pop("lr")
     return repr(sorted(identity.items()))
 
 
@@ -58,11 +60,13 @@ class StackedClassifier(L.LightningModule):
     """K copies of one architecture with their own parameters, trained on the same batches with cross-entropy."""
 
     def __init__(self, models: list[nn.Module], num_classes: int, spec: RunSpec,
-                 log: Callable[[int, dict[str, float], int, int | None], None]) -> None:
+                 log: Callable[[int, dict[str, float], int, int | None], None],
+                 lrs: list[float] | None = None) -> None:
         super().__init__()
         self.automatic_optimization = False
         self.k, self.num_classes, self.spec, self.log_member = len(models), num_classes, spec, log
         self.mode = "vmap"
+        self.lrs = lrs or [spec.lr] * self.k
         params, buffers = stack_module_state(models)
         self.names = list(params)
         self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
@@ -222,7 +226,10 @@ class StackedClassifier(L.LightningModule):
 
     def configure_optimizers(self) -> Any:
         s = self.spec
-        opt = OPTIMIZER_TABLE[s.optimizer](self.stacked.parameters(), s.lr, s.momentum, s.weight_decay)
+        if len(set(self.lrs)) == 1:  # one learning rate: torch.optim itself (elementwise, so exact per member)
+            opt = OPTIMIZER_TABLE[s.optimizer](self.stacked.parameters(), self.lrs[0], s.momentum, s.weight_decay)
+        else:
+            opt = StackedOptimizer(self.stacked.parameters(), s.optimizer, self.lrs, s.momentum, s.weight_decay)
         sched = SCHEDULE_TABLE[s.schedule](opt, self.trainer.estimated_stepping_batches)
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
@@ -241,7 +248,8 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:
         loggers[member].log_metrics({**metrics, **({} if epoch is None else {"epoch": epoch})}, step=step)
 
-    module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log)
+    module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log,
+                               [p.spec.lr for p, _ in members])
     speed = Throughput()
     callbacks = [speed, *([RunBar(lambda: module.last_train_loss)] if progress else []),
                  *([StepReport(on_step)] if on_step else [])]

@@ -155,3 +155,44 @@ def test_bench_prints_the_lockstep_speedup():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "mlp x3 on digits" in done.stdout and "lockstep speedup " in done.stdout
+
+
+@pytest.mark.parametrize(("kind", "momentum", "decay"), [("sgd", 0.9, 1e-3), ("sgd", 0.0, 0.0), ("adam", 0.0, 1e-3),
+                                                         ("adamw", 0.0, 1e-2)])
+def test_per_member_learning_rates_update_each_member_as_torch_optim_does(kind, momentum, decay):
+    import torch
+
+    from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
+    from initbench.optim import StackedOptimizer
+
+    gen = torch.Generator().manual_seed(0)
+    lrs = [0.1, 0.003, 0.3]
+    stacked = torch.nn.Parameter(torch.randn(3, 5, 4, generator=gen))
+    alone = [torch.nn.Parameter(stacked[m].detach().clone()) for m in range(3)]
+    ours = StackedOptimizer([stacked], kind, lrs, momentum, decay)
+    theirs = [OPTIMIZER_TABLE[kind]([p], lr, momentum, decay) for p, lr in zip(alone, lrs, strict=True)]
+    schedules = [SCHEDULE_TABLE["cosine"](o, 6) for o in (ours, *theirs)]
+    for _ in range(6):
+        grad = torch.randn(3, 5, 4, generator=gen)
+        stacked.grad = grad.clone()
+        for m, p in enumerate(alone):
+            p.grad = grad[m].clone()
+        for opt in (ours, *theirs):
+            opt.step()
+        for s in schedules:
+            s.step()
+        for m, p in enumerate(alone):
+            assert torch.allclose(stacked[m], p, rtol=1e-6, atol=1e-7), (kind, m)
+
+
+def test_members_with_their_own_learning_rates_train_as_their_runs_do(tmp_path):
+    specs = [RunSpec(init="kaiming_normal", **dict(CALM, lr=lr)) for lr in (0.01, 0.05, 0.2)]
+    results = claim_and_run_group(specs, tmp_path / "lockstep", progress=False)
+    assert [outcome for *_, outcome in results] == ["trained"] * 3
+    for spec in specs:
+        run(spec, tmp_path / "sequential", progress=False)
+        _, summary, metrics = _record(tmp_path / "lockstep", spec)
+        _, alone, alone_metrics = _record(tmp_path / "sequential", spec)
+        losses, alone_losses = metrics["train/loss"].dropna(), alone_metrics["train/loss"].dropna()
+        assert losses.iloc[:3].tolist() == pytest.approx(alone_losses.iloc[:3].tolist(), rel=1e-4)
+        assert summary["val_acc_final"] == pytest.approx(alone["val_acc_final"], abs=0.05)

@@ -1,0 +1,74 @@
+"""Optimizers for stacked lockstep members whose learning rates differ: SGD (with momentum), Adam and AdamW, each
+member's slice updated as `torch.optim` updates a single run (its single-tensor code path, step for step).
+
+Every tensor holds K members along its first dimension; `lrs` holds their learning rates. The param group's `lr`
+is a multiplier (1.0 at the start) that a learning-rate scheduler may anneal: member k's rate is lrs[k] x lr.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+
+
+class StackedOptimizer(torch.optim.Optimizer):
+    def __init__(self, params: Any, kind: str, lrs: list[float], momentum: float = 0.0, weight_decay: float = 0.0,
+                 betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
+        if kind not in ("sgd", "adam", "adamw"):
+            raise KeyError(kind)
+        super().__init__(params, {"lr": 1.0, "momentum": momentum, "weight_decay": weight_decay, "betas": betas,
+                                  "eps": eps})
+        self.kind = kind
+        self.lrs = torch.tensor(lrs, dtype=torch.float64)
+
+    def _rates(self, p: torch.Tensor, scale: float) -> torch.Tensor:
+        """Member rates shaped to broadcast over p ([K, 1, 1, ...]), in p's dtype."""
+        return (self.lrs * scale).to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1)))
+
+    @torch.no_grad()
+    def step(self, closure: Any = None) -> None:
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                if self.kind == "sgd":
+                    self._sgd(p, group)
+                else:
+                    self._adam(p, group)
+
+    def _sgd(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        grad = p.grad
+        if group["weight_decay"] != 0:
+            grad = grad.add(p, alpha=group["weight_decay"])
+        if group["momentum"] != 0:
+            state = self.state[p]
+            if "momentum_buffer" not in state:
+                state["momentum_buffer"] = torch.clone(grad).detach()
+            else:
+                state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
+            grad = state["momentum_buffer"]
+        p.add_(grad * -self._rates(p, group["lr"]))
+
+    def _adam(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+        grad = p.grad
+        beta1, beta2 = group["betas"]
+        state = self.state[p]
+        if not state:
+            state["step"] = 0
+            state["exp_avg"] = torch.zeros_like(p)
+            state["exp_avg_sq"] = torch.zeros_like(p)
+        state["step"] += 1
+        rates = self._rates(p, group["lr"])
+        if group["weight_decay"] != 0:
+            if self.kind == "adamw":
+                p.mul_(1 - rates * group["weight_decay"])
+            else:
+                grad = grad.add(p, alpha=group["weight_decay"])
+        state["exp_avg"].lerp_(grad, 1 - beta1)
+        state["exp_avg_sq"].mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+        bias_correction1 = 1 - beta1 ** state["step"]
+        bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
+        denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(group["eps"])
+        p.add_(state["exp_avg"] / denom * -(rates / bias_correction1))
