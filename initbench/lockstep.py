@@ -76,6 +76,8 @@ class StackedClassifier(L.LightningModule):
         self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not a submodule, never moved or saved
         self.diverged: list[int | None] = [None] * self.k
         self.stopped: list[int | None] = [None] * self.k  # the step a diverged member's log ends at
+        self.stop_epoch: list[int | None] = [None] * self.k  # the epoch count its run would end with
+        self._val_after_stop = [False] * self.k
         self._losses: list[torch.Tensor] = []
         self._correct: list[torch.Tensor] = []
         self._seen = 0
@@ -162,6 +164,7 @@ class StackedClassifier(L.LightningModule):
             self.log_member(m, {"train/loss": rows[0][m], "train/acc": rows[1][m]}, step, None)
             if not rows[2][m]:
                 self.diverged[m], self.stopped[m] = start + int(rows[3][m]), step
+                self.stop_epoch[m] = self.current_epoch + 1
         active = [m for m in range(self.k) if self.stopped[m] is None]
         if not active:
             self.trainer.should_stop = True
@@ -207,10 +210,15 @@ class StackedClassifier(L.LightningModule):
                         for m in range(self.k)]
         for m, metrics in enumerate(self.results):
             stopped = self.stopped[m]
-            if stopped is None or (stage == "val" and step <= stopped):
+            if stopped is None or (stage == "val" and step < stopped):
                 self.log_member(m, metrics, step, self.current_epoch)
+            elif stage == "val" and not self._val_after_stop[m]:
+                # Run alone, a diverged run ends its epoch right after the step it was found at and is validated
+                # there; its parameters have been non-finite since, so this validation is the one it would get.
+                self._val_after_stop[m] = True
+                self.log_member(m, metrics, stopped, self.current_epoch)
             elif stage == "test":  # a diverged member's run ended right after the step it was found at
-                self.log_member(m, metrics, stopped + 1, self.current_epoch)
+                self.log_member(m, metrics, stopped + 1, self.stop_epoch[m])
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._evaluate(batch)
@@ -306,7 +314,8 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
             summary.update(status="collapsed", chance_acc=chance)
         stopped = module.stopped[m]
         summary.update(steps=trainer.global_step if stopped is None else stopped + 1,
-                       epochs=trainer.current_epoch, train_time_s=round(speed.seconds, 3),
+                       epochs=trainer.current_epoch if stopped is None else module.stop_epoch[m],
+                       train_time_s=round(speed.seconds, 3),
                        images_per_s=speed.images_per_s, wall_time_s=wall)
         record.finish(summary)
         summaries.append(summary)

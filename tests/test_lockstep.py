@@ -47,6 +47,10 @@ def test_a_group_writes_the_records_its_runs_write_one_by_one(tmp_path, settings
         assert metrics["val/acc"].dropna().iloc[0] == alone_metrics["val/acc"].dropna().iloc[0]  # step 0: the init
         if summary["status"] in ("ok", "collapsed"):
             assert summary["val_acc_final"] == pytest.approx(alone["val_acc_final"], abs=0.05)
+        else:  # a diverged member's record ends as its run's does: validated and tested on the same (NaN) model
+            for key in ("val_acc_final", "best_val_acc", "best_val_step", "test_acc", "epochs"):
+                assert summary[key] == alone[key], key
+            assert metrics.drop(columns=["epoch"]).isna().equals(alone_metrics.drop(columns=["epoch"]).isna())
     statuses = {s.init: _record(tmp_path / "lockstep", s)[1]["status"] for s in specs}
     if settings is WILD:
         assert statuses["kaiming_normal"] == statuses["xavier_uniform"] == "diverged"
