@@ -116,8 +116,21 @@ def _run(args: argparse.Namespace) -> int:
     from initbench.record import RunRecord
     from initbench.runner import claim_and_run, refuse_busy
 
-    run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress, data_dir=args.data_dir,
-                                              download=not args.no_download, force=args.force)
+    if args.engine == "lockstep":  # a group of one: the lockstep engine's numbers for this run
+        if args.force:
+            raise InitbenchError("--force retrains with the sequential engine; drop --engine lockstep or --force")
+        from initbench.runner import claim_and_run_group
+
+        def refuse(note: str) -> None:
+            raise InitbenchError(f"--engine lockstep: {note.removeprefix('lockstep: ')}; use --engine sequential")
+
+        _, run_dir, summary, outcome = claim_and_run_group(
+            [spec], args.out, progress=not args.no_progress, data_dir=args.data_dir, download=not args.no_download,
+            note=refuse)[0]
+    else:
+        run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress,
+                                                  data_dir=args.data_dir, download=not args.no_download,
+                                                  force=args.force)
     refuse_busy(spec, run_dir, outcome)
     if outcome == "done":
         when = RunRecord(run_dir).recorded_at.strftime("%Y-%m-%d %H:%M")
@@ -290,6 +303,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--force", action="store_true",
                    help="train the run again even if its record is complete (the old record is replaced once the "
                         "new one is whole)")
+    p.add_argument("--engine", choices=["sequential", "lockstep"], default="sequential",
+                   help="sequential (default) or lockstep: the run as a lockstep group of one, with the numbers a "
+                        "sweep's lockstep group gives it")
     p.add_argument("--logger", choices=["csv", "wandb"], default="csv",
                    help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials); default: csv")
     p.set_defaults(func=_run)

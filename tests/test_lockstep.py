@@ -200,3 +200,23 @@ def test_members_with_their_own_learning_rates_train_as_their_runs_do(tmp_path):
         losses, alone_losses = metrics["train/loss"].dropna(), alone_metrics["train/loss"].dropna()
         assert losses.iloc[:3].tolist() == pytest.approx(alone_losses.iloc[:3].tolist(), rel=1e-4)
         assert summary["val_acc_final"] == pytest.approx(alone["val_acc_final"], abs=0.05)
+
+
+def test_run_with_the_lockstep_engine_is_a_group_of_one(tmp_path, capsys):
+    args = ["run", "--dataset", "digits", "--model", "mlp(hidden=[16])", "--epochs", "1", "--limit-train", "256",
+            "--accelerator", "cpu", "--no-progress"]
+    assert main([*args, "--engine", "lockstep", "--out", str(tmp_path / "l")]) == 0
+    assert main([*args, "--out", str(tmp_path / "s")]) == 0
+    spec = RunSpec(dataset="digits", model="mlp(hidden=[16])", epochs=1, limit_train=256, accelerator="cpu")
+    config, summary, metrics = _record(tmp_path / "l", spec)
+    _, alone, alone_metrics = _record(tmp_path / "s", spec)
+    assert config["engine"] == "lockstep" and config["group_size"] == 1
+    assert summary["steps"] == alone["steps"] and metrics["step"].tolist() == alone_metrics["step"].tolist()
+    assert summary["val_acc_final"] == pytest.approx(alone["val_acc_final"], abs=0.02)
+    capsys.readouterr()
+    assert main([*args, "--engine", "lockstep", "--out", str(tmp_path / "l"), "--force"]) == 2
+    assert "--force retrains with the sequential engine" in capsys.readouterr().err
+    assert main([*args, "--engine", "lockstep", "--logger", "wandb", "--seed", "1", "--out", str(tmp_path / "w")]) == 2
+    err = capsys.readouterr().err
+    assert "--engine lockstep: " in err and "W&B logging runs one W&B run per training run" in err
+    assert not list((tmp_path / "w").rglob("summary.json"))
