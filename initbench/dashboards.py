@@ -57,20 +57,20 @@ def check_settings(project: str, directory: Path) -> None:
         raise InitbenchError(f"cannot write W&B files to {directory}: {exc.strerror or exc}") from None
 
 
-def _init(directory: Path, **kwargs: Any) -> Any:
+def _init(directory: Path, reinit: str = "finish_previous", **kwargs: Any) -> Any:
     wandb = _wandb()
     check_settings(kwargs["project"], directory)
     mode = _mode()
     settings = wandb.Settings(silent=True, console="off", x_disable_stats=True)
     try:
-        run = wandb.init(dir=str(directory), mode=mode, settings=settings, reinit="finish_previous", **kwargs)
+        run = wandb.init(dir=str(directory), mode=mode, settings=settings, reinit=reinit, **kwargs)
     except Exception as exc:
         if mode != "online":
             raise InitbenchError(f"W&B could not start a run: {str(exc).splitlines()[0]}") from None
         print(f"initbench: W&B online start failed ({str(exc).splitlines()[0][:80]}); logging offline",
               file=sys.stderr)
         mode = "offline"
-        run = wandb.init(dir=str(directory), mode=mode, settings=settings, reinit="finish_previous", **kwargs)
+        run = wandb.init(dir=str(directory), mode=mode, settings=settings, reinit=reinit, **kwargs)
     if mode == "offline" and not _told_offline.get(str(directory)):
         _told_offline[str(directory)] = True
         print(f"initbench: W&B is offline (no credentials or WANDB_MODE=offline); upload later with "
@@ -83,7 +83,7 @@ def wandb_dir(out: Path) -> Path:
 
 
 def _start_train_run(spec: Any, out: Path, manifest: dict[str, Any], config: dict[str, Any],
-                     **extra: Any) -> Any:
+                     reinit: str = "finish_previous", **extra: Any) -> Any:
     """A W&B run for one training run, in group experiment/problem/init: W&B's grouped charts then show the mean
     and spread over seeds of each init. The config carries the spec, the data and the manifest's counts; the full
     manifest is a table (`init/manifest`)."""
@@ -95,7 +95,7 @@ def _start_train_run(spec: Any, out: Path, manifest: dict[str, Any], config: dic
     init = spec.canonical_init  # one spelling per scheme, as in the report
     init_name, model_name = parse_init(init).name, spec.model_call[0]
     run = _init(
-        wandb_dir(out), project=spec.log.wandb_project, entity=spec.log.wandb_entity,
+        wandb_dir(out), reinit, project=spec.log.wandb_project, entity=spec.log.wandb_entity,
         group=f"{spec.log.experiment}/{spec.problem}/{init}", name=f"{init}-seed{spec.seed}", job_type="train",
         tags=[init_name, model_name, spec.dataset], id=f"{spec.run_id}-{os.getpid()}",
         config={**spec.to_record(), "run_id": spec.run_id, "init_name": init_name,
@@ -141,10 +141,20 @@ SUMMARY_KEYS = ("status", "best_val_acc", "best_val_step", "diverged_step", "cha
 def finish_train_logger(logger: Any, summary: dict[str, Any], run_dir: Path) -> None:
     """Final numbers and status into the run summary, the whole record as an artifact, then close the run so the next
     one never merges into it."""
-    _finish(logger.experiment, summary, run_dir)
+    finish_run(logger.experiment, summary, run_dir)
 
 
-def _finish(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
+def member_run(spec: Any, out: Path, manifest: dict[str, Any], config: dict[str, Any]) -> Any:
+    """The W&B run of one lockstep member: the same run a sequential run gets, open beside its group's others."""
+    return _start_train_run(spec, out, manifest, config, reinit="create_new")
+
+
+def log_step(run: Any, metrics: dict[str, float], step: int, epoch: int | None = None) -> None:
+    """Step metrics into a W&B run on the shared x-axis (as Lightning's WandbLogger logs them)."""
+    run.log({**metrics, **({} if epoch is None else {"epoch": epoch}), STEP_METRIC: step})
+
+
+def finish_run(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
     """Summary, the record as an artifact, finish; then the record notes the W&B run in `wandb.json`, so that asking
     for the complete run again never logs it twice to the same project."""
     from initbench.record import FILES
@@ -193,7 +203,7 @@ def log_from_record(spec: Any, out: Path, run_dir: Path) -> None:
             values = {k: v for k, v in row.items() if k not in ("step", "epoch") and pd.notna(v)}
             if values:
                 run.log({**values, "epoch": row.get("epoch"), STEP_METRIC: int(row["step"])})
-    _finish(run, summary, run_dir, from_record=True)
+    finish_run(run, summary, run_dir, from_record=True)
 
 
 def log_report(ranking: Any, plots: dict[str, list[Path]], results_dir: Path, project: str,

@@ -36,8 +36,6 @@ SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "64-true")
 
 def why_not(spec: RunSpec, model: nn.Module) -> str | None:
     """Why a run cannot join a lockstep group (None when it can)."""
-    if "wandb" in spec.log.loggers:
-        return "W&B logging runs one W&B run per training run: trained one by one"
     if spec.precision not in SUPPORTED_PRECISIONS:
         return f"precision {spec.precision} needs a loss scaler per run: trained one by one"
     for name, module in model.named_modules():
@@ -246,15 +244,19 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                 on_step: Callable[[int], None] | None = None) -> list[dict[str, Any]]:
     """Train prepared runs (`Prepared`, their record folders) that share everything but the init as one stacked
     model; write one record per member and return their summaries, in order. The caller holds their locks."""
+    from initbench import dashboards
     from initbench.runner import _device, make_trainer, versions
 
     spec = members[0][0].spec
     data = members[0][0].data
     records = [RunRecord(run_dir) for _, run_dir in members]
     loggers = [CSVLogger(r.path, name="", version="") for r in records]
+    wandb_runs: list[Any] = []  # one W&B run per member, open side by side, when the runs log to W&B
 
     def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:
         loggers[member].log_metrics({**metrics, **({} if epoch is None else {"epoch": epoch})}, step=step)
+        if wandb_runs:
+            dashboards.log_step(wandb_runs[member], metrics, step, epoch)
 
     module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log,
                                [p.spec.lr for p, _ in members])
@@ -270,6 +272,9 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         mode: str | None = module.choose_mode(x, y)
     except Exception as exc:  # the model fails on a real batch: every member's result, recorded below
         mode, error = None, exc
+    use_wandb = "wandb" in spec.log.loggers
+    if use_wandb:
+        dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
     for (prepared, _), record in zip(members, records, strict=True):
         record.start()
         record.write_config({
@@ -279,6 +284,9 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                      **data.sizes()},
             "parameters": sum(p.numel() for p in prepared.module.model.parameters())})
         record.write_manifest(prepared.manifest.to_dict())
+    if use_wandb:  # started once the records exist, as for a run trained alone
+        wandb_runs.extend(dashboards.member_run(p.spec, out, p.manifest.to_dict(), r.config())
+                          for (p, _), r in zip(members, records, strict=True))
     torch.manual_seed(spec.seeds[1])
     try:
         if error is None:
@@ -318,5 +326,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                        train_time_s=round(speed.seconds, 3),
                        images_per_s=speed.images_per_s, wall_time_s=wall)
         record.finish(summary)
+        if wandb_runs:
+            dashboards.finish_run(wandb_runs[m], summary, record.path)
         summaries.append(summary)
     return summaries

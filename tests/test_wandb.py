@@ -28,8 +28,9 @@ def _run_record(records: list[dict]) -> dict:
     return next(r["run"] for r in records if r["type"] == "run")
 
 
-@pytest.fixture(scope="module")
-def study(tmp_path_factory):
+@pytest.fixture(scope="module", params=["lockstep", "sequential"])
+def study(tmp_path_factory, request):
+    """The same W&B study trained by either engine: W&B must not tell them apart."""
     tmp = tmp_path_factory.mktemp("wb")
     path = tmp / "wb.yaml"
     path.write_text(textwrap.dedent("""
@@ -48,8 +49,11 @@ def study(tmp_path_factory):
         mp.delenv("WANDB_MODE", raising=False)
         mp.delenv("WANDB_API_KEY", raising=False)
         mp.setenv("HOME", str(tmp))
-        assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
+        assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report", "--engine",
+                     request.param]) == 0
         assert main(["report", str(out), "--wandb"]) == 0  # the project comes from the sweep file
+    engines = {json.loads(p.read_text())["engine"] for p in out.glob("*/*/config.json")}
+    assert engines == {request.param}
     runs = sorted((out / "wandb" / "wandb").glob("offline-run-*"))
     return out, runs
 
