@@ -46,14 +46,6 @@ def why_not(spec: RunSpec, model: nn.Module) -> str | None:
     return None
 
 
-def group_key(spec: RunSpec) -> str:
-    """Runs with the same key may share a group: everything that defines a run but its init and learning rate."""
-    identity = spec.identity()
-    identity.pop("init")
-    identity.pop("lr")
-    return repr(sorted(identity.items()))
-
-
 class StackedClassifier(L.LightningModule):
     """K copies of one architecture with their own parameters, trained on the same batches with cross-entropy."""
 

@@ -136,6 +136,14 @@ class RunSpec:
         return _path_safe(f"{text}{rules}-seed{self.seed}-{self.run_id[:8]}")
 
     @property
+    def group_key(self) -> str:
+        """Runs with the same key can train as one lockstep group (they see the same batches): everything that
+        defines a run but its init and learning rate."""
+        identity = self.identity()
+        del identity["init"], identity["lr"]
+        return repr(sorted(identity.items()))
+
+    @property
     def problem(self) -> str:
         """DeepOBS-style problem name, <dataset>_<model spec>: model variants are different problems."""
         return f"{self.dataset}_{format_call(*self.model_call)}"

@@ -38,8 +38,14 @@ class Sweep:
     runs: tuple[RunSpec, ...]
 
     def shard(self, index: int, count: int) -> tuple[RunSpec, ...]:
-        """Shard `index` of `count` (1-based): every count-th run, so shards get similar mixes."""
-        return self.runs[index - 1 :: count]
+        """Shard `index` of `count` (1-based), in the grid's order. Runs that can train as one lockstep group stay in
+        one shard; each problem's groups are dealt round-robin, so every shard gets a similar share of each."""
+        order: dict[tuple[str, str], dict[str, None]] = {}  # problem -> its groups, in order of appearance
+        for r in self.runs:
+            order.setdefault((r.dataset, r.model), {})[r.group_key] = None
+        dealt = [key for groups in order.values() for key in groups]
+        mine = set(dealt[index - 1 :: count])
+        return tuple(r for r in self.runs if r.group_key in mine)
 
 
 def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
@@ -219,14 +225,12 @@ def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine:
     `lockstep_max` per group, in the grid's order), where the problem allows; else one run at a time."""
     if engine == "sequential":
         return [[r] for r in todo]
-    from initbench.lockstep import group_key
-
     groups: dict[str, list[RunSpec]] = {}
     for r in todo:
         if problems[(r.dataset, r.model)].not_lockstep:
             groups[r.run_id] = [r]
         else:
-            groups.setdefault(group_key(r), []).append(r)
+            groups.setdefault(r.group_key, []).append(r)
     return [g[i : i + lockstep_max] for g in groups.values() for i in range(0, len(g), lockstep_max)]
 
 

@@ -47,6 +47,11 @@ def test_grid_expansion_with_overrides(tmp_path):
         assert r.batch_size == (32 if r.model == "simplecnn" else 128)
     shards = [sweep.shard(i, 3) for i in (1, 2, 3)]
     assert sorted(r.run_id for s in shards for r in s) == sorted(r.run_id for r in sweep.runs)
+    for key in {r.group_key for r in sweep.runs}:  # a lockstep group is never split across shards
+        assert sum(any(r.group_key == key for r in s) for s in shards) == 1
+    for problem in {(r.dataset, r.model) for r in sweep.runs}:  # and each shard gets its share of each problem
+        counts = [sum((r.dataset, r.model) == problem for r in s) for s in shards]
+        assert max(counts) - min(counts) <= 2, (problem, counts)
 
 
 @pytest.mark.parametrize(("text", "message"), [
