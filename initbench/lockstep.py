@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,12 @@ from initbench.optim import StackedOptimizer
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
 
+
+class LockstepFailed(Exception):
+    """The group could not train together (neither mode runs the model, or training crashed): no record is kept,
+    and its runs are trained one by one instead, where each run's own outcome is recorded."""
+
+
 SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "64-true")
 
 
@@ -38,6 +43,9 @@ def why_not(spec: RunSpec, model: nn.Module) -> str | None:
     """Why a run cannot join a lockstep group (None when it can)."""
     if spec.precision not in SUPPORTED_PRECISIONS:
         return f"precision {spec.precision} needs a loss scaler per run: trained one by one"
+    frozen = next((n for n, p in model.named_parameters() if not p.requires_grad), None)
+    if frozen is not None:
+        return f"parameter {frozen} is frozen (requires_grad=False): trained one by one"
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._NormBase) and module.track_running_stats:
             return f"{type(module).__name__} ({name}) updates running statistics in training: trained one by one"
@@ -68,6 +76,8 @@ class StackedClassifier(L.LightningModule):
         self.stopped: list[int | None] = [None] * self.k  # the step a diverged member's log ends at
         self.stop_epoch: list[int | None] = [None] * self.k  # the epoch count its run would end with
         self._val_after_stop = [False] * self.k
+        self._frozen: dict[int, list[torch.Tensor]] = {}  # a stopped member's parameters, kept as they were
+        self.only_stopped = False  # a validation pass for stopped members that training ended before validating
         self._losses: list[torch.Tensor] = []
         self._correct: list[torch.Tensor] = []
         self._seen = 0
@@ -81,6 +91,7 @@ class StackedClassifier(L.LightningModule):
         member by member on slices of the stacked parameters (`mode="loop"`: the single run's own kernels)."""
         params = dict(zip(self.names, self.stacked, strict=True))
         buffers = {n: getattr(self, f"buffer{i}") for i, n in enumerate(self.buffer_names)}
+        self.base[0].train(self.training)  # not a submodule: eval() does not reach it by itself
         if self.mode == "loop":
             return torch.stack([functional_call(self.base[0], ({n: p[m] for n, p in params.items()},
                                                                {n: b[m] for n, b in buffers.items()}), (x,))
@@ -95,18 +106,25 @@ class StackedClassifier(L.LightningModule):
         """Time a forward and backward pass on a real batch both ways and keep the faster: `vmap` batches the
         members' matrix products (much faster for MLPs; on a CPU, convolutions become slow grouped convolutions),
         `loop` keeps each member's own kernels and still shares the loop, the batches and the optimizer step."""
-        timings = {}
+        timings, errors = {}, []
         for mode in ("vmap", "loop"):
             self.mode = mode
-            for i in range(repeats + 1):
-                if i == 1:
-                    start = time.perf_counter()
-                self._member_losses(self.logits(x), y).sum().backward()
-            if x.is_cuda:
-                torch.cuda.synchronize(x.device)
-            timings[mode] = time.perf_counter() - start
+            try:
+                for i in range(repeats + 1):
+                    if i == 1:
+                        if x.is_cuda:
+                            torch.cuda.synchronize(x.device)
+                        start = time.perf_counter()
+                    self._member_losses(self.logits(x), y).sum().backward()
+                if x.is_cuda:
+                    torch.cuda.synchronize(x.device)
+                timings[mode] = time.perf_counter() - start
+            except Exception as exc:  # e.g. an operation vmap has no rule for: the other mode may still work
+                errors.append(f"{mode}: {type(exc).__name__}: {exc}")
         for p in self.stacked:
             p.grad = None
+        if not timings:
+            raise LockstepFailed("; ".join(errors))
         self.mode = min(timings, key=timings.get)
         return self.mode
 
@@ -130,6 +148,11 @@ class StackedClassifier(L.LightningModule):
         if monitor:
             self._norms_before()
         opt.step()
+        if self._frozen:  # a member that diverged keeps the parameters its run alone would end with
+            with torch.no_grad():
+                for m, kept in self._frozen.items():
+                    for p, value in zip(self.stacked, kept, strict=True):
+                        p[m] = value
         if self.spec.schedule != "none":
             self.lr_schedulers().step()
         if monitor:
@@ -155,6 +178,7 @@ class StackedClassifier(L.LightningModule):
             if not rows[2][m]:
                 self.diverged[m], self.stopped[m] = start + int(rows[3][m]), step
                 self.stop_epoch[m] = self.current_epoch + 1
+                self._frozen[m] = [p[m].detach().clone() for p in self.stacked]
         active = [m for m in range(self.k) if self.stopped[m] is None]
         if not active:
             self.trainer.should_stop = True
@@ -200,6 +224,8 @@ class StackedClassifier(L.LightningModule):
                         for m in range(self.k)]
         for m, metrics in enumerate(self.results):
             stopped = self.stopped[m]
+            if self.only_stopped and (stopped is None or self._val_after_stop[m]):
+                continue
             if stopped is None or (stage == "val" and step < stopped):
                 self.log_member(m, metrics, step, self.current_epoch)
             elif stage == "val" and not self._val_after_stop[m]:
@@ -250,20 +276,21 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         if wandb_runs:
             dashboards.log_step(wandb_runs[member], metrics, step, epoch)
 
-    module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log,
-                               [p.spec.lr for p, _ in members])
-    speed = Throughput()
-    callbacks = [speed, *([RunBar(lambda: module.last_train_loss)] if progress else []),
-                 *([StepReport(on_step)] if on_step else [])]
-    trainer = make_trainer(spec, callbacks, [], progress)
-    device = trainer.strategy.root_device
-    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
-    module.to(device)
-    error: Exception | None = None
     try:
-        mode: str | None = module.choose_mode(x, y)
-    except Exception as exc:  # the model fails on a real batch: every member's result, recorded below
-        mode, error = None, exc
+        module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log,
+                                   [p.spec.lr for p, _ in members])
+        speed = Throughput()
+        callbacks = [speed, *([RunBar(lambda: module.last_train_loss)] if progress else []),
+                     *([StepReport(on_step)] if on_step else [])]
+        trainer = make_trainer(spec, callbacks, [], progress)
+        device = trainer.strategy.root_device
+        x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+        module.to(device)
+        mode = module.choose_mode(x, y)
+    except LockstepFailed:
+        raise
+    except Exception as exc:  # stacking or the first batch fails (memory, an unusual model): one by one instead
+        raise LockstepFailed(f"{type(exc).__name__}: {exc}") from None
     use_wandb = "wandb" in spec.log.loggers
     if use_wandb:
         dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
@@ -281,12 +308,17 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                           for (p, _), r in zip(members, records, strict=True))
     torch.manual_seed(spec.seeds[1])
     try:
-        if error is None:
+        trainer.validate(module, datamodule=data, verbose=False)
+        trainer.fit(module, datamodule=data)
+        if any(s is not None and not v for s, v in zip(module.stopped, module._val_after_stop, strict=True)):
+            module.only_stopped = True  # training ended (max_steps) before a stopped member was validated
             trainer.validate(module, datamodule=data, verbose=False)
-            trainer.fit(module, datamodule=data)
-            trainer.test(module, datamodule=data, verbose=False)
-    except Exception as exc:  # a crash inside training is a result of every member: recorded, not lost
-        error = exc
+            module.only_stopped = False
+        trainer.test(module, datamodule=data, verbose=False)
+    except Exception as exc:  # the group crashed: the caller trains its runs one by one, each recording its own
+        for run in wandb_runs:
+            run.finish(exit_code=1)
+        raise LockstepFailed(f"{type(exc).__name__}: {exc}") from exc
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1): the records stay unfinished, rerun later
             import signal
@@ -300,14 +332,10 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     for m, ((prepared, _), record, logger) in enumerate(zip(members, records, loggers, strict=True)):
         logger.finalize("success")
         summary: dict[str, Any] = {"run_id": prepared.spec.run_id, "status": "ok"}
-        if error is not None:
-            summary.update(status="failed", error=f"{type(error).__name__}: {error}",
-                           traceback="".join(traceback.format_exception(error, limit=5)))
-        elif module.diverged[m] is not None:
+        if module.diverged[m] is not None:
             summary.update(status="diverged", diverged_step=module.diverged[m])
-        if error is None:
-            test = module.results[m]
-            summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
+        test = module.results[m]
+        summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
         summary.update(record.tidy_metrics())
         if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
                                                    data.num_classes, chance, len(data.y_val)):

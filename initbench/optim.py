@@ -21,24 +21,26 @@ class StackedOptimizer(torch.optim.Optimizer):
         super().__init__(params, {"lr": 1.0, "momentum": momentum, "weight_decay": weight_decay, "betas": betas,
                                   "eps": eps})
         self.kind = kind
-        self.lrs = torch.tensor(lrs, dtype=torch.float64)
-
-    def _rates(self, p: torch.Tensor, scale: float) -> torch.Tensor:
-        """Member rates shaped to broadcast over p ([K, 1, 1, ...]), in p's dtype."""
-        return (self.lrs * scale).to(p.device, p.dtype).view(-1, *([1] * (p.dim() - 1)))
+        self.lrs = [float(lr) for lr in lrs]
 
     @torch.no_grad()
-    def step(self, closure: Any = None) -> None:
+    def step(self, closure: Any = None) -> Any:
+        loss = None
+        if closure is not None:  # Lightning's hooks (and any gradient clipping) run in the closure
+            with torch.enable_grad():
+                loss = closure()
         for group in self.param_groups:
+            rates = [lr * group["lr"] for lr in self.lrs]  # Python floats: the scalars torch.optim would use
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 if self.kind == "sgd":
-                    self._sgd(p, group)
+                    self._sgd(p, group, rates)
                 else:
-                    self._adam(p, group)
+                    self._adam(p, group, rates)
+        return loss
 
-    def _sgd(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+    def _sgd(self, p: torch.Tensor, group: dict[str, Any], rates: list[float]) -> None:
         grad = p.grad
         if group["weight_decay"] != 0:
             grad = grad.add(p, alpha=group["weight_decay"])
@@ -49,9 +51,10 @@ class StackedOptimizer(torch.optim.Optimizer):
             else:
                 state["momentum_buffer"].mul_(group["momentum"]).add_(grad)
             grad = state["momentum_buffer"]
-        p.add_(grad * -self._rates(p, group["lr"]))
+        for k, rate in enumerate(rates):
+            p[k].add_(grad[k], alpha=-rate)
 
-    def _adam(self, p: torch.Tensor, group: dict[str, Any]) -> None:
+    def _adam(self, p: torch.Tensor, group: dict[str, Any], rates: list[float]) -> None:
         grad = p.grad
         beta1, beta2 = group["betas"]
         state = self.state[p]
@@ -60,10 +63,10 @@ class StackedOptimizer(torch.optim.Optimizer):
             state["exp_avg"] = torch.zeros_like(p)
             state["exp_avg_sq"] = torch.zeros_like(p)
         state["step"] += 1
-        rates = self._rates(p, group["lr"])
         if group["weight_decay"] != 0:
             if self.kind == "adamw":
-                p.mul_(1 - rates * group["weight_decay"])
+                for k, rate in enumerate(rates):
+                    p[k].mul_(1 - rate * group["weight_decay"])
             else:
                 grad = grad.add(p, alpha=group["weight_decay"])
         state["exp_avg"].lerp_(grad, 1 - beta1)
@@ -71,4 +74,5 @@ class StackedOptimizer(torch.optim.Optimizer):
         bias_correction1 = 1 - beta1 ** state["step"]
         bias_correction2_sqrt = math.sqrt(1 - beta2 ** state["step"])
         denom = (state["exp_avg_sq"].sqrt() / bias_correction2_sqrt).add_(group["eps"])
-        p.add_(state["exp_avg"] / denom * -(rates / bias_correction1))
+        for k, rate in enumerate(rates):
+            p[k].addcdiv_(state["exp_avg"][k], denom[k], value=-(rate / bias_correction1))

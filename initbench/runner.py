@@ -45,14 +45,17 @@ class Prepared:
     manifest: Manifest
 
 
-def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True) -> Prepared:
-    """Seed, load data, build the model for the data's shape and apply the init (no files written)."""
+def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
+            data: TensorDataModule | None = None) -> Prepared:
+    """Seed, load data, build the model for the data's shape and apply the init (no files written). `data`, when
+    given, is a data module of a run with the same data settings (a lockstep group shares one)."""
     spec.validate()
     limit_threads()
     init_seed, data_seed = spec.seeds
-    data = TensorDataModule(spec.dataset, spec.batch_size, data_seed, spec.split_seed, spec.val_fraction,
-                            spec.limit_train, spec.limit_val, spec.limit_test, data_dir, download)
-    data.setup()
+    if data is None:
+        data = TensorDataModule(spec.dataset, spec.batch_size, data_seed, spec.split_seed, spec.val_fraction,
+                                spec.limit_train, spec.limit_val, spec.limit_test, data_dir, download)
+        data.setup()
     torch.manual_seed(init_seed)
     model = build_model(spec.model, data.input_shape, data.num_classes)
     batch = data.sample(min(LSUV_BATCH, len(data.y_train)), init_seed)
@@ -239,10 +242,12 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
 
 def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = True, data_dir: Path | None = None,
                         download: bool = True, on_step: Callable[[int], None] | None = None,
-                        note: Callable[[str], None] = print) -> list[tuple[RunSpec, Path, dict[str, Any], str]]:
+                        note: Callable[[str], None] = print,
+                        keep_going: bool = False) -> list[tuple[RunSpec, Path, dict[str, Any], str]]:
     """Runs that share everything but the init, trained as one lockstep group where the model allows (else one by
     one, with a one-line `note` saying why): [(spec, run dir, summary, outcome)] in the given order, outcomes as
-    `claim_and_run`'s. Preparation failures are recorded per run; complete and busy runs are left alone."""
+    `claim_and_run`'s. Complete and busy runs are left alone. With `keep_going` (a sweep), a run whose preparation
+    fails is recorded as failed; without, bad input raises as it does for `claim_and_run`."""
     from initbench import lockstep
 
     results: dict[str, tuple[RunSpec, Path, dict[str, Any], str]] = {}
@@ -256,29 +261,42 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
             if existing.complete:
                 results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
                 continue
-            if not lock.acquire():
+            try:
+                claimed = lock.acquire()
+            except OSError as exc:
+                raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
+            if not claimed:
                 results[spec.run_id] = (spec, run_dir, {}, "busy")
                 continue
             locks.append(lock)
             if RunRecord(record_dir(spec, out)).complete:  # finished by another process since we looked
                 results[spec.run_id] = (spec, existing.path, RunRecord(record_dir(spec, out)).summary(), "done")
                 continue
-            try:
-                prepared = prepare(spec, data_dir, download)
+            try:  # the group's runs share one data module (same data, split and order)
+                prepared = prepare(spec, data_dir, download, data=members[0][0].data if members else None)
+            except InitbenchError as exc:
+                if not keep_going:
+                    raise
+                results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, exc, started), "trained")
+                continue
             except Exception as exc:  # recorded as this run's failure, as one by one
                 results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, exc, started), "trained")
                 continue
             members.append((prepared, run_dir))
         reason = next((why for why in (lockstep.why_not(p.spec, p.module.model) for p, _ in members[:1]) if why),
                       None)
+        if members and not reason:
+            try:
+                summaries = lockstep.train_group(members, out, progress, started, on_step)
+                for (prepared, run_dir), summary in zip(members, summaries, strict=True):
+                    results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
+            except lockstep.LockstepFailed as why:
+                # the members' own models were only copied into the stack: they are still as initialised
+                reason = f"the group could not train together ({str(why)[:200]}): trained one by one"
         if members and reason:
             note(f"lockstep: {members[0][0].spec.problem}: {reason}")
             for prepared, run_dir in members:
                 summary = _train(prepared, out, run_dir, False, time.time(), on_step)
-                results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
-        elif members:
-            summaries = lockstep.train_group(members, out, progress, started, on_step)
-            for (prepared, run_dir), summary in zip(members, summaries, strict=True):
                 results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
     finally:
         for lock in locks:

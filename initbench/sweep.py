@@ -293,13 +293,14 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
             bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts) or 'first run'} | "
                                 f"{head.problem} {what}", refresh=True)
             step_report = advance if terminal else None
-            if engine == "sequential":
+            if engine == "sequential" or problems[(head.dataset, head.model)].not_lockstep:  # said once, above
                 _, summary, outcome = claim_and_run(head, out, progress=False, data_dir=data_dir, download=download,
                                                     keep_going=True, on_step=step_report)
                 done = [(head, summary, outcome)]
             else:
                 done = [(spec, summary, outcome) for spec, _, summary, outcome in claim_and_run_group(
-                    unit, out, progress=False, data_dir=data_dir, download=download, on_step=step_report)]
+                    unit, out, progress=False, data_dir=data_dir, download=download, on_step=step_report,
+                    note=_note, keep_going=True)]
             bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
             for spec, summary, outcome in done:
                 counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
@@ -309,6 +310,10 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     finally:
         bar.close()
     return counts
+
+
+def _note(message: str) -> None:
+    print(f"initbench: {message}", file=sys.stderr)
 
 
 def _tally(counts: dict[str, int]) -> str:
