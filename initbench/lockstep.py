@@ -222,6 +222,8 @@ class StackedClassifier(L.LightningModule):
         self._eval = []
         self.results = [{f"{stage}/loss": loss_sum[m] / n[m], f"{stage}/acc": correct[m] / n[m]}
                         for m in range(self.k)]
+        active = next((m for m in range(self.k) if self.stopped[m] is None), 0)  # the progress bar's member
+        self.trainer.callback_metrics[f"{stage}/acc"] = torch.tensor(self.results[active][f"{stage}/acc"])
         for m, metrics in enumerate(self.results):
             stopped = self.stopped[m]
             if self.only_stopped and (stopped is None or self._val_after_stop[m]):
