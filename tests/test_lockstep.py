@@ -28,8 +28,9 @@ def _record(out: Path, spec: RunSpec) -> tuple[dict, dict, pd.DataFrame]:
             pd.read_csv(run_dir / "metrics.csv"))
 
 
-@pytest.mark.parametrize("settings", [WILD, CALM, dict(WILD, max_steps=6)],
-                         ids=["diverging", "calm", "diverging-then-max-steps-mid-epoch"])
+@pytest.mark.parametrize("settings", [WILD, CALM, dict(WILD, max_steps=6),
+                                      dict(CALM, optimizer="adamw", lr=0.01, weight_decay=0.01, schedule="cosine")],
+                         ids=["diverging", "calm", "diverging-then-max-steps-mid-epoch", "adamw-cosine"])
 def test_a_group_writes_the_records_its_runs_write_one_by_one(tmp_path, settings):
     specs = [RunSpec(init=i, **settings) for i in ("zeros", "kaiming_normal", "orthogonal", "xavier_uniform")]
     results = claim_and_run_group(specs, tmp_path / "lockstep", progress=False)
