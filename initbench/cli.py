@@ -8,9 +8,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 from initbench.errors import InitbenchError, Terminated
+from initbench.options import add_run_options, spec_from_args
 
 
 class _Parser(argparse.ArgumentParser):
@@ -80,39 +80,8 @@ def _list(args: argparse.Namespace) -> None:
               "(train, test) datasets")
 
 
-def _spec_from(args: argparse.Namespace):
-    from initbench.plan import DEFAULT_DATASET, LogSpec, RunSpec
-
-    given = {name: getattr(args, name) for name, _ in _run_fields(RunSpec) if getattr(args, name) is not None}
-    log = {name: getattr(args, name) for name, _ in _run_fields(LogSpec) if getattr(args, name) is not None}
-    if args.logger == "wandb":
-        log["loggers"] = ("csv", "wandb")
-    given["log"] = LogSpec(**log)
-    if args.init_rules:
-        from initbench import catalog
-
-        rules = {}
-        for text in args.init_rules:
-            pattern, sep, rule = text.partition("=")
-            if not sep or not pattern.strip() or not rule.strip():
-                raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
-            rules[pattern.strip()] = rule.strip()
-            catalog.check_init(rule.strip())
-        catalog.check_init(given.get("init", RunSpec.init))
-        from initbench.inits import resolve_init
-
-        given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
-    if "dataset" not in given:
-        from initbench.spec import parse_call
-
-        given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
-    spec = RunSpec(**given)
-    spec.check_names()  # before torch and Lightning load
-    return spec
-
-
 def _run(args: argparse.Namespace) -> int:
-    spec = _spec_from(args)  # names checked before torch and Lightning load
+    spec = spec_from_args(args)  # names checked before torch and Lightning load
     from initbench.record import RunRecord
     from initbench.runner import claim_and_run, refuse_busy
 
@@ -164,38 +133,6 @@ def _wandb_for_complete(spec, out: Path, run_dir: Path) -> str:
 
 def _f(x: float | None) -> str:
     return "-" if x is None else f"{x:.4f}"
-
-
-def _run_fields(cls: type) -> list[tuple[str, Any]]:
-    """(name, dataclass field) of the RunSpec or LogSpec settings that are flags (those with help)."""
-    import dataclasses
-
-    return [(f.name, f) for f in dataclasses.fields(cls) if "help" in f.metadata]
-
-
-_FLAG_TYPES = {"int": int, "float": float, "str": str}
-
-
-def _add_run_options(p: argparse.ArgumentParser) -> None:
-    """A flag per RunSpec and LogSpec setting: --field-name (and --field_name, as W&B agents pass them), its type,
-    help, choices and default from the field itself."""
-    from initbench.plan import LogSpec, RunSpec
-
-    for name, f in [*_run_fields(RunSpec), *_run_fields(LogSpec)]:
-        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
-        help_ = f.metadata["help"]
-        if "choices" in f.metadata:
-            help_ = f"{help_}: {', '.join(f.metadata['choices'])}"
-        if f.default is not None and f.metadata.get("shown", True):
-            help_ = f"{help_} (default: {f.default})"
-        kind = _FLAG_TYPES[str(f.type).split(" |")[0]]  # `int | None` -> int
-        p.add_argument(*flags, dest=name, type=kind, default=None, help=help_)
-    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
-                   "or ~/.cache/initbench/data)")
-    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
-    p.add_argument("--init-rule", dest="init_rules", action="append", metavar="PATTERN=SPEC",
-                   help="parameters whose name matches PATTERN (fnmatch) get SPEC instead of --init; repeatable, "
-                        "first match wins (e.g. 'classifier.fc3.*=zeros')")
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -297,7 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("run", help="train one (init, model, dataset, seed) and write its run record")
-    _add_run_options(p)
+    add_run_options(p)
     p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--force", action="store_true",

@@ -1,0 +1,70 @@
+"""The `run` command's options, made from RunSpec's and LogSpec's own fields (help, choices, defaults), and the
+RunSpec they describe. Light: no torch or Lightning at import."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+
+from initbench.errors import InitbenchError
+from initbench.plan import DEFAULT_DATASET, LogSpec, RunSpec
+
+
+def _flag_fields(cls: type) -> list[dataclasses.Field]:
+    """The RunSpec or LogSpec fields that are flags (those with help)."""
+    return [f for f in dataclasses.fields(cls) if "help" in f.metadata]
+
+
+_FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_run_options(p: argparse.ArgumentParser) -> None:
+    """A flag per RunSpec and LogSpec setting: --field-name (and --field_name, as W&B agents pass them), its type,
+    help, choices and default from the field itself."""
+    for f in [*_flag_fields(RunSpec), *_flag_fields(LogSpec)]:
+        name = f.name
+        flags = ["--" + name.replace("_", "-")] + (["--" + name] if "_" in name else [])
+        help_ = f.metadata["help"]
+        if "choices" in f.metadata:
+            help_ = f"{help_}: {', '.join(f.metadata['choices'])}"
+        if f.default is not None and f.metadata.get("shown", True):
+            help_ = f"{help_} (default: {f.default})"
+        kind = _FLAG_TYPES[str(f.type).split(" |")[0]]  # `int | None` -> int
+        p.add_argument(*flags, dest=name, type=kind, default=None, help=help_)
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
+    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    p.add_argument("--init-rule", dest="init_rules", action="append", metavar="PATTERN=SPEC",
+                   help="parameters whose name matches PATTERN (fnmatch) get SPEC instead of --init; repeatable, "
+                        "first match wins (e.g. 'classifier.fc3.*=zeros')")
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    """The RunSpec the `run` flags describe, its names checked (torch and Lightning are not loaded)."""
+    given = {f.name: getattr(args, f.name) for f in _flag_fields(RunSpec) if getattr(args, f.name) is not None}
+    log = {f.name: getattr(args, f.name) for f in _flag_fields(LogSpec) if getattr(args, f.name) is not None}
+    if args.logger == "wandb":
+        log["loggers"] = ("csv", "wandb")
+    given["log"] = LogSpec(**log)
+    if args.init_rules:
+        from initbench import catalog
+
+        rules = {}
+        for text in args.init_rules:
+            pattern, sep, rule = text.partition("=")
+            if not sep or not pattern.strip() or not rule.strip():
+                raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
+            rules[pattern.strip()] = rule.strip()
+            catalog.check_init(rule.strip())
+        catalog.check_init(given.get("init", RunSpec.init))
+        from initbench.inits import resolve_init
+
+        given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
+    if "dataset" not in given:
+        from initbench.spec import parse_call
+
+        given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
+    spec = RunSpec(**given)
+    spec.check_names()  # before torch and Lightning load
+    return spec
