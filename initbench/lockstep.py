@@ -24,8 +24,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
-from initbench.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed
+from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence
+from initbench.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed, norm_metrics
 from initbench.optim import StackedOptimizer
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
@@ -72,7 +72,7 @@ class StackedClassifier(L.LightningModule):
             self.register_buffer(f"buffer{i}", value.clone())
         self.buffer_names = list(buffers)
         self.base = [copy.deepcopy(models[0]).to("meta")]  # a list: not a submodule, never moved or saved
-        self.diverged: list[int | None] = [None] * self.k
+        self.divergence = [Divergence() for _ in range(self.k)]  # as a run alone finds it, per member
         self.stopped: list[int | None] = [None] * self.k  # the step a diverged member's log ends at
         self.stop_epoch: list[int | None] = [None] * self.k  # the epoch count its run would end with
         self._val_after_stop = [False] * self.k
@@ -175,9 +175,8 @@ class StackedClassifier(L.LightningModule):
             if self.stopped[m] is not None:
                 continue
             self.log_member(m, {"train/loss": rows[0][m], "train/acc": rows[1][m]}, step, None)
-            if not rows[2][m]:
-                self.diverged[m], self.stopped[m] = start + int(rows[3][m]), step
-                self.stop_epoch[m] = self.current_epoch + 1
+            if self.divergence[m].check(start, bool(rows[2][m]), int(rows[3][m])):
+                self.stopped[m], self.stop_epoch[m] = step, self.current_epoch + 1
                 self._frozen[m] = [p[m].detach().clone() for p in self.stacked]
         active = [m for m in range(self.k) if self.stopped[m] is None]
         if not active:
@@ -199,16 +198,9 @@ class StackedClassifier(L.LightningModule):
                                                                                        strict=True)])
         ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)
         table = torch.cat([grad_norms, grad_norms.norm(dim=0, keepdim=True), weight_norms, ratios]).T.tolist()
-        n = len(self.names)
         for m, values in enumerate(table):
-            if self.stopped[m] is not None:
-                continue
-            metrics = {f"grad_norm/{k}": v for k, v in zip(self.names, values[:n], strict=True)}
-            metrics["grad_norm/total"] = values[n]
-            metrics.update({f"weight_norm/{k}": v for k, v in zip(self.names, values[n + 1 : 2 * n + 1],
-                                                                   strict=True)})
-            metrics.update({f"update_ratio/{k}": v for k, v in zip(self.names, values[2 * n + 1 :], strict=True)})
-            self.log_member(m, metrics, step, None)
+            if self.stopped[m] is None:
+                self.log_member(m, norm_metrics(self.names, values), step, None)
 
     def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
@@ -232,7 +224,7 @@ class StackedClassifier(L.LightningModule):
                 self.log_member(m, metrics, step, self.current_epoch)
             elif stage == "val" and not self._val_after_stop[m]:
                 # Run alone, a diverged run ends its epoch right after the step it was found at and is validated
-                # there; its parameters have been non-finite since, so this validation is the one it would get.
+                # there; its parameters have been kept as they were then, so this validation is the one it gets.
                 self._val_after_stop[m] = True
                 self.log_member(m, metrics, stopped, self.current_epoch)
             elif stage == "test":  # a diverged member's run ended right after the step it was found at
@@ -334,8 +326,8 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     for m, ((prepared, _), record, logger) in enumerate(zip(members, records, loggers, strict=True)):
         logger.finalize("success")
         summary: dict[str, Any] = {"run_id": prepared.spec.run_id, "status": "ok"}
-        if module.diverged[m] is not None:
-            summary.update(status="diverged", diverged_step=module.diverged[m])
+        if module.divergence[m].step is not None:
+            summary.update(status="diverged", diverged_step=module.divergence[m].step)
         test = module.results[m]
         summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
         summary.update(record.tidy_metrics())

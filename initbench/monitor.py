@@ -45,12 +45,17 @@ class NormMonitor(Callback):
         updates = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before)))
         ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)  # undefined for all-zero weights
         values = torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms, ratios]).tolist()
-        n = len(self.names)
-        metrics = {f"grad_norm/{k}": v for k, v in zip(self.names, values[:n], strict=True)}
-        metrics["grad_norm/total"] = values[n]
-        metrics.update({f"weight_norm/{k}": v for k, v in zip(self.names, values[n + 1 : 2 * n + 1], strict=True)})
-        metrics.update({f"update_ratio/{k}": v for k, v in zip(self.names, values[2 * n + 1 :], strict=True)})
-        log_metrics(trainer.loggers, metrics, trainer.global_step - 1)  # the step whose update this was
+        log_metrics(trainer.loggers, norm_metrics(self.names, values), trainer.global_step - 1)  # that update's step
+
+
+def norm_metrics(names: list[str], values: list[float]) -> dict[str, float]:
+    """The logged norms from [grad norms..., total grad norm, weight norms..., update ratios...] in `names` order."""
+    n = len(names)
+    metrics = {f"grad_norm/{k}": v for k, v in zip(names, values[:n], strict=True)}
+    metrics["grad_norm/total"] = values[n]
+    metrics.update({f"weight_norm/{k}": v for k, v in zip(names, values[n + 1 : 2 * n + 1], strict=True)})
+    metrics.update({f"update_ratio/{k}": v for k, v in zip(names, values[2 * n + 1 :], strict=True)})
+    return metrics
 
 
 class Throughput(Callback):

@@ -205,20 +205,9 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
         return existing.path, existing.summary(), "done"
     run_dir = run_dir_for(spec, out)
     started = time.time()
-    try:
-        prepared: Prepared | BaseException = prepare(spec, data_dir, download)  # bad input: before any file
-    except InitbenchError as exc:
-        if not keep_going:
-            raise
-        prepared = exc
-    except Exception as exc:  # a library error, an out-of-memory: a result of this run, recorded
-        prepared = exc
-    lock = RunLock(run_dir)
-    try:
-        claimed = lock.acquire()
-    except OSError as exc:
-        raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
-    if not claimed:
+    prepared = _prepare_or_error(spec, data_dir, download, keep_going)  # bad input: before any file
+    lock = _claim(run_dir)
+    if lock is None:
         return run_dir, {}, "busy"
     try:
         existing = RunRecord(record_dir(spec, out))
@@ -240,6 +229,29 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
         lock.release()
 
 
+def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep_going: bool,
+                      data: TensorDataModule | None = None) -> Prepared | BaseException:
+    """The prepared run, or the error to record as its failure: bad input (InitbenchError) raises unless
+    `keep_going`; a library error or an out-of-memory is a result of the run."""
+    try:
+        return prepare(spec, data_dir, download, data)
+    except InitbenchError as exc:
+        if not keep_going:
+            raise
+        return exc
+    except Exception as exc:
+        return exc
+
+
+def _claim(run_dir: Path) -> RunLock | None:
+    """The run's lock, or None when another process holds it."""
+    lock = RunLock(run_dir)
+    try:
+        return lock if lock.acquire() else None
+    except OSError as exc:
+        raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
+
+
 def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = True, data_dir: Path | None = None,
                         download: bool = True, on_step: Callable[[int], None] | None = None,
                         note: Callable[[str], None] = print,
@@ -257,34 +269,25 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
         for spec in specs:
             existing = RunRecord(record_dir(spec, out))
             run_dir = run_dir_for(spec, out)
-            lock = RunLock(run_dir)
             if existing.complete:
                 results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
                 continue
-            try:
-                claimed = lock.acquire()
-            except OSError as exc:
-                raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
-            if not claimed:
+            lock = _claim(run_dir)
+            if lock is None:
                 results[spec.run_id] = (spec, run_dir, {}, "busy")
                 continue
             locks.append(lock)
-            if RunRecord(record_dir(spec, out)).complete:  # finished by another process since we looked
-                results[spec.run_id] = (spec, existing.path, RunRecord(record_dir(spec, out)).summary(), "done")
+            existing = RunRecord(record_dir(spec, out))
+            if existing.complete:  # finished by another process since we looked
+                results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
                 continue
-            try:  # the group's runs share one data module (same data, split and order)
-                prepared = prepare(spec, data_dir, download, data=members[0][0].data if members else None)
-            except InitbenchError as exc:
-                if not keep_going:
-                    raise
-                results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, exc, started), "trained")
-                continue
-            except Exception as exc:  # recorded as this run's failure, as one by one
-                results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, exc, started), "trained")
+            # the group's runs share one data module (same data, split and order)
+            prepared = _prepare_or_error(spec, data_dir, download, keep_going, members[0][0].data if members else None)
+            if isinstance(prepared, BaseException):  # recorded as this run's failure, as one by one
+                results[spec.run_id] = (spec, run_dir, _record_failure(spec, run_dir, prepared, started), "trained")
                 continue
             members.append((prepared, run_dir))
-        reason = next((why for why in (lockstep.why_not(p.spec, p.module.model) for p, _ in members[:1]) if why),
-                      None)
+        reason = lockstep.why_not(members[0][0].spec, members[0][0].module.model) if members else None
         if members and not reason:
             try:
                 summaries = lockstep.train_group(members, out, progress, started, on_step)
