@@ -6,8 +6,12 @@ import fcntl
 import json
 import math
 import os
+import signal
 import socket
 import tempfile
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +83,47 @@ class RunLock:
             self.path.unlink(missing_ok=True)
             os.close(self._fd)
             self._fd = None
+
+
+@contextmanager
+def uninterrupted() -> Iterator[None]:
+    """SIGINT and SIGTERM arriving inside the block take effect at its end, so that a clean-up (locks released,
+    one after another) is never cut in half. Outside the main thread, where handlers cannot be set, a no-op."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    held: list[int] = []
+    wanted = (signal.SIGINT, signal.SIGTERM)
+    previous = {s: signal.signal(s, lambda signum, frame: held.append(signum)) for s in wanted}
+    try:
+        yield
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
+        if held:  # delivered again, now to the handlers that were in place: they raise here, after the block
+            signal.raise_signal(held[0])
+
+
+class Claims:
+    """The run locks one process holds. A lock is taken and remembered in one step, and `release()` frees every
+    one, whatever signal arrives meanwhile: a stopped process leaves no lock file behind."""
+
+    def __init__(self) -> None:
+        self.locks: list[RunLock] = []
+
+    def take(self, run_dir: Path) -> RunLock | None:
+        """The run's lock, or None when another process holds it."""
+        with uninterrupted():
+            lock = RunLock(run_dir)
+            if not lock.acquire():
+                return None
+            self.locks.append(lock)
+        return lock
+
+    def release(self) -> None:
+        with uninterrupted():
+            while self.locks:
+                self.locks.pop().release()
 
 
 def clear_orphan_lock(run_dir: Path) -> None:

@@ -30,7 +30,7 @@ from initbench.module import Classifier
 from initbench.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
-from initbench.results import RunLock
+from initbench.results import Claims, RunLock
 
 LSUV_BATCH = 512
 
@@ -206,10 +206,10 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     run_dir = run_dir_for(spec, out)
     started = time.time()
     prepared = _prepare_or_error(spec, data_dir, download, keep_going)  # bad input: before any file
-    lock = _claim(run_dir)
-    if lock is None:
-        return run_dir, {}, "busy"
+    claims = Claims()
     try:
+        if _claim(claims, run_dir) is None:
+            return run_dir, {}, "busy"
         existing = RunRecord(record_dir(spec, out))
         replace = force and existing.complete
         if existing.complete and not replace:  # finished by another process since we looked
@@ -226,7 +226,7 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
             shutil.rmtree(old)
         return run_dir, summary, "trained"
     finally:
-        lock.release()
+        claims.release()
 
 
 def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep_going: bool,
@@ -243,11 +243,10 @@ def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep
         return exc
 
 
-def _claim(run_dir: Path) -> RunLock | None:
-    """The run's lock, or None when another process holds it."""
-    lock = RunLock(run_dir)
+def _claim(claims: Claims, run_dir: Path) -> RunLock | None:
+    """The run's lock, held in `claims`, or None when another process holds it."""
     try:
-        return lock if lock.acquire() else None
+        return claims.take(run_dir)
     except OSError as exc:
         raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
 
@@ -263,7 +262,7 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
     from initbench import lockstep
 
     results: dict[str, tuple[RunSpec, Path, dict[str, Any], str]] = {}
-    members, locks = [], []
+    members, claims = [], Claims()
     started = time.time()
     try:
         for spec in specs:
@@ -272,11 +271,9 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
             if existing.complete:
                 results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
                 continue
-            lock = _claim(run_dir)
-            if lock is None:
+            if _claim(claims, run_dir) is None:
                 results[spec.run_id] = (spec, run_dir, {}, "busy")
                 continue
-            locks.append(lock)
             existing = RunRecord(record_dir(spec, out))
             if existing.complete:  # finished by another process since we looked
                 results[spec.run_id] = (spec, existing.path, existing.summary(), "done")
@@ -302,8 +299,7 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
                 summary = _train(prepared, out, run_dir, False, time.time(), on_step)
                 results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
     finally:
-        for lock in locks:
-            lock.release()
+        claims.release()
     return [results[s.run_id] for s in specs if s.run_id in results]
 
 

@@ -13,6 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from initbench.errors import Terminated
+from initbench.results import Claims, RunLock, uninterrupted
+
 INITBENCH = Path(sys.executable).parent / "initbench"
 SWEEP = """name: sig
 datasets: [digits]
@@ -94,6 +97,48 @@ def test_sigterm_during_the_report_leaves_the_old_report_whole(plan, tmp_path):
     if proc.returncode == 143:
         assert err.strip() == "initbench: terminated (SIGTERM)"
         assert after == before
+
+
+class _SignalledLock(RunLock):
+    """A real lock whose release is where SIGTERM arrives (as it did when a group's records had just finished)."""
+
+    def release(self) -> None:
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(0.05)  # a handler left in place would have raised by now
+        super().release()
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated
+
+
+def test_sigterm_while_the_locks_are_released_still_frees_every_one(tmp_path):
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        claims = Claims()
+        for name in ["a", "b", "c"]:
+            assert claims.take(tmp_path / name) is not None
+        signalled = _SignalledLock(tmp_path / "d")
+        assert signalled.acquire()
+        claims.locks.insert(1, signalled)  # released between the others
+        with pytest.raises(Terminated):
+            claims.release()
+        assert not list(tmp_path.glob(".*.lock")) and claims.locks == []
+        assert signal.getsignal(signal.SIGTERM) is _raise_terminated
+        with pytest.raises(Terminated):  # a signal outside the block still stops at once
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(0.05)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def test_sigint_inside_uninterrupted_waits_for_the_end_of_the_block():
+    reached = []
+    with pytest.raises(KeyboardInterrupt), uninterrupted():
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(0.05)
+        reached.append(True)
+    assert reached == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
 
 
 def test_a_closed_stdout_ends_quietly():
