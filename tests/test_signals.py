@@ -133,12 +133,16 @@ def test_sigterm_while_the_locks_are_released_still_frees_every_one(tmp_path):
 
 
 def test_sigint_inside_uninterrupted_waits_for_the_end_of_the_block():
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a background job starts with SIGINT ignored
     reached = []
-    with pytest.raises(KeyboardInterrupt), uninterrupted():
-        os.kill(os.getpid(), signal.SIGINT)
-        time.sleep(0.05)
-        reached.append(True)
-    assert reached == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt), uninterrupted():
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)
+            reached.append(True)
+        assert reached == [True] and signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_a_closed_stdout_ends_quietly():
