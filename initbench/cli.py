@@ -158,7 +158,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from initbench.sweep import completed, execute, load_sweep, parse_shard
+    from initbench.execute import completed, execute
+    from initbench.sweep import load_sweep, parse_shard
 
     sweep = load_sweep(args.file, args.name)
     shard = parse_shard(args.shard)

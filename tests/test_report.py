@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from initbench.cli import main
+from initbench.execute import execute
 from initbench.report import (
     holm,
     iqm,
@@ -29,7 +30,7 @@ from initbench.report import (
 from initbench.report.plots import on_scale
 from initbench.report.stats import VERDICTS
 from initbench.runner import run
-from initbench.sweep import execute, load_sweep
+from initbench.sweep import load_sweep
 
 
 def test_holm_adjustment_by_hand():

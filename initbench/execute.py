@@ -1,0 +1,189 @@
+"""A sweep's runs -> training, here: preflight, what trains together (engine), the shard's bar, outcomes."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from initbench.errors import InitbenchError
+from initbench.plan import RunSpec
+from initbench.record import RunRecord
+from initbench.results import clear_orphan_lock, write_json
+from initbench.sweep import Sweep
+
+# This module stays light at import (torch and Lightning load when a sweep runs).
+
+# A run's cost, for the sweep's bar: steps x batch size x (forward multiply-accumulates per example + a fixed
+# per-example overhead). 150k is the overhead that makes this model reproduce the measured training throughput of
+# the MLP and the SimpleCNN on digits on a 2-core CPU (95k and 22k images/s), whose forward passes are 50k and 707k.
+OVERHEAD_MACS = 150_000
+
+
+@dataclass(frozen=True)
+class Problem:
+    """What preflight learns of a (dataset, model): the training pool's size and the forward cost of one example."""
+
+    examples: int
+    macs: int
+    not_lockstep: str | None = None  # why its runs cannot train as lockstep groups
+
+
+def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) -> dict[tuple[str, str], Problem]:
+    """Load every dataset and build every (model, dataset) pair once, so that missing data or a user model
+    that does not build stops the sweep now, with nothing written, not at its 50th run; returns their costs."""
+    import torch
+
+    from initbench.data import decode
+    from initbench.lockstep import why_not
+    from initbench.models import build_model, forward_macs
+
+    problems = {}
+    for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
+        d = decode(dataset, data_dir, download)
+        first = next(r for r in runs if (r.dataset, r.model) == (dataset, model))
+        with torch.random.fork_rng(devices=[]):
+            built = build_model(model, tuple(d.x_train.shape[1:]), d.num_classes)
+            problems[(dataset, model)] = Problem(len(d.y_train), forward_macs(built, d.x_train[:1].float()),
+                                                 why_not(first, built))
+    return problems
+
+
+def run_steps(spec: RunSpec, examples: int) -> int:
+    """The training steps a run will take (fewer if it diverges): epochs x batches of its training split."""
+    train = examples - max(1, round(examples * spec.val_fraction))
+    if spec.limit_train is not None:
+        train = min(train, spec.limit_train)
+    steps = spec.epochs * -(-train // spec.batch_size)
+    return steps if spec.max_steps is None else min(steps, spec.max_steps)
+
+
+def run_cost(spec: RunSpec, problem: Problem) -> tuple[int, float]:
+    """(steps, cost of one step) in multiply-accumulates."""
+    return run_steps(spec, problem.examples), float(spec.batch_size * (problem.macs + OVERHEAD_MACS))
+
+
+ENGINES = ("auto", "lockstep", "sequential")
+
+
+def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine: str,
+          lockstep_max: int) -> list[list[RunSpec]]:
+    """What trains together: with `lockstep` or `auto`, runs that share everything but the init (at most
+    `lockstep_max` per group, in the grid's order), where the problem allows; else one run at a time."""
+    if engine == "sequential":
+        return [[r] for r in todo]
+    groups: dict[str, list[RunSpec]] = {}
+    for r in todo:
+        if problems[(r.dataset, r.model)].not_lockstep:
+            groups[r.run_id] = [r]
+        else:
+            groups.setdefault(r.group_key, []).append(r)
+    return [g[i : i + lockstep_max] for g in groups.values() for i in range(0, len(g), lockstep_max)]
+
+
+def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
+            download: bool = True, progress: bool = True, engine: str = "auto",
+            lockstep_max: int = 32) -> dict[str, int]:
+    """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
+
+    On a terminal, one bar for the whole shard advances step by step, each run weighted by its cost (an MLP run
+    moves it less than a CNN run), with the tally; without one, a line per finished run. The engine (`auto`:
+    lockstep groups where the model allows, with a note where it does not) decides what trains together."""
+    from tqdm.auto import tqdm
+
+    from initbench.runner import claim_and_run, claim_and_run_group, record_dir
+
+    if engine not in ENGINES:
+        raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
+    if lockstep_max < 1:
+        raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
+    runs = sweep.shard(*shard)
+    problems = preflight(runs, data_dir, download)
+    if engine != "sequential":
+        for (dataset, model), problem in sorted(problems.items()):
+            if problem.not_lockstep and engine == "lockstep":
+                raise InitbenchError(f"--engine lockstep: {dataset}_{model}: {problem.not_lockstep}; use --engine "
+                                     "auto (lockstep where possible) or sequential")
+            if problem.not_lockstep:
+                print(f"initbench: {dataset}_{model}: {problem.not_lockstep}", file=sys.stderr)
+    try:
+        write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
+    except OSError as exc:
+        raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
+    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
+    todo = []
+    for r in runs:
+        where = record_dir(r, out)
+        clear_orphan_lock(where)  # a process killed right after finishing a run leaves its lock file behind
+        if not RunRecord(where).complete:
+            todo.append(r)
+    counts["skipped"] = len(runs) - len(todo)
+    costs = {r.run_id: run_cost(r, problems[(r.dataset, r.model)]) for r in runs}
+    total = sum(steps * per_step for steps, per_step in costs.values())
+    pending = {r.run_id for r in todo}
+    terminal = progress and sys.stderr.isatty()
+    bar = tqdm(total=total, initial=total - sum(s * c for k, (s, c) in costs.items() if k in pending),
+               disable=not terminal, dynamic_ncols=True,
+               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+               desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
+    try:
+        for unit in units(todo, problems, engine, lockstep_max):
+            steps, per_step = costs[unit[0].run_id]
+            per_step *= len(unit)  # a group's step is every member's step
+            start = bar.n
+
+            def advance(step: int, start: float = start, steps: int = steps, per_step: float = per_step) -> None:
+                bar.update(max(0.0, start + min(step, steps) * per_step - bar.n))
+
+            head = unit[0]
+            what = f"{head.init} seed {head.seed}" if len(unit) == 1 else f"{len(unit)} inits seed {head.seed}"
+            bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts) or 'first run'} | "
+                                f"{head.problem} {what}", refresh=True)
+            step_report = advance if terminal else None
+            if engine == "sequential" or problems[(head.dataset, head.model)].not_lockstep:  # said once, above
+                _, summary, outcome = claim_and_run(head, out, progress=False, data_dir=data_dir, download=download,
+                                                    keep_going=True, on_step=step_report)
+                done = [(head, summary, outcome)]
+            else:
+                done = [(spec, summary, outcome) for spec, _, summary, outcome in claim_and_run_group(
+                    unit, out, progress=False, data_dir=data_dir, download=download, on_step=step_report,
+                    note=_note, keep_going=True)]
+            bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
+            for spec, summary, outcome in done:
+                counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
+                if progress and not terminal:  # a log, not a terminal: one line per run, as it finishes
+                    print(f"[{sum(counts.values())}/{len(runs)}] {_run_line(spec, summary, outcome)}", flush=True)
+        bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts)}", refresh=True)
+    finally:
+        bar.close()
+    return counts
+
+
+def _note(message: str) -> None:
+    print(f"initbench: {message}", file=sys.stderr)
+
+
+def _tally(counts: dict[str, int]) -> str:
+    return " ".join(f"{counts[k]} {k}" for k in ("ok", "diverged", "collapsed", "failed") if counts[k])
+
+
+def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str) -> str:
+    """`digits_mlp kaiming_normal seed 3: ok val 0.973 (1.2 s)`."""
+    head = f"{spec.problem} {spec.init} seed {spec.seed}"
+    if outcome != "trained":
+        return f"{head}: {'already complete' if outcome == 'done' else 'being trained elsewhere'}"
+    val = summary.get("val_acc_final")
+    detail = f" val {val:.3f}" if isinstance(val, int | float) else ""
+    if summary.get("diverged_step") is not None:
+        detail = f" at step {summary['diverged_step']}{detail}"
+    if summary["status"] == "failed":
+        detail = f" ({str(summary.get('error', ''))[:80]})"
+    return f"{head}: {summary['status']}{detail} ({summary.get('wall_time_s', 0):.1f} s)"
+
+
+def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
+    """Each run of the grid with whether its record is complete."""
+    from initbench.runner import record_dir
+
+    return [(r, RunRecord(record_dir(r, out)).complete) for r in sweep.runs]
