@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +14,7 @@ from initbench.plan import RunSpec
 from initbench.record import RunRecord
 from initbench.results import clear_orphan_lock, write_json
 from initbench.sweep import Sweep
+from initbench.tune import score as tune_score
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
 
@@ -87,19 +90,19 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
             lockstep_max: int = 32) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
-    On a terminal, one bar for the whole shard advances step by step, each run weighted by its cost (an MLP run
-    moves it less than a CNN run), with the tally; without one, a line per finished run. The engine (`auto`:
-    lockstep groups where the model allows, with a note where it does not) decides what trains together."""
+    With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
+    Grid runs whose tuning runs are not all recorded yet (another shard still trains them) are left for a rerun and
+    counted as `waiting`. On a terminal, one bar for the whole shard advances step by step, each run weighted by its
+    cost (an MLP run moves it less than a CNN run), with the tally; without one, a line per finished run. The engine
+    (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together."""
     from tqdm.auto import tqdm
-
-    from initbench.runner import claim_and_run, claim_and_run_group, record_dir
 
     if engine not in ENGINES:
         raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if lockstep_max < 1:
         raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
-    runs = sweep.shard(*shard)
-    problems = preflight(runs, data_dir, download)
+    tuning, grid = sweep.shard(*shard, runs=sweep.tuning), sweep.shard(*shard)
+    problems = preflight(tuning + grid, data_dir, download)
     if engine != "sequential":
         for (dataset, model), problem in sorted(problems.items()):
             if problem.not_lockstep and engine == "lockstep":
@@ -111,25 +114,78 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
-    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0}
-    todo = []
-    for r in runs:
-        where = record_dir(r, out)
-        clear_orphan_lock(where)  # a process killed right after finishing a run leaves its lock file behind
-        if not RunRecord(where).complete:
-            todo.append(r)
-    counts["skipped"] = len(runs) - len(todo)
-    costs = {r.run_id: run_cost(r, problems[(r.dataset, r.model)]) for r in runs}
-    total = sum(steps * per_step for steps, per_step in costs.values())
-    pending = {r.run_id for r in todo}
+    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "waiting": 0}
+    cost = lambda r: math.prod(run_cost(r, problems[(r.dataset, r.model)]))  # noqa: E731
+    protocols = len(sweep.tune.protocols) if sweep.tune else 1
+    planned = len(tuning) + len(grid) * protocols  # stage 2's exact count is known once its lrs are
     terminal = progress and sys.stderr.isatty()
-    bar = tqdm(total=total, initial=total - sum(s * c for k, (s, c) in costs.items() if k in pending),
-               disable=not terminal, dynamic_ncols=True,
-               bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
+    bar = tqdm(total=sum(map(cost, tuning)) + protocols * sum(map(cost, grid)), disable=not terminal,
+               dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
+    trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts)
     try:
-        for unit in units(todo, problems, engine, lockstep_max):
-            steps, per_step = costs[unit[0].run_id]
+        if sweep.tune:
+            trainer.train(tuning, planned, "tuning ")
+        comparison, waiting = sweep.comparison(score_of(out, sweep.tune.metric if sweep.tune else ""), grid)
+        planned = len(tuning) + len(comparison) + len(waiting)
+        bar.total = bar.n + sum(map(cost, comparison)) + sum(map(cost, waiting))
+        trainer.train(comparison, planned, "")
+        counts["waiting"] = len(waiting)
+        bar.set_postfix_str(f"{trainer.finished}/{planned} runs | {_tally(counts)}", refresh=True)
+    finally:
+        bar.close()
+    if waiting:
+        _note(f"{len(waiting)} comparison runs wait for tuning runs that are not recorded yet (being trained by "
+              "another shard, or failed to record): rerun this command once they are, to train them")
+    return counts
+
+
+def score_of(out: Path, metric: str) -> Callable[[RunSpec], float | None]:
+    """A tuning run's score (`tune.score`) read from its record, None while it is not complete."""
+    from initbench.runner import record_dir
+
+    def score(spec: RunSpec) -> float | None:
+        record = RunRecord(record_dir(spec, out))
+        if not record.complete:
+            return None
+        try:
+            summary, config = record.summary(), record.config()
+        except (OSError, ValueError):
+            return None
+        return tune_score(summary["status"], summary.get(metric), config.get("data", {}).get("num_classes"))
+
+    return score
+
+
+class _Stage:
+    """Trains lists of runs (a stage) unit by unit, advancing the shared bar and tallying outcomes."""
+
+    def __init__(self, out: Path, problems: dict[tuple[str, str], Problem], engine: str, lockstep_max: int,
+                 data_dir: Path | None, download: bool, progress: bool, terminal: bool, bar: Any,
+                 counts: dict[str, int]) -> None:
+        self.out, self.problems, self.engine, self.lockstep_max = out, problems, engine, lockstep_max
+        self.data_dir, self.download, self.progress, self.terminal = data_dir, download, progress, terminal
+        self.bar, self.counts = bar, counts
+
+    @property
+    def finished(self) -> int:
+        return sum(v for k, v in self.counts.items() if k != "waiting")
+
+    def train(self, runs: tuple[RunSpec, ...], planned: int, stage: str) -> None:
+        from initbench.runner import claim_and_run, claim_and_run_group, record_dir
+
+        todo = []
+        for r in runs:
+            where = record_dir(r, self.out)
+            clear_orphan_lock(where)  # a process killed right after finishing a run leaves its lock file behind
+            if RunRecord(where).complete:
+                self.counts["skipped"] += 1
+                self.bar.update(math.prod(run_cost(r, self.problems[(r.dataset, r.model)])))
+            else:
+                todo.append(r)
+        bar, counts = self.bar, self.counts
+        for unit in units(todo, self.problems, self.engine, self.lockstep_max):
+            steps, per_step = run_cost(unit[0], self.problems[(unit[0].dataset, unit[0].model)])
             per_step *= len(unit)  # a group's step is every member's step
             start = bar.n
 
@@ -137,27 +193,23 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
                 bar.update(max(0.0, start + min(step, steps) * per_step - bar.n))
 
             head = unit[0]
-            what = f"{head.init} seed {head.seed}" if len(unit) == 1 else f"{len(unit)} inits seed {head.seed}"
-            bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts) or 'first run'} | "
-                                f"{head.problem} {what}", refresh=True)
-            step_report = advance if terminal else None
-            if engine == "sequential" or problems[(head.dataset, head.model)].not_lockstep:  # said once, above
-                _, summary, outcome = claim_and_run(head, out, progress=False, data_dir=data_dir, download=download,
-                                                    keep_going=True, on_step=step_report)
+            what = f"{head.init} seed {head.seed}" if len(unit) == 1 else f"{len(unit)} runs seed {head.seed}"
+            bar.set_postfix_str(f"{self.finished}/{planned} runs | {_tally(counts) or 'first run'} | "
+                                f"{stage}{head.problem} {what}", refresh=True)
+            step_report = advance if self.terminal else None
+            if self.engine == "sequential" or self.problems[(head.dataset, head.model)].not_lockstep:
+                _, summary, outcome = claim_and_run(head, self.out, progress=False, data_dir=self.data_dir,
+                                                    download=self.download, keep_going=True, on_step=step_report)
                 done = [(head, summary, outcome)]
             else:
                 done = [(spec, summary, outcome) for spec, _, summary, outcome in claim_and_run_group(
-                    unit, out, progress=False, data_dir=data_dir, download=download, on_step=step_report,
-                    note=_note, keep_going=True)]
+                    unit, self.out, progress=False, data_dir=self.data_dir, download=self.download,
+                    on_step=step_report, note=_note, keep_going=True)]
             bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
             for spec, summary, outcome in done:
                 counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
-                if progress and not terminal:  # a log, not a terminal: one line per run, as it finishes
-                    print(f"[{sum(counts.values())}/{len(runs)}] {_run_line(spec, summary, outcome)}", flush=True)
-        bar.set_postfix_str(f"{sum(counts.values())}/{len(runs)} runs | {_tally(counts)}", refresh=True)
-    finally:
-        bar.close()
-    return counts
+                if self.progress and not self.terminal:  # a log, not a terminal: one line per run, as it finishes
+                    print(f"[{self.finished}/{planned}] {stage}{_run_line(spec, summary, outcome)}", flush=True)
 
 
 def _note(message: str) -> None:
@@ -182,8 +234,13 @@ def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str) -> str:
     return f"{head}: {summary['status']}{detail} ({summary.get('wall_time_s', 0):.1f} s)"
 
 
-def completed(sweep: Sweep, out: Path) -> list[tuple[RunSpec, bool]]:
-    """Each run of the grid with whether its record is complete."""
+def completed(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1)) -> tuple[list[tuple[RunSpec, bool]],
+                                                                              tuple[RunSpec, ...]]:
+    """The shard's runs planned so far (the tuning runs, then each grid run at its chosen lr where it is known), each
+    with whether its record is complete; and the grid runs whose lr waits for tuning runs."""
     from initbench.runner import record_dir
 
-    return [(r, RunRecord(record_dir(r, out)).complete) for r in sweep.runs]
+    grid = sweep.shard(*shard)
+    comparison, waiting = sweep.comparison(score_of(out, sweep.tune.metric if sweep.tune else ""), grid)
+    runs = sweep.shard(*shard, runs=sweep.tuning) + comparison
+    return [(r, RunRecord(record_dir(r, out)).complete) for r in runs], waiting

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,12 +14,14 @@ from initbench import catalog
 from initbench.errors import InitbenchError
 from initbench.plan import LogSpec, RunSpec
 from initbench.spec import format_call, parse_call
+from initbench.tune import Tune, choose, parse_tune
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
 
 LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
-TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "baseline", "logger", "wandb")
+TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "tune", "baseline", "logger",
+            "wandb")
 # RunSpec fields a sweep file may set under `train:` (and per model/dataset): those that change the
 # result, less the grid's own axes. Logging settings have their own keys (`logger`, `wandb`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
@@ -28,21 +30,64 @@ TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
 
 @dataclass(frozen=True)
 class Sweep:
-    """A parsed experiment file: its name, the raw document, and the grid of runs in execution order."""
+    """A parsed experiment file: its name, the raw document, and the grid of runs in execution order.
+
+    Without a `tune:` block, `runs` are the runs. With one, `tuning` is stage 1 (every init at every lr of the grid,
+    on the tuning seeds) and `runs` is stage 2's grid at the file's lr, which `comparison` sets to each init's
+    chosen lr once the tuning runs are recorded."""
 
     name: str
     source: dict[str, Any]
     runs: tuple[RunSpec, ...]
+    tune: Tune | None = None
+    tuning: tuple[RunSpec, ...] = ()
+    reference: str | None = None  # the shared protocol's scheme: the baseline, else the first init
 
-    def shard(self, index: int, count: int) -> tuple[RunSpec, ...]:
-        """Shard `index` of `count` (1-based), in the grid's order. Runs that can train as one lockstep group stay in
-        one shard; each problem's groups are dealt round-robin, so every shard gets a similar share of each."""
+    def shard(self, index: int, count: int, runs: tuple[RunSpec, ...] | None = None) -> tuple[RunSpec, ...]:
+        """Shard `index` of `count` (1-based) of `runs` (default: the grid), in order. Runs that can train as one
+        lockstep group stay in one shard; each problem's groups are dealt round-robin, so every shard gets a similar
+        share of each. The learning rate is not part of a group, so both stages deal alike."""
+        runs = self.runs if runs is None else runs
         order: dict[tuple[str, str], dict[str, None]] = {}  # problem -> its groups, in order of appearance
-        for r in self.runs:
+        for r in runs:
             order.setdefault((r.dataset, r.model), {})[r.group_key] = None
         dealt = [key for groups in order.values() for key in groups]
         mine = set(dealt[index - 1 :: count])
-        return tuple(r for r in self.runs if r.group_key in mine)
+        return tuple(r for r in runs if r.group_key in mine)
+
+    def tuning_runs(self, template: RunSpec) -> dict[float, list[RunSpec]]:
+        """lr -> the tuning runs (one per tuning seed) that decide `template`'s init's lr."""
+        assert self.tune is not None
+        return {lr: [dataclasses.replace(template, seed=s, lr=lr, log=self.tuning[0].log) for s in self.tune.seeds]
+                for lr in self.tune.lrs}
+
+    def comparison(self, score_of: Callable[[RunSpec], float | None],
+                   grid: tuple[RunSpec, ...] | None = None) -> tuple[tuple[RunSpec, ...], tuple[RunSpec, ...]]:
+        """Stage 2: the grid's runs (default: all) at their chosen lr, for each protocol of the tune block (a run
+        that two protocols choose alike is one run), and the grid runs that still wait for tuning runs.
+        `score_of(run)` is a tuning run's score (`tune.score`), None while it is not recorded. Without a tune block:
+        the grid, as it is."""
+        grid = self.runs if grid is None else grid
+        if self.tune is None:
+            return grid, ()
+        chosen: dict[str, float | None] = {}
+        planned: dict[str, RunSpec] = {}
+        waiting: dict[str, RunSpec] = {}
+        for template in grid:
+            for protocol in self.tune.protocols:
+                basis = template if protocol == "per_init" else dataclasses.replace(template, init=self.reference)
+                key = dataclasses.replace(basis, seed=self.tune.seeds[0], lr=self.tune.lrs[0]).run_id
+                if key not in chosen:
+                    scores = {lr: [score_of(r) for r in rs] for lr, rs in self.tuning_runs(basis).items()}
+                    ready = all(v is not None for s in scores.values() for v in s)
+                    chosen[key] = choose(scores) if ready else None  # type: ignore[arg-type]
+                lr = chosen[key]
+                if lr is None:
+                    waiting[template.run_id] = template
+                    continue
+                spec = dataclasses.replace(template, lr=lr)
+                planned.setdefault(spec.run_id, spec)
+        return tuple(planned.values()), tuple(waiting.values())
 
 
 def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
@@ -125,6 +170,7 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
         seeds = _entries(doc, "seeds", path)
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise InitbenchError(f"{path}: 'seeds' must be a count or a list of integers, got {seeds_doc!r}")
+    tune = parse_tune(doc.get("tune"), str(path), seeds)
     logger = doc.get("logger", "csv")
     if logger not in LOGGERS:
         raise InitbenchError(f"{path}: unknown logger {logger!r}; valid: {', '.join(LOGGERS)}")
@@ -149,7 +195,17 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
-    return Sweep(experiment, dict(doc), tuple(runs))
+    if tune is None:
+        return Sweep(experiment, dict(doc), tuple(runs))
+    # stage 1: the grid's first seed's runs, at every lr, on each tuning seed (seed-major, the lr innermost: one
+    # lockstep group per problem and tuning seed); its runs log under their own experiment name
+    tune_log = dataclasses.replace(log, experiment=f"{experiment}-tune")
+    tuning = [dataclasses.replace(r, seed=t, lr=lr, log=tune_log)
+              for t in tune.seeds for r in runs if r.seed == seeds[0] for lr in tune.lrs]
+    reference = inits[0]
+    if doc.get("baseline") is not None:
+        reference = next(i for i in inits if canonical_init(i) == canonical_init(doc["baseline"]))
+    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference)
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

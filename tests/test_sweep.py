@@ -58,7 +58,7 @@ def test_grid_expansion_with_overrides(tmp_path):
     ("datasets: [digits\nmodels: [mlp]\n", "malformed YAML in"),
     ("- just\n- a list\n", "a sweep file must be a YAML mapping"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\nepochs: 3\n",
-     "unknown key epochs; valid: name, description, datasets, models, inits, seeds, train, baseline, logger"),
+     "unknown key epochs; valid: name, description, datasets, models, inits, seeds, train, tune, baseline, logger"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 2\ntrain: {epoch: 3}\n",
      "train: unknown key epoch; valid: init_seed, data_seed, optimizer"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: []\nseeds: 2\n", "empty grid: 'inits' is an empty list"),
