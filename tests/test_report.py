@@ -298,7 +298,7 @@ def test_report_documents(study, tmp_path):
     lines = md.splitlines()
     assert lines[2].startswith("**Ranked on final validation accuracy (`val_acc_final`).**")
     assert "never used to choose" in lines[2]
-    assert "| rank | init | verdict |" in md and "Wilcoxon" in md and "winner's curse" not in md
+    assert "| rank | init | lr | verdict |" in md and "Wilcoxon" in md and "winner's curse" not in md
     assert all(f"**{word}**" in md for word in VERDICTS)  # the legend
     assert "Reference: **xavier_uniform**" in md and "smallest p_holm" in md
     ranking = pd.read_csv(files["ranking"])

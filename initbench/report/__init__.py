@@ -44,10 +44,17 @@ __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER
            "rank_problem", "seed_note", "seeds_needed", "smallest_wilcoxon_p", "steps_to_target", "write_report"]
 
 
+TUNING_FILES = ("tuning.csv", "protocols.csv")
+
+
 def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path) -> dict[str, Any]:
     study.runs.to_csv(stage / "runs.csv", index=False)
     ranking.per_problem.to_csv(stage / "ranking.csv", index=False)
     ranking.overall.to_csv(stage / "ranking_overall.csv", index=False)
+    if study.tuning is not None:
+        study.tuning.table.to_csv(stage / "tuning.csv", index=False)
+        if len(study.tuning.protocols):
+            study.tuning.protocols.to_csv(stage / "protocols.csv", index=False)
     plots = plot_all(study, ranking, stage)
     doc = build(study, ranking, plots, results_dir)
     (stage / "report.md").write_text(to_markdown(doc))
@@ -77,6 +84,12 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
 
         baseline = display_init(baseline)  # the canonical spelling, as in the runs
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
+    if study.tuning is not None and study.tuning.alternative is not None:  # both protocols ran: how ranks move
+        from initbench.report.tuning import compare_protocols
+
+        other = rank(steps_to_target(study.tuning.alternative, study.curves, target), metric, test, baseline,
+                     margin_points / 100)
+        study.tuning.protocols = compare_protocols(ranking.per_problem, other.per_problem)
     out = Path(out or results_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -97,6 +110,9 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
             "skipped": study.skipped, "partial": study.partial, "notes": ranking.notes,
             "references": ranking.references, "wandb_runs": wandb_runs})
         remove_old_plots(out)
+        for name in TUNING_FILES:  # a tuned study's tables, from an earlier report of this folder
+            if not (stage / name).exists():
+                (out / name).unlink(missing_ok=True)
         for path in sorted(stage.iterdir(), key=lambda p: p.name == "report.json"):  # report.json last
             os.replace(path, out / path.name)
     finally:

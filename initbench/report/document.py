@@ -17,8 +17,9 @@ import pandas as pd
 from initbench.report.across import RESAMPLES
 from initbench.report.load import Study
 from initbench.report.stats import METRICS_HIGHER_IS_BETTER, TEST_METRICS, VERDICTS, Ranking
+from initbench.report.tuning import WITHIN_POINTS
 
-SHOWN = ["rank", "init", "verdict", "n", "failure_rate", "mean", "ci_low", "ci_high", "delta", "delta_ci_low",
+SHOWN = ["rank", "init", "lr", "verdict", "n", "failure_rate", "mean", "ci_low", "ci_high", "delta", "delta_ci_low",
          "delta_ci_high", "p_holm", "prob_beats_ref", "test_acc", "std", "median", "iqm", "best_val_acc",
          "auc_val_acc", "steps_to_target", "reached_target", "mean_rank"]
 OVERALL_SHOWN = ["init", "problems", "mean_rank", "wins", "better", "equivalent", "worse", "inconclusive", "failed",
@@ -75,6 +76,8 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
                  for base, keys in study.split.items()]
         doc += [Block("note", "Runs with different training settings are separate problems, never pooled:"),
                 Block("list", items)]
+    if study.tuning is not None:
+        doc += _tuning_blocks(study, ranking)
     for problem, table in ranking.per_problem.groupby("problem", sort=True):
         table = table.reset_index(drop=True)
         target = ranking.targets.get(problem, math.nan)
@@ -96,6 +99,11 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
         doc += [Block("h2", "Skipped records"),
                 Block("p", "These folders hold no usable record and are in no number above:"),
                 Block("list", study.skipped)]
+    if study.excluded:
+        doc += [Block("h2", "Records outside this study's protocol"),
+                Block("p", "Complete records in this folder that the tuning protocol does not use (left by an earlier "
+                           "grid); they are in no number above:"),
+                Block("list", study.excluded)]
     if study.partial:
         doc += [Block("h2", "Partial records"),
                 Block("p", "These runs enter the means of the values they have; their curve metrics "
@@ -109,6 +117,38 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
     doc += [Block("h2", "Study settings"), Block("pre", settings),
             Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
     return doc
+
+
+def _tuning_blocks(study: Study, ranking: Ranking) -> list[Block]:
+    """What the tuning stage did and chose, in words and tables, and how the ranking moves with the protocol."""
+    t = study.tuning
+    assert t is not None
+    grid = ", ".join(f"{lr:g}" for lr in t.tune.lrs)
+    which = ("each init's own chosen lr" if t.tune.protocols[0] == "per_init" else
+             f"one shared lr for every init: the lr chosen for the reference scheme {t.reference}")
+    blocks = [
+        Block("h2", "Learning rate: tuned before the comparison"),
+        Block("p", f"Stage 1 trained every scheme at each lr of the grid ({grid}) on the tuning seeds "
+                   f"{', '.join(map(str, t.tune.seeds))} ({len(t.runs)} runs). **The tuning seeds were not used for "
+                   f"the comparison**, which ran on seeds {', '.join(map(str, t.comparison_seeds))} at {which}. The "
+                   f"chosen lr is the one with the best mean `{t.tune.metric}` (validation) over the tuning seeds; "
+                   "ties go to the smaller lr; a diverged tuning run scores chance level (1/classes) and a failed one "
+                   "rules its lr out."),
+        Block("p", f"`lr`: the chosen lr per scheme; `shared_lr`: the reference scheme's ({t.reference}); "
+                   f"`tuning_score`: the mean `{t.tune.metric}` at the chosen lr on the tuning seeds. Tuneability: "
+                   "`lr_low` to `lr_high` is the run of grid lrs around the best whose mean is within "
+                   f"{WITHIN_POINTS:g} accuracy point of the best, `decades` its width (log10; 0 when only the best lr "
+                   "is that close; the grid's spacing limits it). `diverged`: tuning runs that diverged."),
+        Block("table", t.table),
+    ]
+    if len(t.protocols):
+        blocks += [Block("h3", "Per-init lr against one shared lr"),
+                   Block("p", "Both protocols trained the comparison seeds: each problem's ranking below uses "
+                              f"{which}; here each scheme's rank, lr and mean under both. `rank_change` > 0: the "
+                              "scheme ranks better with its own lr than with the shared one (ranks at one lr partly "
+                              "measure the lr)."),
+                   Block("table", t.protocols)]
+    return blocks
 
 
 def _setting(value: Any) -> str:

@@ -14,6 +14,8 @@ import pandas as pd
 from initbench.errors import InitbenchError
 from initbench.plan import LogSpec
 from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
+from initbench.report.tuning import Tuning, reference_scheme, split_runs
+from initbench.tune import parse_tune
 
 # Spec fields that are not training settings: the grid's own axes, seeds, how often and where to log.
 NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every",
@@ -32,6 +34,8 @@ class Study:
     versions: list[dict[str, str]] = field(default_factory=list)
     split: dict[str, dict[str, list[Any]]] = field(default_factory=dict)  # dataset_model -> setting -> values
     partial: list[str] = field(default_factory=list)  # records that entered with some numbers left out, and why
+    tuning: Tuning | None = None  # a tuned study: its tuning runs, chosen lrs and the second protocol's runs
+    excluded: list[str] = field(default_factory=list)  # whole records outside the study's protocol, and why
 
     @property
     def grads0(self) -> pd.DataFrame:
@@ -143,19 +147,39 @@ def load_study(results_dir: Path) -> Study:
     layers = [df for df in layers if len(df)]
     layers_df = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(
         columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])
+    settings, tune = _sweep_settings(results_dir, skipped)
+    if tune is not None:  # a tuned study's problems do not split by lr: each init has its own
+        runs["settings"] = [json.dumps({k: v for k, v in json.loads(s).items() if k != "lr"}, sort_keys=True)
+                            for s in runs["settings"]]
     runs, split = _name_problems(runs)
     runs = _add_curve_metrics(runs, curves_df)
-    settings = {}
+    tuning, excluded = None, []
+    reference = reference_scheme(settings)
+    if tune is not None and reference is not None:
+        runs, tuning, excluded = split_runs(runs, tune, reference)
+        if not len(runs):
+            raise InitbenchError(f"no comparison runs under {results_dir} yet (only tuning runs): rerun the sweep "
+                                 "to train the comparison at the chosen learning rates")
+    return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial, tuning, excluded)
+
+
+def _sweep_settings(results_dir: Path, skipped: list[str]) -> tuple[dict[str, Any], Any]:
+    """The sweep file's document from sweep.json ({} for single runs) and its tune block (None if it has none)."""
     sweep_file = results_dir / "sweep.json"
-    if sweep_file.exists():
-        try:
-            settings = json.loads(sweep_file.read_text()).get("source", {})
-            if not isinstance(settings, dict):
-                raise ValueError("no source mapping")
-        except (OSError, ValueError, AttributeError) as exc:
-            settings = {}
-            skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline is not known")
-    return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial)
+    if not sweep_file.exists():
+        return {}, None
+    try:
+        settings = json.loads(sweep_file.read_text()).get("source", {})
+        if not isinstance(settings, dict):
+            raise ValueError("no source mapping")
+    except (OSError, ValueError, AttributeError) as exc:
+        skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline is not known")
+        return {}, None
+    try:
+        return settings, parse_tune(settings.get("tune"), "sweep.json")
+    except InitbenchError as exc:
+        skipped.append(f"{exc}; the tuning protocol is not applied")
+        return settings, None
 
 
 def canonical_id(spec: dict[str, Any]) -> str | None:
@@ -219,7 +243,7 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
     return {
         "run_id": run_id, "experiment": spec.get("experiment"), "dataset": spec["dataset"],
         "model": format_call(*parse_call(spec["model"], "model")),
-        "init": display_init(spec["init"]), "seed": spec["seed"], "status": summary["status"],
+        "init": display_init(spec["init"]), "seed": spec["seed"], "lr": spec.get("lr"), "status": summary["status"],
         "test_acc": summary.get("test_acc"), "test_loss": summary.get("test_loss"),
         "best_val_acc": summary.get("best_val_acc"), "val_acc_final": summary.get("val_acc_final"),
         "train_loss_final": summary.get("train_loss_final"), "diverged_step": summary.get("diverged_step"),

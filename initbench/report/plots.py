@@ -1,6 +1,6 @@
-"""The report's figures (matplotlib, Agg): per problem a forest plot of paired differences, learning
-curves, per-run scores, step-0 gradient norms and per-layer dynamics; across problems a rank heatmap
-and a performance profile. Axes are zoomed to the schemes that trained; the others are listed."""
+"""The report's figures (matplotlib, Agg): per problem the lr sensitivity (tuned studies), a forest plot of paired
+differences, learning curves, per-run scores, step-0 gradient norms and per-layer dynamics; across problems a rank
+heatmap and a performance profile. Axes are zoomed to the schemes that trained; the others are listed."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ import pandas as pd
 from initbench.report.across import TAUS
 from initbench.report.load import Study
 from initbench.report.stats import METRICS_HIGHER_IS_BETTER, Ranking, scored
+from initbench.report.tuning import Tuning, sensitivity_frame
 
 ACROSS = "across problems"
 VERDICT_COLORS = {"best": "#222222", "baseline": "#222222", "better": "#1a9850", "worse": "#d73027",
@@ -25,7 +26,7 @@ ZOOM = 6  # a scheme is drawn when its difference to the reference is within ZOO
 # The report's own plot files (and the per-problem bar charts of earlier versions): a new report removes
 # these before drawing, so plots of problems that are gone do not linger; other images are left alone.
 PLOT_FILES = ("forest_*.png", "curves_*.png", "final_*.png", "gradnorm0_*.png", "grad_*.png", "update_*.png",
-              "ranking_*.png", "ranks.png", "profile.png")
+              "ranking_*.png", "sensitivity_*.png", "ranks.png", "profile.png")
 
 
 def remove_old_plots(out: Path) -> None:
@@ -84,6 +85,8 @@ def plot_all(study: Study, ranking: Ranking, out: Path) -> dict[str, list[Path]]
                 if layers[stat].notna().any():
                     paths.append(_dynamics(plt, problem, layers, stat, what, order, sane, colors,
                                            out / f"{stat.split('_')[0]}_{name}.png"))
+        if study.tuning is not None and (study.tuning.runs["problem"] == problem).any():
+            paths.insert(0, _sensitivity(plt, problem, study.tuning, order, colors, out / f"sensitivity_{name}.png"))
         plots[problem] = paths
     if ranking.per_problem["problem"].nunique() > 1:
         plots[ACROSS] = [_ranks(plt, ranking, out / "ranks.png"), _profile(plt, ranking, out / "profile.png")]
@@ -192,6 +195,28 @@ def _final(plt: Any, problem: str, runs: pd.DataFrame, order: list[str], sane: l
     ax.set_ylim(lo, hi)
     ax.set(title=f"{problem}: {METRICS_HIGHER_IS_BETTER[metric].split(' (')[0]} per run "
                  "(bar: median; triangles: off the scale)", ylabel=metric)
+    return _save(fig, path)
+
+
+def _sensitivity(plt: Any, problem: str, tuning: Tuning, order: list[str], colors: dict[str, Any],
+                 path: Path) -> Path:
+    """Tuning score against lr, one line per init (mean over the tuning seeds, band: min to max), chosen lr marked."""
+    frame = sensitivity_frame(tuning, problem)
+    chosen = tuning.table[tuning.table["problem"] == problem].set_index("init")["lr"]
+    fig, ax = plt.subplots(figsize=(8.5, 4.8))
+    for init in order:
+        f = frame[frame["init"] == init].sort_values("lr")
+        if not len(f):
+            continue
+        ax.plot(f["lr"], f["mean"], marker=".", color=colors[init], lw=1.4, label=init)
+        ax.fill_between(f["lr"], f["min"], f["max"], color=colors[init], alpha=0.12, lw=0)
+        at = f[f["lr"] == chosen.get(init)]
+        ax.scatter(at["lr"], at["mean"], s=90, marker="*", color=colors[init], edgecolor="#222222", zorder=4)
+    seeds = ", ".join(map(str, tuning.tune.seeds))
+    ax.set(xscale="log", xlabel="learning rate", ylabel=f"{tuning.tune.metric} (tuning seeds)",
+           title=f"{problem}: lr sensitivity on tuning seeds {seeds} (mean, band min-max; star: chosen lr)")
+    ax.title.set_fontsize(9)
+    ax.legend(fontsize=7, loc="best")
     return _save(fig, path)
 
 

@@ -182,8 +182,10 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         reached = g["steps_to_target"].notna()
         known = g["target_known"] if "target_known" in g else pd.Series(True, index=g.index)
         status = g["status"].value_counts()
+        lrs = g["lr"].dropna().unique() if "lr" in g else []
         rows.append({
-            "init": init, "n": len(x), "diverged": int(status.get("diverged", 0)),
+            "init": init, "lr": float(lrs[0]) if len(lrs) == 1 else math.nan, "n": len(x),
+            "diverged": int(status.get("diverged", 0)),
             "collapsed": int(status.get("collapsed", 0)), "failed": int(status.get("failed", 0)),
             "failure_rate": float(g["status"].isin(FAILED_STATUSES).mean()),
             "mean": x.mean() if len(x) else math.nan, "std": x.std(ddof=1) if len(x) > 1 else math.nan,
