@@ -156,11 +156,6 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
             catalog.check_init(init)
     except InitbenchError as exc:
         raise InitbenchError(f"{path}: {exc}") from None
-    from initbench.inits import canonical_init, parse_init
-
-    inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
-    if doc.get("baseline") is not None and canonical_init(doc["baseline"]) not in map(canonical_init, inits):
-        raise InitbenchError(f"{path}: baseline {doc['baseline']!r} is not one of the inits; valid: {', '.join(inits)}")
     seeds_doc = doc.get("seeds")
     if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool):
         if seeds_doc < 1:
@@ -171,6 +166,11 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise InitbenchError(f"{path}: 'seeds' must be a count or a list of integers, got {seeds_doc!r}")
     tune = parse_tune(doc.get("tune"), str(path), seeds)
+    from initbench.inits import canonical_init, parse_init
+
+    inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
+    if doc.get("baseline") is not None and canonical_init(doc["baseline"]) not in map(canonical_init, inits):
+        raise InitbenchError(f"{path}: baseline {doc['baseline']!r} is not one of the inits; valid: {', '.join(inits)}")
     logger = doc.get("logger", "csv")
     if logger not in LOGGERS:
         raise InitbenchError(f"{path}: unknown logger {logger!r}; valid: {', '.join(LOGGERS)}")

@@ -1,0 +1,247 @@
+"""The learning-rate-fair protocol: the tune block, the selection rule (known answers: ties, a diverged lr, a failed
+one), real two-stage sweeps (the comparison at the chosen lr on comparison seeds only, lockstep groups that mix lrs,
+resume across stages, a changed grid, shards, the shared protocol) and the report of a tuned study."""
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from initbench.cli import main
+from initbench.errors import InitbenchError
+from initbench.record import RunRecord
+from initbench.sweep import load_sweep
+from initbench.tune import choose, lr_grid, parse_tune, score, within
+
+INITBENCH = Path(sys.executable).parent / "initbench"
+STUDY = """
+name: tuned
+datasets: [digits]
+models: ["mlp(hidden=[16])"]
+inits: [kaiming_normal, orthogonal, zeros]
+seeds: 3
+tune: {{lr: {lrs}, seeds: [100, 101]{extra}}}
+train: {{epochs: 2, batch_size: 32, limit_train: 256, limit_val: 128, limit_test: 128, accelerator: cpu,
+         log_every: 4}}
+"""
+GRID = [0.01, 0.1, 1e12]  # 1e12: the MLP diverges (its loss turns non-finite)
+
+
+def write(tmp_path: Path, lrs=GRID, extra: str = "", name: str = "tuned.yaml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(STUDY.format(lrs=json.dumps(lrs), extra=extra)))
+    return path
+
+
+def records(out: Path) -> pd.DataFrame:
+    """Every complete record under `out`, read back from its own files."""
+    rows = []
+    for summary in out.rglob("summary.json"):
+        record = RunRecord(summary.parent)
+        spec, s = record.config()["spec"], record.summary()
+        rows.append({"init": spec["init"], "seed": spec["seed"], "lr": spec["lr"], "status": s["status"],
+                     "val": s.get("val_acc_final"), "engine": record.config()["engine"],
+                     "group_size": record.config().get("group_size"), "path": summary.parent})
+    return pd.DataFrame(rows)
+
+
+def best_lr_by_hand(tuning: pd.DataFrame) -> dict[str, float]:
+    """The selection written out plainly: per init, the lr with the highest mean validation accuracy over the
+    tuning seeds, where a diverged run counts as chance (0.1 on digits); the smaller lr on a tie."""
+    chosen = {}
+    for init, g in tuning.groupby("init"):
+        val = g["val"].where(g["status"] != "diverged", 0.1)
+        means = val.groupby(g["lr"]).mean().round(9)
+        chosen[init] = float(min(means[means == means.max()].index))
+    return chosen
+
+
+# --- the rule, on known answers ---
+
+def test_the_best_mean_wins_and_ties_go_to_the_smaller_lr():
+    assert choose({0.01: [0.5, 0.7], 0.1: [0.8, 0.9], 1.0: [0.9, 0.7]}) == 0.1
+    assert choose({0.3: [0.8, 0.6], 0.03: [0.7, 0.7], 3.0: [0.6, 0.8]}) == 0.03  # three-way tie
+    assert choose({0.1: [0.1 + 0.2, 0.3], 0.01: [0.3, 0.1 + 0.2]}) == 0.01  # equal up to float rounding: a tie
+
+
+def test_a_diverged_lr_scores_chance_and_a_failed_one_is_ruled_out():
+    assert score("diverged", 0.97, 10) == pytest.approx(0.1) and score("ok", 0.8, 10) == 0.8
+    assert score("failed", None, 10) == -math.inf and score("collapsed", 0.1, 10) == 0.1
+    diverged_once = {0.01: [0.50, 0.52], 1.0: [score("diverged", 0.9, 10), 0.95]}  # (0.1 + 0.95) / 2 > 0.51
+    assert choose(diverged_once) == 1.0
+    diverged_twice = {0.01: [0.50, 0.52], 1.0: [score("diverged", 0.9, 10)] * 2}
+    assert choose(diverged_twice) == 0.01
+    assert choose({0.01: [0.2, 0.2], 0.1: [score("failed", None, 10), 0.99]}) == 0.01
+    assert choose({0.01: [-math.inf], 0.1: [-math.inf]}) == 0.01  # nothing trained: the smallest lr
+
+
+def test_tuneability_is_the_width_in_decades_within_one_point_of_the_best():
+    scores = {0.001: [0.80], 0.01: [0.905], 0.1: [0.91], 1.0: [0.902], 10.0: [0.5]}
+    assert within(scores) == (0.01, 1.0, pytest.approx(2.0))
+    assert within({0.01: [0.5], 0.1: [0.9], 1.0: [0.7]}) == (0.1, 0.1, 0.0)
+    gap = {0.001: [0.905], 0.01: [0.5], 0.1: [0.91]}  # within a point, but not next to the best on the grid
+    assert within(gap) == (0.1, 0.1, 0.0)
+
+
+def test_a_log_range_grid_is_log_spaced_to_three_digits():
+    assert lr_grid({"log_range": [1e-3, 1], "points": 7}, "f") == (0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0)
+    assert lr_grid([0.3, 0.01, 0.1], "f") == (0.01, 0.1, 0.3)
+
+
+@pytest.mark.parametrize(("tune", "message"), [
+    ({"lr": [], "seeds": [100]}, "empty grid: tune lr is an empty list"),
+    ({"lr": [0.1, 0], "seeds": [100]}, "every tune lr must be a positive number, got 0"),
+    ({"lr": [0.1, -1], "seeds": [100]}, "every tune lr must be a positive number, got -1"),
+    ({"lr": [0.1], "seeds": [1, 100]}, "tune seeds 1 are also comparison seeds"),
+    ({"lr": [0.1], "seeds": [100], "budget": 3}, "unknown key budget in tune; valid: lr, seeds, per_init, metric"),
+    ({"lr": [0.1], "seeds": []}, "tune seeds must be a non-empty list"),
+    ({"lr": [0.1]}, "tune needs lr (the grid) and seeds"),
+    ({"lr": {"log_range": [1, 0.1], "points": 3}, "seeds": [100]}, "log_range must be [low, high] with 0 < low"),
+    ({"lr": {"log_range": [0.01, 1], "points": 1}, "seeds": [100]}, "points must be a whole number of at least 2"),
+    ({"lr": [0.1, 0.1], "seeds": [100]}, "the same learning rate twice"),
+    ({"lr": [0.1], "seeds": [100], "per_init": "yes"}, "per_init must be true, false or both"),
+    ({"lr": [0.1], "seeds": [100], "metric": "test_acc"}, "unknown tune metric 'test_acc'; valid: val_acc_final"),
+])
+def test_bad_tune_blocks_are_one_line_errors_before_any_work(tune, message, tmp_path):
+    with pytest.raises(InitbenchError) as err:
+        parse_tune(tune, "f.yaml", comparison_seeds=[0, 1, 2])
+    assert message in str(err.value) and "\n" not in str(err.value)
+    path = tmp_path / "bad.yaml"
+    path.write_text(f"datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 3\ntune: {json.dumps(tune)}\n")
+    probe = ("import sys\nfrom initbench.cli import main\n"
+             f"code = main(['sweep', {str(path)!r}, '--out', {str(tmp_path / 'out')!r}])\n"
+             "print('CODE', code, 'torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert done.stdout.split() == ["CODE", "2", "False"], done.stderr
+    assert done.stderr.count("\n") == 1 and message in done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+# --- real two-stage sweeps ---
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tune")
+    out = root / "out"
+    done = subprocess.run([str(INITBENCH), "sweep", write(root), "--out", out, "--no-progress"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    return root, out, done.stdout
+
+
+def test_the_comparison_runs_at_the_lr_the_tuning_records_choose_on_comparison_seeds_only(study):
+    _, out, said = study
+    runs = records(out)
+    tuning, comparison = runs[runs["seed"] >= 100], runs[runs["seed"] < 100]
+    assert len(tuning) == 3 * 3 * 2 and set(tuning["lr"]) == set(GRID)
+    assert (tuning.loc[tuning["lr"] == 1e12, "status"] == "diverged").sum() >= 4  # the lr that diverges
+    chosen = best_lr_by_hand(tuning)
+    assert chosen["kaiming_normal"] != 1e12 and chosen["orthogonal"] != 1e12
+    assert len(comparison) == 3 * 3 and sorted(comparison["seed"].unique()) == [0, 1, 2]
+    for row in comparison.itertuples():
+        assert row.lr == chosen[row.init], row
+    # each stage's (problem, seed) trained as one lockstep group whose members differ in init and lr
+    assert set(tuning["engine"]) == {"lockstep"} and set(tuning["group_size"]) == {9}
+    assert set(comparison["engine"]) == {"lockstep"} and set(comparison["group_size"]) == {3}
+    assert "27/27 complete" in said
+
+
+def test_the_report_shows_the_chosen_lr_the_sensitivity_and_that_tuning_seeds_stayed_out(study):
+    _, out, _ = study
+    ranking = pd.read_csv(out / "ranking.csv")
+    chosen = best_lr_by_hand(records(out).query("seed >= 100"))
+    assert dict(zip(ranking["init"], ranking["lr"], strict=True)) == chosen
+    assert set(pd.read_csv(out / "runs.csv")["seed"]) == {0, 1, 2}  # the comparison's runs only
+    assert ranking["n"].tolist() == [3, 3, 3]
+    tuning = pd.read_csv(out / "tuning.csv")
+    assert dict(zip(tuning["init"], tuning["lr"], strict=True)) == chosen
+    assert (tuning.set_index("init")["diverged"][["kaiming_normal", "orthogonal"]] == 2).all()
+    assert (tuning["decades"] >= 0).all()
+    assert (out / "sensitivity_digits_mlp_hidden=_16.png").stat().st_size > 10_000
+    md = (out / "report.md").read_text()
+    assert "The tuning seeds were not used for the comparison" in md and "| rank | init | lr |" in md
+    assert "![sensitivity_digits_mlp_hidden=_16](sensitivity_digits_mlp_hidden=_16.png)" in md
+
+
+def test_a_rerun_resumes_either_stage_and_a_widened_grid_reuses_what_still_applies(study, tmp_path):
+    root, base, _ = study
+    out = tmp_path / "out"
+    shutil.copytree(base, out)
+    runs = records(out)
+    gone = [runs[runs["seed"] == 101]["path"].iloc[0], *runs[runs["seed"] == 2]["path"].iloc[:2]]
+    for path in gone:  # one tuning run and two comparison runs lost (an interrupted sweep leaves no more)
+        shutil.rmtree(path)
+    again = subprocess.run([str(INITBENCH), "sweep", write(root), "--out", out, "--no-progress"],
+                           capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert "already done" in again.stdout and ", 24 already done" in again.stdout, again.stdout
+    assert len(records(out)) == 27
+    assert pd.read_csv(out / "ranking.csv")["lr"].tolist() == pd.read_csv(base / "ranking.csv")["lr"].tolist()
+    wider = subprocess.run([str(INITBENCH), "sweep", write(tmp_path, [0.001, *GRID]), "--out", out, "--no-progress"],
+                           capture_output=True, text=True)  # a smaller lr added: only its tuning runs are new
+    assert wider.returncode == 0, wider.stderr
+    assert ", 27 already done" in wider.stdout and "33/33 complete" in wider.stdout, wider.stdout
+
+
+def test_shards_wait_for_the_tuning_runs_of_the_other_shards(tmp_path):
+    path = write(tmp_path, [0.01, 0.1])
+    out = tmp_path / "out"
+    first = subprocess.run([str(INITBENCH), "sweep", path, "--out", out, "--shard", "1/2", "--no-progress"],
+                           capture_output=True, text=True)
+    assert first.returncode == 0, first.stderr
+    assert "6 waiting for tuning runs" in first.stdout and "rerun this command" in first.stderr
+    assert set(records(out)["seed"]) == {100}  # its tuning seed's group; no comparison run yet
+    for shard in ("2/2", "1/2"):
+        done = subprocess.run([str(INITBENCH), "sweep", path, "--out", out, "--shard", shard, "--no-progress"],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stderr
+    runs = records(out)
+    assert len(runs) == 12 + 9 and "report:" in done.stdout
+    chosen = best_lr_by_hand(runs[runs["seed"] >= 100])
+    assert all(r.lr == chosen[r.init] for r in runs[runs["seed"] < 100].itertuples())
+
+
+def test_the_shared_protocol_and_both_side_by_side(tmp_path):
+    out = tmp_path / "out"
+    path = write(tmp_path, GRID, ", per_init: both")
+    sweep = load_sweep(path)
+    assert sweep.tune.protocols == ("per_init", "shared") and sweep.reference == "kaiming_normal"
+    done = subprocess.run([str(INITBENCH), "sweep", path, "--out", out, "--no-progress"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    runs = records(out)
+    chosen = best_lr_by_hand(runs[runs["seed"] >= 100])
+    comparison = runs[runs["seed"] < 100]
+    for init in ["orthogonal", "zeros"]:  # each at its own lr and at kaiming_normal's (one run where they agree)
+        assert set(comparison.loc[comparison["init"] == init, "lr"]) == {chosen[init], chosen["kaiming_normal"]}
+    protocols = pd.read_csv(out / "protocols.csv")
+    assert set(protocols["lr_shared"]) == {chosen["kaiming_normal"]}
+    assert dict(zip(protocols["init"], protocols["lr_per_init"], strict=True)) == chosen
+    assert (protocols["rank_change"] == protocols["rank_shared"] - protocols["rank_per_init"]).all()
+    shared = tmp_path / "shared"  # per_init: false alone: every comparison run at the reference's lr
+    path = write(tmp_path, GRID, ", per_init: false", "shared.yaml")
+    shutil.copytree(out, shared)
+    done = subprocess.run([str(INITBENCH), "sweep", path, "--out", shared, "--no-progress"], capture_output=True,
+                          text=True)
+    assert done.returncode == 0, done.stderr
+    assert re.search(r": 0 ok, 0 diverged, 0 collapsed, 0 failed, \d+ already done", done.stdout), done.stdout
+    ranking = pd.read_csv(shared / "ranking.csv")
+    assert set(ranking["lr"]) == {chosen["kaiming_normal"]} and not (shared / "protocols.csv").exists()
+
+
+def test_the_dry_run_shows_both_stages_and_the_counts(tmp_path, capsys):
+    path = write(tmp_path)
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--dry-run"]) == 0
+    said = capsys.readouterr().out
+    assert said.count("pending  tuning  ") == 18 and said.count("waiting  comparison  ") == 9
+    assert ("stage 1 (tuning, lr 0.01, 0.1, 1e+12 on tuning seeds 100, 101, chosen by the mean val_acc_final): 18 runs "
+            "(0 done); stage 2 (comparison on seeds 0, 1, 2, per_init lr): 9 runs (0 done, 9 waiting for their lr)"
+            ) in said
+    assert not (tmp_path / "out").exists()
