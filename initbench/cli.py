@@ -299,8 +299,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--engine", default="auto", choices=["auto", "lockstep", "sequential"],
                    help="lockstep trains the runs that differ only in their init as one stacked model; auto (the "
                         "default) does so where the model allows and says why not elsewhere; sequential one by one")
-    p.add_argument("--lockstep-max", type=int, default=32, metavar="K",
-                   help="at most K runs per lockstep group (default: 32)")
+    p.add_argument("--lockstep-max", type=int, default=64, metavar="K",
+                   help="at most K runs per lockstep group: inits x learning rates of one (problem, seed) (default: "
+                        "64)")
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")

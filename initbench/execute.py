@@ -87,7 +87,7 @@ def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine:
 
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
             download: bool = True, progress: bool = True, engine: str = "auto",
-            lockstep_max: int = 32) -> dict[str, int]:
+            lockstep_max: int = 64) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
@@ -122,7 +122,8 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     bar = tqdm(total=sum(map(cost, tuning)) + protocols * sum(map(cost, grid)), disable=not terminal,
                dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
-    trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts)
+    trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts,
+                     tuned=sweep.tune is not None)
     try:
         if sweep.tune:
             trainer.train(tuning, planned, "tuning ")
@@ -162,8 +163,9 @@ class _Stage:
 
     def __init__(self, out: Path, problems: dict[tuple[str, str], Problem], engine: str, lockstep_max: int,
                  data_dir: Path | None, download: bool, progress: bool, terminal: bool, bar: Any,
-                 counts: dict[str, int]) -> None:
+                 counts: dict[str, int], tuned: bool = False) -> None:
         self.out, self.problems, self.engine, self.lockstep_max = out, problems, engine, lockstep_max
+        self.tuned = tuned  # lines name each run's lr
         self.data_dir, self.download, self.progress, self.terminal = data_dir, download, progress, terminal
         self.bar, self.counts = bar, counts
 
@@ -209,7 +211,8 @@ class _Stage:
             for spec, summary, outcome in done:
                 counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
                 if self.progress and not self.terminal:  # a log, not a terminal: one line per run, as it finishes
-                    print(f"[{self.finished}/{planned}] {stage}{_run_line(spec, summary, outcome)}", flush=True)
+                    print(f"[{self.finished}/{planned}] {stage}{_run_line(spec, summary, outcome, self.tuned)}",
+                          flush=True)
 
 
 def _note(message: str) -> None:
@@ -220,9 +223,9 @@ def _tally(counts: dict[str, int]) -> str:
     return " ".join(f"{counts[k]} {k}" for k in ("ok", "diverged", "collapsed", "failed") if counts[k])
 
 
-def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str) -> str:
-    """`digits_mlp kaiming_normal seed 3: ok val 0.973 (1.2 s)`."""
-    head = f"{spec.problem} {spec.init} seed {spec.seed}"
+def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str, show_lr: bool = False) -> str:
+    """`digits_mlp kaiming_normal seed 3: ok val 0.973 (1.2 s)` (with `show_lr`: `... seed 3 lr 0.01: ...`)."""
+    head = f"{spec.problem} {spec.init} seed {spec.seed}" + (f" lr {spec.lr:g}" if show_lr else "")
     if outcome != "trained":
         return f"{head}: {'already complete' if outcome == 'done' else 'being trained elsewhere'}"
     val = summary.get("val_acc_final")

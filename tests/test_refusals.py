@@ -82,8 +82,10 @@ def test_sweep_refuses_the_whole_grid_before_the_first_run(case, capsys, tmp_pat
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["report", "results/quickstart", "--target", "-1"], "--target is a validation accuracy in (0, 1], got -1.0"),
     (["report", "results/quickstart", "--margin", "-1"], "--margin is in accuracy points, 0 to 100, got -1.0"),
-    (["sweep", "experiments/quickstart.yaml", "--emit-wandb-sweep", "/proc/nope.yaml"],
+    (["sweep", "experiments/mnist-mlp.yaml", "--emit-wandb-sweep", "/proc/nope.yaml"],
      "cannot write the W&B sweep config to /proc/nope.yaml: No such file or directory"),
+    (["sweep", "experiments/quickstart.yaml", "--emit-wandb-sweep", "/tmp/never-written.yaml"],
+     "a W&B grid cannot run the two stages of a tune block"),
 ])
 def test_other_commands_refuse_bad_values(args, message, capsys):
     code, err = _cli(capsys, *args)

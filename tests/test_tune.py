@@ -164,6 +164,7 @@ def test_the_report_shows_the_chosen_lr_the_sensitivity_and_that_tuning_seeds_st
     assert dict(zip(tuning["init"], tuning["lr"], strict=True)) == chosen
     assert (tuning.set_index("init")["diverged"][["kaiming_normal", "orthogonal"]] == 2).all()
     assert (tuning["decades"] >= 0).all()
+    assert (tuning["at_edge"] == tuning["lr"].isin([min(GRID), max(GRID)])).all()
     assert (out / "sensitivity_digits_mlp_hidden=_16.png").stat().st_size > 10_000
     md = (out / "report.md").read_text()
     assert "The tuning seeds were not used for the comparison" in md and "| rank | init | lr |" in md

@@ -138,9 +138,16 @@ def _tuning_blocks(study: Study, ranking: Ranking) -> list[Block]:
                    f"`tuning_score`: the mean `{t.tune.metric}` at the chosen lr on the tuning seeds. Tuneability: "
                    "`lr_low` to `lr_high` is the run of grid lrs around the best whose mean is within "
                    f"{WITHIN_POINTS:g} accuracy point of the best, `decades` its width (log10; 0 when only the best lr "
-                   "is that close; the grid's spacing limits it). `diverged`: tuning runs that diverged."),
+                   "is that close; the grid's spacing limits it). `diverged`: tuning runs that diverged. `at_edge`: "
+                   "the chosen lr is the grid's smallest or largest."),
         Block("table", t.table),
     ]
+    edge = t.table[t.table["at_edge"]]
+    if len(edge):
+        blocks.insert(-1, Block("note", f"{len(edge)} of {len(t.table)} chosen lrs lie at an edge of the grid ("
+                                        + ", ".join(f"{i} on {p}: {lr:g}" for p, i, lr in
+                                                    edge[["problem", "init", "lr"]].itertuples(index=False))
+                                        + "): a better lr may lie beyond it; widen the grid to know."))
     if len(t.protocols):
         blocks += [Block("h3", "Per-init lr against one shared lr"),
                    Block("p", "Both protocols trained the comparison seeds: each problem's ranking below uses "

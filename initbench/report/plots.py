@@ -214,7 +214,7 @@ def _sensitivity(plt: Any, problem: str, tuning: Tuning, order: list[str], color
         ax.scatter(at["lr"], at["mean"], s=90, marker="*", color=colors[init], edgecolor="#222222", zorder=4)
     seeds = ", ".join(map(str, tuning.tune.seeds))
     ax.set(xscale="log", xlabel="learning rate", ylabel=f"{tuning.tune.metric} (tuning seeds)",
-           title=f"{problem}: lr sensitivity on tuning seeds {seeds} (mean, band min-max; star: chosen lr)")
+           title=f"{problem}\nlr sensitivity on tuning seeds {seeds} (mean, band min-max; star: chosen lr)")
     ax.title.set_fontsize(9)
     ax.legend(fontsize=7, loc="best")
     return _save(fig, path)

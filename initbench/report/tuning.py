@@ -56,11 +56,12 @@ def split_runs(runs: pd.DataFrame, tune: Tune, reference: str) -> tuple[pd.DataF
         low, high, decades = within(scores, WITHIN_POINTS)
         lr = choose(scores)
         rows.append({"problem": problem, "init": init, "lr": lr, "tuning_score": g.loc[g["lr"] == lr, "score"].mean(),
+                     "at_edge": lr in (min(tune.lrs), max(tune.lrs)) and len(tune.lrs) > 1,
                      "lr_low": low, "lr_high": high, "decades": decades,
                      "tuning_runs": f"{len(g)}/{len(tune.seeds) * len(tune.lrs)}" + ("" if complete else " (missing)"),
                      "diverged": int((g["status"] == "diverged").sum())})
-    table = pd.DataFrame(rows, columns=["problem", "init", "lr", "tuning_score", "lr_low", "lr_high", "decades",
-                                        "tuning_runs", "diverged"])
+    table = pd.DataFrame(rows, columns=["problem", "init", "lr", "tuning_score", "at_edge", "lr_low", "lr_high",
+                                        "decades", "tuning_runs", "diverged"])
     shared = table[table["init"] == reference].set_index("problem")["lr"]
     table["shared_lr"] = table["problem"].map(shared)
     chosen = {"per_init": table.set_index(["problem", "init"])["lr"],
