@@ -61,20 +61,18 @@ class Sweep:
         return {lr: [dataclasses.replace(template, seed=s, lr=lr, log=self.tuning[0].log) for s in self.tune.seeds]
                 for lr in self.tune.lrs}
 
-    def comparison(self, score_of: Callable[[RunSpec], float | None],
-                   grid: tuple[RunSpec, ...] | None = None) -> tuple[tuple[RunSpec, ...], tuple[RunSpec, ...]]:
-        """Stage 2: the grid's runs (default: all) at their chosen lr, for each protocol of the tune block (a run
-        that two protocols choose alike is one run), and the grid runs that still wait for tuning runs.
-        `score_of(run)` is a tuning run's score (`tune.score`), None while it is not recorded. Without a tune block:
-        the grid, as it is."""
+    def stage2(self, score_of: Callable[[RunSpec], float | None], grid: tuple[RunSpec, ...] | None = None
+               ) -> dict[str, tuple[tuple[RunSpec, ...], tuple[RunSpec, ...]]]:
+        """Per protocol of the tune block: the grid's runs (default: all) at their chosen lr, and the grid runs
+        whose lr waits for tuning runs. `score_of(run)` is a tuning run's score (`tune.score`), None while it is
+        not recorded. The report calls this too, on the same records, so it ranks exactly the runs trained."""
+        assert self.tune is not None
         grid = self.runs if grid is None else grid
-        if self.tune is None:
-            return grid, ()
         chosen: dict[str, float | None] = {}
-        planned: dict[str, RunSpec] = {}
-        waiting: dict[str, RunSpec] = {}
-        for template in grid:
-            for protocol in self.tune.protocols:
+        stages = {}
+        for protocol in self.tune.protocols:
+            planned, waiting = [], []
+            for template in grid:
                 basis = template if protocol == "per_init" else dataclasses.replace(template, init=self.reference)
                 key = dataclasses.replace(basis, seed=self.tune.seeds[0], lr=self.tune.lrs[0]).run_id
                 if key not in chosen:
@@ -83,11 +81,26 @@ class Sweep:
                     chosen[key] = choose(scores) if ready else None  # type: ignore[arg-type]
                 lr = chosen[key]
                 if lr is None:
-                    waiting[template.run_id] = template
-                    continue
-                spec = dataclasses.replace(template, lr=lr)
-                planned.setdefault(spec.run_id, spec)
-        return tuple(planned.values()), tuple(waiting.values())
+                    waiting.append(template)
+                else:
+                    planned.append(dataclasses.replace(template, lr=lr))
+            stages[protocol] = (tuple(planned), tuple(waiting))
+        return stages
+
+    def comparison(self, score_of: Callable[[RunSpec], float | None],
+                   grid: tuple[RunSpec, ...] | None = None) -> tuple[tuple[RunSpec, ...], tuple[RunSpec, ...]]:
+        """Stage 2 as runs to train: every protocol's runs at their chosen lr (a run two protocols choose alike is
+        one run), and the grid runs still waiting for tuning runs, once per protocol. Without a tune block: the
+        grid, as it is."""
+        grid = self.runs if grid is None else grid
+        if self.tune is None:
+            return grid, ()
+        planned: dict[str, RunSpec] = {}
+        waiting: list[RunSpec] = []
+        for runs, wait in self.stage2(score_of, grid).values():
+            planned.update((r.run_id, r) for r in runs if r.run_id not in planned)
+            waiting += wait
+        return tuple(planned.values()), tuple(waiting)
 
 
 def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
@@ -140,10 +153,16 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InitbenchError(f"malformed YAML in {path}{where}: {problem}") from None
+    return sweep_from_doc(doc, path, name)
+
+
+def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = True) -> Sweep:
+    """The Sweep a sweep file's document describes (`path` names it in messages). With `check`, every run is
+    validated as `initbench run` would (the report, rebuilding a study's plan from its sweep.json, skips that)."""
     if not isinstance(doc, Mapping):
         raise InitbenchError(f"{path}: a sweep file must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
     _check_keys(str(path), doc, TOP_KEYS)
-    experiment = str(name or doc.get("name") or path.stem)
+    experiment = str(name or doc.get("name") or Path(path).stem)
     shared = _train_settings(str(path), doc.get("train"))
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
@@ -166,6 +185,14 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
         if not all(isinstance(s, int) and not isinstance(s, bool) for s in seeds):
             raise InitbenchError(f"{path}: 'seeds' must be a count or a list of integers, got {seeds_doc!r}")
     tune = parse_tune(doc.get("tune"), str(path), seeds)
+    if tune is not None:  # the tuning stage sets the lr, and the seeds it tunes on must be its own
+        entries = [("train", shared), *((f"{n} train", o) for n, o in datasets + models)]
+        fixed = [(where, k) for where, settings in entries for k in ("lr", "init_seed", "data_seed") if k in settings]
+        if fixed:
+            where, key = fixed[0]
+            why = ("the tuning stage chooses each run's lr" if key == "lr" else
+                   "it would give tuning and comparison runs the same seed")
+            raise InitbenchError(f"{path}: {where} sets {key}, which a tune block does not allow: {why}; remove it")
     from initbench.inits import canonical_init, parse_init
 
     inits = [str(parse_init(i)) for i in _entries(doc, "inits", path)]
@@ -188,7 +215,8 @@ def load_sweep(path: Path, name: str | None = None) -> Sweep:
                     settings = {**shared, **m_over, **d_over}
                     try:
                         spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, log=log, **settings)
-                        spec.validate()
+                        if check:
+                            spec.validate()
                     except (TypeError, InitbenchError) as exc:
                         raise InitbenchError(f"{path}: {exc}") from None
                     runs.append(spec)

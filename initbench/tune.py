@@ -41,23 +41,37 @@ class Tune:
                 f"{', '.join(map(str, self.seeds))}, chosen by the mean {self.metric}")
 
 
+def _as_number(v: Any) -> Any:
+    """YAML 1.1 reads `1e-3` (no dot) as a string: a learning rate written so is taken as the number it says."""
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return v
+    return v
+
+
 def lr_grid(value: Any, where: str) -> tuple[float, ...]:
-    """`[0.01, 0.1]` or `{log_range: [1e-3, 1], points: 7}` (log-spaced, 3 significant digits) -> sorted lrs."""
+    """`[0.01, 0.1]`, one lr, or `{log_range: [1e-3, 1], points: 7}` (log-spaced, 3 significant digits) -> sorted
+    lrs."""
+    value = [value] if _number(_as_number(value)) else value
     if isinstance(value, Mapping):
         unknown = [k for k in value if k not in ("log_range", "points")]
         if unknown:
             raise InitbenchError(f"{where}: unknown key {unknown[0]} in tune lr; valid: log_range, points")
         bounds, points = value.get("log_range"), value.get("points")
+        bounds = [_as_number(b) for b in bounds] if isinstance(bounds, list) else bounds
         if (not isinstance(bounds, list) or len(bounds) != 2 or not all(_number(b) for b in bounds)
                 or not 0 < bounds[0] < bounds[1]):
             raise InitbenchError(f"{where}: tune lr log_range must be [low, high] with 0 < low < high, got {bounds!r}")
-        if not isinstance(points, int) or isinstance(points, bool) or points < 2:
-            raise InitbenchError(f"{where}: tune lr points must be a whole number of at least 2, got {points!r}")
+        if not isinstance(points, int) or isinstance(points, bool) or not 2 <= points <= 1000:
+            raise InitbenchError(f"{where}: tune lr points must be a whole number from 2 to 1000, got {points!r}")
         low, high = (float(b) for b in bounds)
         lrs = [float(f"{low * (high / low) ** (i / (points - 1)):.3g}") for i in range(points)]
     elif isinstance(value, list):
         if not value:
             raise InitbenchError(f"{where}: empty grid: tune lr is an empty list")
+        value = [_as_number(v) for v in value]
         bad = [v for v in value if not _number(v) or not 0 < v < math.inf]
         if bad:
             raise InitbenchError(f"{where}: every tune lr must be a positive number, got {bad[0]!r}")
@@ -66,7 +80,8 @@ def lr_grid(value: Any, where: str) -> tuple[float, ...]:
         raise InitbenchError(f"{where}: tune lr must be a list of learning rates or {{log_range: [low, high], "
                              f"points: N}}, got {value!r}")
     if len(set(lrs)) != len(lrs):
-        raise InitbenchError(f"{where}: tune lr lists the same learning rate twice: {lrs}")
+        raise InitbenchError(f"{where}: tune lr lists the same learning rate twice (at 3 significant digits for a "
+                             f"log_range): {lrs}")
     return tuple(sorted(lrs))
 
 
@@ -98,8 +113,10 @@ def parse_tune(value: Any, where: str, comparison_seeds: Iterable[int] = ()) -> 
         raise InitbenchError(f"{where}: tune seeds lists a seed twice: {seeds}")
     overlap = sorted(set(seeds) & set(comparison_seeds))
     if overlap:
-        raise InitbenchError(f"{where}: tune seeds {', '.join(map(str, overlap))} are also comparison seeds; the "
-                             "tuning seeds must be disjoint from `seeds` (an lr chosen on a seed would favour it)")
+        said = (f"seed {overlap[0]} is also a comparison seed" if len(overlap) == 1 else
+                f"seeds {', '.join(map(str, overlap))} are also comparison seeds")
+        raise InitbenchError(f"{where}: tune {said}; the tuning seeds must be disjoint from `seeds` (an lr chosen "
+                             "on a seed would favour it)")
     per_init = value.get("per_init", True)
     if not (isinstance(per_init, bool) or per_init == "both"):
         raise InitbenchError(f"{where}: tune per_init must be true, false or both, got {per_init!r}")
@@ -113,8 +130,8 @@ def score(status: str, value: float | None, num_classes: int | None) -> float:
     """A tuning run's score, as the report scores runs: its metric; a diverged run scores chance (1/classes); a
     failed run, or one without the metric, scores -inf (an lr where a run failed is chosen only if all failed)."""
     if status == "diverged":
-        return 1.0 / (num_classes or 10)
-    if status == "failed" or value is None or not math.isfinite(value):
+        return 1.0 / (num_classes if _number(num_classes) and num_classes > 0 else 10)
+    if status == "failed" or not _number(value):
         return -math.inf
     return float(value)
 
@@ -130,7 +147,7 @@ def choose(scores: Mapping[float, list[float]]) -> float:
 def _mean(s: list[float]) -> float:
     if not s or any(v == -math.inf for v in s):
         return -math.inf
-    return round(sum(s) / len(s), TIE)
+    return round(math.fsum(s) / len(s), TIE)  # fsum: the same mean whatever order the seeds come in
 
 
 def within(scores: Mapping[float, list[float]], points: float = 1.0) -> tuple[float, float, float]:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from initbench.cli import main
 from initbench.errors import InitbenchError
@@ -92,19 +93,36 @@ def test_tuneability_is_the_width_in_decades_within_one_point_of_the_best():
 
 def test_a_log_range_grid_is_log_spaced_to_three_digits():
     assert lr_grid({"log_range": [1e-3, 1], "points": 7}, "f") == (0.001, 0.00316, 0.01, 0.0316, 0.1, 0.316, 1.0)
-    assert lr_grid([0.3, 0.01, 0.1], "f") == (0.01, 0.1, 0.3)
+    assert lr_grid([0.3, 0.01, 0.1], "f") == (0.01, 0.1, 0.3) and lr_grid(0.1, "f") == (0.1,)
+    as_yaml = yaml.safe_load("lr: {log_range: [1e-3, 1], points: 4}\nlist: [3e-4, 1e-2]")  # YAML 1.1: strings
+    assert as_yaml["list"] == ["3e-4", "1e-2"]
+    assert lr_grid(as_yaml["lr"], "f") == (0.001, 0.01, 0.1, 1.0) and lr_grid(as_yaml["list"], "f") == (0.0003, 0.01)
+
+
+@pytest.mark.parametrize(("train", "message"), [
+    ("train: {lr: 0.1}", "train sets lr, which a tune block does not allow: the tuning stage chooses each run's lr"),
+    ("train: {init_seed: 3}", "train sets init_seed, which a tune block does not allow"),
+    ("models: [{name: mlp, train: {data_seed: 3}}]", "mlp train sets data_seed, which a tune block does not allow"),
+])
+def test_a_tune_block_refuses_settings_that_would_undo_it(train, message, tmp_path):
+    path = tmp_path / "f.yaml"
+    models = "" if train.startswith("models") else "models: [mlp]\n"
+    path.write_text(f"datasets: [digits]\n{models}inits: [zeros]\nseeds: 2\ntune: {{lr: [0.1], seeds: [9]}}\n{train}\n")
+    with pytest.raises(InitbenchError, match=re.escape(message)):
+        load_sweep(path)
 
 
 @pytest.mark.parametrize(("tune", "message"), [
     ({"lr": [], "seeds": [100]}, "empty grid: tune lr is an empty list"),
     ({"lr": [0.1, 0], "seeds": [100]}, "every tune lr must be a positive number, got 0"),
     ({"lr": [0.1, -1], "seeds": [100]}, "every tune lr must be a positive number, got -1"),
-    ({"lr": [0.1], "seeds": [1, 100]}, "tune seeds 1 are also comparison seeds"),
+    ({"lr": [0.1], "seeds": [1, 100]}, "tune seed 1 is also a comparison seed"),
+    ({"lr": [0.1], "seeds": [0, 1, 100]}, "tune seeds 0, 1 are also comparison seeds"),
     ({"lr": [0.1], "seeds": [100], "budget": 3}, "unknown key budget in tune; valid: lr, seeds, per_init, metric"),
     ({"lr": [0.1], "seeds": []}, "tune seeds must be a non-empty list"),
     ({"lr": [0.1]}, "tune needs lr (the grid) and seeds"),
     ({"lr": {"log_range": [1, 0.1], "points": 3}, "seeds": [100]}, "log_range must be [low, high] with 0 < low"),
-    ({"lr": {"log_range": [0.01, 1], "points": 1}, "seeds": [100]}, "points must be a whole number of at least 2"),
+    ({"lr": {"log_range": [0.01, 1], "points": 1}, "seeds": [100]}, "points must be a whole number from 2 to 1000"),
     ({"lr": [0.1, 0.1], "seeds": [100]}, "the same learning rate twice"),
     ({"lr": [0.1], "seeds": [100], "per_init": "yes"}, "per_init must be true, false or both"),
     ({"lr": [0.1], "seeds": [100], "metric": "test_acc"}, "unknown tune metric 'test_acc'; valid: val_acc_final"),
@@ -171,24 +189,55 @@ def test_the_report_shows_the_chosen_lr_the_sensitivity_and_that_tuning_seeds_st
     assert "![sensitivity_digits_mlp_hidden=_16](sensitivity_digits_mlp_hidden=_16.png)" in md
 
 
-def test_a_rerun_resumes_either_stage_and_a_widened_grid_reuses_what_still_applies(study, tmp_path):
+def test_a_rerun_resumes_either_stage_and_meanwhile_the_report_ranks_what_is_recorded(study, tmp_path):
     root, base, _ = study
     out = tmp_path / "out"
     shutil.copytree(base, out)
-    runs = records(out)
-    gone = [runs[runs["seed"] == 101]["path"].iloc[0], *runs[runs["seed"] == 2]["path"].iloc[:2]]
-    for path in gone:  # one tuning run and two comparison runs lost (an interrupted sweep leaves no more)
-        shutil.rmtree(path)
+    runs = records(out).sort_values(["init", "seed", "lr"])
+    lost_tuning = runs[(runs["seed"] == 101) & (runs["init"] == "orthogonal")]["path"].iloc[0]
+    for path in [lost_tuning, *runs[(runs["seed"] == 2) & (runs["init"] != "orthogonal")]["path"]]:
+        shutil.rmtree(path)  # one tuning run and two comparison runs lost (an interrupted sweep leaves no more)
+    assert main(["report", str(out)]) == 0  # orthogonal's lr is not known now: its runs are not ranked
+    ranking = pd.read_csv(out / "ranking.csv")
+    assert "orthogonal" not in set(ranking["init"]) and ranking["n"].tolist() == [2, 2]
+    md = (out / "report.md").read_text()
+    assert "3 comparison runs wait for their lr" in md and "5/6 (missing)" in md
     again = subprocess.run([str(INITBENCH), "sweep", write(root), "--out", out, "--no-progress"],
                            capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
-    assert "already done" in again.stdout and ", 24 already done" in again.stdout, again.stdout
-    assert len(records(out)) == 27
-    assert pd.read_csv(out / "ranking.csv")["lr"].tolist() == pd.read_csv(base / "ranking.csv")["lr"].tolist()
-    wider = subprocess.run([str(INITBENCH), "sweep", write(tmp_path, [0.001, *GRID]), "--out", out, "--no-progress"],
-                           capture_output=True, text=True)  # a smaller lr added: only its tuning runs are new
+    assert ", 24 already done" in again.stdout and "27/27 complete" in again.stdout, again.stdout
+    now = records(out)
+    chosen = best_lr_by_hand(now[now["seed"] >= 100])
+    assert dict(zip(*pd.read_csv(out / "ranking.csv")[["init", "lr"]].T.values, strict=True)) == chosen
+
+
+def test_a_changed_grid_reuses_what_still_applies_and_the_report_ranks_only_the_plan(tmp_path):
+    out = tmp_path / "out"
+    narrow = subprocess.run([str(INITBENCH), "sweep", write(tmp_path, [0.01, 1e12]), "--out", out,
+                             "--no-progress"], capture_output=True, text=True)
+    assert narrow.returncode == 0, narrow.stderr
+    before = records(out)
+    assert set(before.loc[(before["seed"] < 100) & (before["init"] != "zeros"), "lr"]) == {0.01}
+    wider = subprocess.run([str(INITBENCH), "sweep", write(tmp_path, GRID), "--out", out, "--no-progress"],
+                           capture_output=True, text=True)  # 0.1 added: it wins, so the comparison moves to it
     assert wider.returncode == 0, wider.stderr
-    assert ", 27 already done" in wider.stdout and "33/33 complete" in wider.stdout, wider.stdout
+    trained = re.search(r": (\d+) ok, (\d+) diverged, (\d+) collapsed, 0 failed, 15 already done", wider.stdout)
+    assert trained and sum(map(int, trained.groups())) == 12, wider.stdout  # the new lr's tuning runs, and the
+    # comparison runs that moved to it (zeros' lr did not move: its runs, and the old tuning runs, are reused)
+    after = records(out)
+    chosen = best_lr_by_hand(after[after["seed"] >= 100])
+    assert chosen["kaiming_normal"] == chosen["orthogonal"] == 0.1
+    ranked = pd.read_csv(out / "runs.csv")
+    assert len(ranked) == 9 and all(r.lr == chosen[r.init] for r in ranked.itertuples())
+    md = (out / "report.md").read_text()
+    assert "Records outside this study's protocol" in md and md.count("an lr no longer chosen") >= 6
+    moved = tmp_path / "moved.yaml"  # other tuning seeds: the old tuning runs are never ranked as comparisons
+    moved.write_text(write(tmp_path, GRID).read_text().replace("seeds: [100, 101]", "seeds: [5, 6]"))
+    assert subprocess.run([str(INITBENCH), "sweep", moved, "--out", out, "--no-progress"], capture_output=True,
+                          text=True).returncode == 0
+    ranked = pd.read_csv(out / "runs.csv")
+    assert set(ranked["seed"]) == {0, 1, 2} and len(ranked) == 9
+    assert "tuning seeds 5, 6" in (out / "report.md").read_text()
 
 
 def test_shards_wait_for_the_tuning_runs_of_the_other_shards(tmp_path):

@@ -84,11 +84,12 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
 
         baseline = display_init(baseline)  # the canonical spelling, as in the runs
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
-    if study.tuning is not None and study.tuning.alternative is not None:  # both protocols ran: how ranks move
+    if study.tuning is not None and study.tuning.alternative is not None and len(study.tuning.alternative):
         from initbench.report.tuning import compare_protocols
 
-        other = rank(steps_to_target(study.tuning.alternative, study.curves, target), metric, test, baseline,
-                     margin_points / 100)
+        alternative = study.tuning.alternative
+        other = rank(steps_to_target(alternative, study.curves, target), metric, test,
+                     baseline if baseline in set(alternative["init"]) else None, margin_points / 100)
         study.tuning.protocols = compare_protocols(ranking.per_problem, other.per_problem)
     out = Path(out or results_dir)
     try:

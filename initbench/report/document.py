@@ -139,10 +139,20 @@ def _tuning_blocks(study: Study, ranking: Ranking) -> list[Block]:
                    "`lr_low` to `lr_high` is the run of grid lrs around the best whose mean is within "
                    f"{WITHIN_POINTS:g} accuracy point of the best, `decades` its width (log10; 0 when only the best lr "
                    "is that close; the grid's spacing limits it). `diverged`: tuning runs that diverged. `at_edge`: "
-                   "the chosen lr is the grid's smallest or largest."),
+                   "the chosen lr is the grid's smallest or largest. `all_failed`: every tuning run of the scheme "
+                   "failed."),
         Block("table", t.table),
     ]
-    edge = t.table[t.table["at_edge"]]
+    if t.waiting:
+        blocks.insert(-1, Block("note", f"{t.waiting} comparison runs wait for their lr (their tuning runs are not all "
+                                        "recorded yet): this report covers the runs recorded so far; finish the sweep "
+                                        "for the whole comparison."))
+    failed = t.table[t.table["all_failed"]]
+    if len(failed):
+        blocks.insert(-1, Block("note", "Every tuning run failed for " + ", ".join(
+            f"{i} on {p}" for p, i in failed[["problem", "init"]].itertuples(index=False))
+            + ": its lr is the grid's smallest by the tie rule, not a choice."))
+    edge = t.table[t.table["at_edge"] & ~t.table["all_failed"]]
     if len(edge):
         blocks.insert(-1, Block("note", f"{len(edge)} of {len(t.table)} chosen lrs lie at an edge of the grid ("
                                         + ", ".join(f"{i} on {p}: {lr:g}" for p, i, lr in

@@ -14,8 +14,7 @@ import pandas as pd
 from initbench.errors import InitbenchError
 from initbench.plan import LogSpec
 from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
-from initbench.report.tuning import Tuning, reference_scheme, split_runs
-from initbench.tune import parse_tune
+from initbench.report.tuning import Tuning, split_runs
 
 # Spec fields that are not training settings: the grid's own axes, seeds, how often and where to log.
 NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every",
@@ -147,39 +146,40 @@ def load_study(results_dir: Path) -> Study:
     layers = [df for df in layers if len(df)]
     layers_df = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(
         columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])
-    settings, tune = _sweep_settings(results_dir, skipped)
-    if tune is not None:  # a tuned study's problems do not split by lr: each init has its own
+    settings = _sweep_settings(results_dir, skipped)
+    sweep = None
+    if settings.get("tune") is not None:  # the study's plan, rebuilt to rank exactly the runs it trained
+        from initbench.sweep import sweep_from_doc
+
+        sweep = sweep_from_doc(settings, results_dir / "sweep.json", check=False)
+    if sweep is not None:  # a tuned study's problems do not split by lr: each init has its own
         runs["settings"] = [json.dumps({k: v for k, v in json.loads(s).items() if k != "lr"}, sort_keys=True)
                             for s in runs["settings"]]
     runs, split = _name_problems(runs)
     runs = _add_curve_metrics(runs, curves_df)
     tuning, excluded = None, []
-    reference = reference_scheme(settings)
-    if tune is not None and reference is not None:
-        runs, tuning, excluded = split_runs(runs, tune, reference)
+    if sweep is not None:
+        runs, tuning, excluded = split_runs(runs, sweep)
         if not len(runs):
-            raise InitbenchError(f"no comparison runs under {results_dir} yet (only tuning runs): rerun the sweep "
-                                 "to train the comparison at the chosen learning rates")
+            raise InitbenchError(f"no comparison runs under {results_dir} yet ({len(tuning.runs)} of "
+                                 f"{len(sweep.tuning)} tuning runs recorded): run the sweep to the end first")
     return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial, tuning, excluded)
 
 
-def _sweep_settings(results_dir: Path, skipped: list[str]) -> tuple[dict[str, Any], Any]:
-    """The sweep file's document from sweep.json ({} for single runs) and its tune block (None if it has none)."""
+def _sweep_settings(results_dir: Path, skipped: list[str]) -> dict[str, Any]:
+    """The sweep file's document from sweep.json ({} for single runs)."""
     sweep_file = results_dir / "sweep.json"
     if not sweep_file.exists():
-        return {}, None
+        return {}
     try:
         settings = json.loads(sweep_file.read_text()).get("source", {})
         if not isinstance(settings, dict):
             raise ValueError("no source mapping")
     except (OSError, ValueError, AttributeError) as exc:
-        skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline is not known")
-        return {}, None
-    try:
-        return settings, parse_tune(settings.get("tune"), "sweep.json")
-    except InitbenchError as exc:
-        skipped.append(f"{exc}; the tuning protocol is not applied")
-        return settings, None
+        skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline and tune block are "
+                       "not known")
+        return {}
+    return settings
 
 
 def canonical_id(spec: dict[str, Any]) -> str | None:
