@@ -8,13 +8,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from initbench.errors import InitbenchError, Terminated
 from initbench.options import add_run_options, spec_from_args
-
-if TYPE_CHECKING:
-    from initbench.sweep import Sweep
 
 
 class _Parser(argparse.ArgumentParser):
@@ -161,42 +157,8 @@ def _bench(args: argparse.Namespace) -> None:
     print(format_rows(rows, args.dataset, args.repeats, args.batch_size, RunSpec.log_every))
 
 
-def _progress(sweep: Sweep, out: Path) -> str:
-    """`done/planned` over the whole study (both stages, where stage 2's lrs are known)."""
-    from initbench.execute import completed
-
-    rows, waiting = completed(sweep, out)
-    return f"{sum(d for _, d in rows)}/{len(rows) + len(waiting)}"
-
-
-def _dry_run(sweep: Sweep, out: Path, shard: tuple[int, int]) -> None:
-    """Every run this shard would train, stage by stage, with whether it is done; then the counts."""
-    from initbench.execute import completed
-
-    rows, waiting = completed(sweep, out, shard)
-    tuning = {r.run_id for r in sweep.tuning}
-    stages = [("tuning", [(r, d) for r, d in rows if r.run_id in tuning]),
-              ("comparison", [(r, d) for r, d in rows if r.run_id not in tuning])]
-    for stage, stage_rows in stages if sweep.tune else stages[1:]:
-        for r, done in stage_rows:
-            lr = f"  lr {r.lr:g}" if sweep.tune else ""
-            print(f"{'done   ' if done else 'pending'}  {stage + '  ' if sweep.tune else ''}{r.problem:<24} "
-                  f"{r.init:<40} seed {r.seed}{lr}  {r.run_id}")
-    for r in waiting:
-        print(f"waiting  comparison  {r.problem:<24} {r.init:<40} seed {r.seed}  lr chosen after the tuning runs")
-    done = sum(d for _, d in rows)
-    if sweep.tune:
-        n_tune, n_cmp = len(stages[0][1]), len(stages[1][1]) + len(waiting)
-        print(f"stage 1 (tuning, {sweep.tune.describe()}): {n_tune} runs ({sum(d for _, d in stages[0][1])} done); "
-              f"stage 2 (comparison on seeds {', '.join(sorted({str(r.seed) for r in sweep.runs}, key=int))}, "
-              f"{' and '.join(sweep.tune.protocols)} lr): {n_cmp} runs ({sum(d for _, d in stages[1][1])} done"
-              f"{f', {len(waiting)} waiting for their lr' if waiting else ''}); out: {out}")
-    else:
-        print(f"{len(rows)} runs ({done} done) of {len(sweep.runs)} in the grid; out: {out}")
-
-
 def _sweep(args: argparse.Namespace) -> int:
-    from initbench.execute import completed, execute
+    from initbench.execute import completed, dry_run, execute, progress_text
     from initbench.sweep import load_sweep, parse_shard
 
     sweep = load_sweep(args.file, args.name)
@@ -214,20 +176,20 @@ def _sweep(args: argparse.Namespace) -> int:
               f"run `wandb sweep {args.emit_wandb_sweep}` (needs a W&B server), then `wandb agent` on each machine")
         return 0
     if args.dry_run:
-        _dry_run(sweep, out, shard)
+        dry_run(sweep, out, shard)
         return 0
     try:
         counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress,
                          engine=args.engine, lockstep_max=args.lockstep_max)
     except (KeyboardInterrupt, Terminated) as stop:
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
-        print(f"initbench: {how} with {_progress(sweep, out)} runs complete; rerun the same command "
+        print(f"initbench: {how} with {progress_text(sweep, out)} runs complete; rerun the same command "
               "to finish the rest", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     waiting = f", {counts['waiting']} waiting for tuning runs" if counts["waiting"] else ""
     print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['collapsed']} collapsed, "
           f"{counts['failed']} failed, {counts['skipped']} already done, {counts['busy']} running elsewhere{waiting}; "
-          f"{_progress(sweep, out)} complete in {out}")
+          f"{progress_text(sweep, out)} complete in {out}")
     rows, pending = completed(sweep, out)
     if all(done for _, done in rows) and not pending and not args.no_report:
         from initbench.report import write_report

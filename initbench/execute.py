@@ -247,3 +247,33 @@ def completed(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1)) -> tuple
     comparison, waiting = sweep.comparison(score_of(out, sweep.tune.metric if sweep.tune else ""), grid)
     runs = sweep.shard(*shard, runs=sweep.tuning) + comparison
     return [(r, RunRecord(record_dir(r, out)).complete) for r in runs], waiting
+
+
+def progress_text(sweep: Sweep, out: Path) -> str:
+    """`done/planned` over the whole study (both stages, where stage 2's lrs are known)."""
+    rows, waiting = completed(sweep, out)
+    return f"{sum(d for _, d in rows)}/{len(rows) + len(waiting)}"
+
+
+def dry_run(sweep: Sweep, out: Path, shard: tuple[int, int]) -> None:
+    """Every run this shard would train, stage by stage, with whether it is done; then the counts."""
+    rows, waiting = completed(sweep, out, shard)
+    tuning = {r.run_id for r in sweep.tuning}
+    stages = [("tuning", [(r, d) for r, d in rows if r.run_id in tuning]),
+              ("comparison", [(r, d) for r, d in rows if r.run_id not in tuning])]
+    for stage, stage_rows in stages if sweep.tune else stages[1:]:
+        for r, done in stage_rows:
+            lr = f"  lr {r.lr:g}" if sweep.tune else ""
+            print(f"{'done   ' if done else 'pending'}  {stage + '  ' if sweep.tune else ''}{r.problem:<24} "
+                  f"{r.init:<40} seed {r.seed}{lr}  {r.run_id}")
+    for r in waiting:
+        print(f"waiting  comparison  {r.problem:<24} {r.init:<40} seed {r.seed}  lr chosen after the tuning runs")
+    done = sum(d for _, d in rows)
+    if sweep.tune:
+        n_tune, n_cmp = len(stages[0][1]), len(stages[1][1]) + len(waiting)
+        print(f"stage 1 (tuning, {sweep.tune.describe()}): {n_tune} runs ({sum(d for _, d in stages[0][1])} done); "
+              f"stage 2 (comparison on seeds {', '.join(sorted({str(r.seed) for r in sweep.runs}, key=int))}, "
+              f"{' and '.join(sweep.tune.protocols)} lr): {n_cmp} runs ({sum(d for _, d in stages[1][1])} done"
+              f"{f', {len(waiting)} waiting for their lr' if waiting else ''}); out: {out}")
+    else:
+        print(f"{len(rows)} runs ({done} done) of {len(sweep.runs)} in the grid; out: {out}")
