@@ -180,13 +180,15 @@ def _sweep(args: argparse.Namespace) -> int:
         return 0
     try:
         counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress,
-                         engine=args.engine, lockstep_max=args.lockstep_max)
+                         engine=args.engine, lockstep_max=args.lockstep_max, executor=args.executor,
+                         address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
     except (KeyboardInterrupt, Terminated) as stop:
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         print(f"initbench: {how} with {progress_text(sweep, out)} runs complete; rerun the same command "
               "to finish the rest", file=sys.stderr)
         return 143 if isinstance(stop, Terminated) else 130
     waiting = f", {counts['waiting']} waiting for tuning runs" if counts["waiting"] else ""
+    waiting += f", {counts['lost']} lost (their tasks failed after retries: rerun)" if counts["lost"] else ""
     print(f"{sweep.name}: {counts['ok']} ok, {counts['diverged']} diverged, {counts['collapsed']} collapsed, "
           f"{counts['failed']} failed, {counts['skipped']} already done, {counts['busy']} running elsewhere{waiting}; "
           f"{progress_text(sweep, out)} complete in {out}")
@@ -196,7 +198,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         files = write_report(out)
         print(f"report: {files['html']} (also report.md, ranking.csv, runs.csv)")
-    return 1 if counts["failed"] else 0  # runs that failed in this process: recorded, and the exit code says so
+    return 1 if counts["failed"] or counts["lost"] else 0  # failed runs are recorded; the exit code says so
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -267,6 +269,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
                    "or ~/.cache/initbench/data)")
     p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    p.add_argument("--executor", default="sequential", choices=["sequential", "ray"],
+                   help="sequential (the default) trains here, one unit after another; ray runs each run or lockstep "
+                        "group as a Ray task (pip install 'initbench[ray]')")
+    p.add_argument("--address", default=None, metavar="HOST:PORT",
+                   help="with --executor ray: the cluster's head (`ray start --head` prints it) or auto (the one "
+                        "started on this machine); default: a local Ray on this machine's cores")
+    p.add_argument("--cpus-per-task", type=float, default=1.0, metavar="N",
+                   help="with --executor ray: CPUs per task, and torch threads inside it (default: 1)")
+    p.add_argument("--gpus-per-task", type=float, default=0.0, metavar="F",
+                   help="with --executor ray: GPUs per task; a fraction such as 0.25 lets tasks share a GPU "
+                        "(default: 0)")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("report", help="rank the schemes of a results folder: tables, statistics, plots")

@@ -12,7 +12,7 @@ from typing import Any
 from initbench.errors import InitbenchError
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
-from initbench.results import clear_orphan_lock, write_json
+from initbench.results import Claims, clear_orphan_lock, write_json
 from initbench.sweep import Sweep
 from initbench.tune import score as tune_score
 
@@ -87,7 +87,8 @@ def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine:
 
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
             download: bool = True, progress: bool = True, engine: str = "auto",
-            lockstep_max: int = 64) -> dict[str, int]:
+            lockstep_max: int = 64, executor: str = "sequential", address: str | None = None,
+            cpus_per_task: float = 1.0, gpus_per_task: float = 0.0) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
@@ -95,12 +96,12 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     counted as `waiting`. On a terminal, one bar for the whole shard advances step by step, each run weighted by its
     cost (an MLP run moves it less than a CNN run), with the tally; without one, a line per finished run. The engine
     (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together."""
-    from tqdm.auto import tqdm
 
     if engine not in ENGINES:
         raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if lockstep_max < 1:
         raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
+    _check_executor(executor, address, cpus_per_task, gpus_per_task)
     tuning, grid = sweep.shard(*shard, runs=sweep.tuning), sweep.shard(*shard)
     problems = preflight(tuning + grid, data_dir, download)
     if engine != "sequential":
@@ -110,11 +111,50 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
                                      "auto (lockstep where possible) or sequential")
             if problem.not_lockstep:
                 print(f"initbench: {dataset}_{model}: {problem.not_lockstep}", file=sys.stderr)
+    disconnect = None
+    if executor == "ray":  # joined (or started) before anything is written: a bad address leaves nothing behind
+        from initbench.ray_executor import connect
+
+        disconnect = connect(address, gpus_per_task)
+    try:
+        return _execute(sweep, out, shard, problems, tuning, grid, data_dir, download, progress, engine, lockstep_max,
+                        (cpus_per_task, gpus_per_task) if executor == "ray" else None)
+    finally:
+        if disconnect is not None:
+            disconnect()
+
+
+EXECUTORS = ("sequential", "ray")
+
+
+def _check_executor(executor: str, address: str | None, cpus: float, gpus: float) -> None:
+    if executor not in EXECUTORS:
+        raise InitbenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
+    if executor != "ray":
+        given = [flag for flag, value in (("--address", address), ("--cpus-per-task", cpus != 1.0),
+                                          ("--gpus-per-task", gpus != 0.0)) if value]
+        if given:
+            raise InitbenchError(f"{given[0]} is for --executor ray (the sequential executor trains here)")
+        return
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise InitbenchError(f"--cpus-per-task must be above 0, got {cpus:g}")
+    if not (math.isfinite(gpus) and gpus >= 0):
+        raise InitbenchError(f"--gpus-per-task must be 0 or more (fractions share a GPU), got {gpus:g}")
+    from initbench.ray_executor import check_ray
+
+    check_ray()
+
+
+def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tuple[str, str], Problem],
+             tuning: tuple[RunSpec, ...], grid: tuple[RunSpec, ...], data_dir: Path | None, download: bool,
+             progress: bool, engine: str, lockstep_max: int, remote: tuple[float, float] | None) -> dict[str, int]:
+    from tqdm.auto import tqdm
+
     try:
         write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
-    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "waiting": 0}
+    counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "lost": 0, "waiting": 0}
     cost = lambda r: math.prod(run_cost(r, problems[(r.dataset, r.model)]))  # noqa: E731
     protocols = len(sweep.tune.protocols) if sweep.tune else 1
     planned = len(tuning) + len(grid) * protocols  # stage 2's exact count is known once its lrs are
@@ -123,7 +163,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
                dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
     trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts,
-                     tuned=sweep.tune is not None)
+                     tuned=sweep.tune is not None, remote=remote)
     try:
         if sweep.tune:
             trainer.train(tuning, planned, "tuning ")
@@ -163,8 +203,9 @@ class _Stage:
 
     def __init__(self, out: Path, problems: dict[tuple[str, str], Problem], engine: str, lockstep_max: int,
                  data_dir: Path | None, download: bool, progress: bool, terminal: bool, bar: Any,
-                 counts: dict[str, int], tuned: bool = False) -> None:
+                 counts: dict[str, int], tuned: bool = False, remote: tuple[float, float] | None = None) -> None:
         self.out, self.problems, self.engine, self.lockstep_max = out, problems, engine, lockstep_max
+        self.remote = remote  # Ray: (CPUs, GPUs) per task; None: train here
         self.tuned = tuned  # lines name each run's lr
         self.data_dir, self.download, self.progress, self.terminal = data_dir, download, progress, terminal
         self.bar, self.counts = bar, counts
@@ -185,6 +226,9 @@ class _Stage:
                 self.bar.update(math.prod(run_cost(r, self.problems[(r.dataset, r.model)])))
             else:
                 todo.append(r)
+        if self.remote is not None:
+            self._train_remote(units(todo, self.problems, self.engine, self.lockstep_max), planned, stage)
+            return
         bar, counts = self.bar, self.counts
         for unit in units(todo, self.problems, self.engine, self.lockstep_max):
             steps, per_step = run_cost(unit[0], self.problems[(unit[0].dataset, unit[0].model)])
@@ -199,7 +243,7 @@ class _Stage:
             bar.set_postfix_str(f"{self.finished}/{planned} runs | {_tally(counts) or 'first run'} | "
                                 f"{stage}{head.problem} {what}", refresh=True)
             step_report = advance if self.terminal else None
-            if self.engine == "sequential" or self.problems[(head.dataset, head.model)].not_lockstep:
+            if not self._lockstep(unit):
                 _, summary, outcome = claim_and_run(head, self.out, progress=False, data_dir=self.data_dir,
                                                     download=self.download, keep_going=True, on_step=step_report)
                 done = [(head, summary, outcome)]
@@ -208,11 +252,43 @@ class _Stage:
                     unit, self.out, progress=False, data_dir=self.data_dir, download=self.download,
                     on_step=step_report, note=_note, keep_going=True)]
             bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
-            for spec, summary, outcome in done:
-                counts[summary["status"] if outcome == "trained" else {"done": "skipped", "busy": "busy"}[outcome]] += 1
-                if self.progress and not self.terminal:  # a log, not a terminal: one line per run, as it finishes
-                    print(f"[{self.finished}/{planned}] {stage}{_run_line(spec, summary, outcome, self.tuned)}",
-                          flush=True)
+            self._tally(done, planned, stage)
+
+    def _lockstep(self, unit: list[RunSpec]) -> bool:
+        return self.engine != "sequential" and not self.problems[(unit[0].dataset, unit[0].model)].not_lockstep
+
+    def _tally(self, done: list[tuple[RunSpec, dict[str, Any], str]], planned: int, stage: str) -> None:
+        for spec, summary, outcome in done:
+            kind = {"done": "skipped", "busy": "busy", "lost": "lost"}.get(outcome) or summary["status"]
+            self.counts[kind] += 1
+            if self.progress and not self.terminal:  # a log, not a terminal: one line per run, as it finishes
+                print(f"[{self.finished}/{planned}] {stage}{_run_line(spec, summary, outcome, self.tuned)}",
+                      flush=True)
+
+    def _train_remote(self, todo: list[list[RunSpec]], planned: int, stage: str) -> None:
+        """Ray: the driver claims every run, submits each unit as a task and writes each record as it returns."""
+        from initbench import ray_executor
+        from initbench.runner import run_dir_for
+
+        claims, submitted = Claims(), []
+        try:
+            for unit in todo:
+                mine = [s for s in unit if claims.take(run_dir_for(s, self.out)) is not None]
+                self._tally([(s, {}, "busy") for s in unit if s not in mine], planned, stage)
+                if mine:
+                    submitted.append(mine)
+            cost = {id(u): math.prod(run_cost(u[0], self.problems[(u[0].dataset, u[0].model)])) * len(u)
+                    for u in submitted}
+
+            def finished(unit: list[RunSpec], results: list[tuple[RunSpec, dict[str, Any] | None]]) -> None:
+                self.bar.update(cost[id(unit)])
+                self._tally([(s, summary or {}, "trained" if summary else "lost") for s, summary in results],
+                            planned, stage)
+
+            ray_executor.run_units(submitted, self._lockstep, self.out, self.data_dir, self.download,
+                                   self.remote[0], self.remote[1], finished)
+        finally:
+            claims.release()
 
 
 def _note(message: str) -> None:
@@ -227,7 +303,9 @@ def _run_line(spec: RunSpec, summary: dict[str, Any], outcome: str, show_lr: boo
     """`digits_mlp kaiming_normal seed 3: ok val 0.973 (1.2 s)` (with `show_lr`: `... seed 3 lr 0.01: ...`)."""
     head = f"{spec.problem} {spec.init} seed {spec.seed}" + (f" lr {spec.lr:g}" if show_lr else "")
     if outcome != "trained":
-        return f"{head}: {'already complete' if outcome == 'done' else 'being trained elsewhere'}"
+        said = {"done": "already complete", "busy": "being trained elsewhere", "lost": "lost (its task failed after "
+                "retries; a rerun trains it)"}
+        return f"{head}: {said[outcome]}"
     val = summary.get("val_acc_final")
     detail = f" val {val:.3f}" if isinstance(val, int | float) else ""
     if summary.get("diverged_step") is not None:

@@ -1,0 +1,148 @@
+"""The Ray executor: each task trains one run or one lockstep group in a scratch folder on its worker and returns
+the records' files; the driver alone writes them into the results folder, atomically, as they arrive.
+
+No shared filesystem is needed between nodes: datasets are loaded on the workers (`--data-dir`, else
+$INITBENCH_DATA_DIR, else the default cache there; digits is bundled), and W&B offline files stay on the worker
+that trained the run, under the same results path (`wandb sync` them from there).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from initbench.errors import InitbenchError
+from initbench.plan import RunSpec
+
+RETRIES = 3  # a task whose worker process or node dies is run again this many times, then counted as lost
+CONNECT_TIMEOUT_S = 5.0
+
+
+def check_ray() -> None:
+    """Ray is an optional extra: say how to get it when it is missing."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise InitbenchError("--executor ray needs Ray, which is not installed: pip install 'initbench[ray]'") from None
+
+
+def _reachable(address: str) -> None:
+    """A one-line error for an address nobody answers at, before Ray's own long retries."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise InitbenchError(f"--address must be HOST:PORT (the head node's GCS address, e.g. 10.0.0.5:6379) or "
+                             f"auto, got {address!r}")
+    try:
+        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise InitbenchError(f"no Ray cluster answers at {address}: {exc.strerror or exc}; start one with `ray start "
+                             "--head` there, or leave out --address for a local Ray on this machine") from None
+
+
+def connect(address: str | None, gpus_per_task: float) -> Callable[[], None]:
+    """Join the cluster at `address` (`auto`: the one `ray start` made on this machine), or start a local Ray on
+    this machine's cores; check that the cluster can give each task what it asks for. Returns the disconnect."""
+    import ray
+
+    if address not in (None, "auto"):
+        _reachable(address)
+    try:
+        if address is None:
+            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+                     configure_logging=True)
+        else:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise InitbenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+    gpus = ray.cluster_resources().get("GPU", 0)
+    if gpus_per_task > 0 and gpus == 0:
+        ray.shutdown()
+        raise InitbenchError(f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
+                             "on CPUs")
+    return ray.shutdown
+
+
+def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | None, download: bool, out: str,
+                cpus: float) -> list[tuple[str, str, dict[str, bytes]]]:
+    """On a worker: train the unit in a scratch folder; return (run id, the record's path under the results folder,
+    its files) per run. W&B files move to the results path on this worker."""
+    import torch
+
+    from initbench.runner import claim_and_run, claim_and_run_group, run_dir_for
+
+    torch.set_num_threads(max(1, int(cpus)))  # the task's share of the node, never the whole node
+    runs = [RunSpec.from_record(s) for s in specs]
+    scratch = Path(tempfile.mkdtemp(prefix="initbench-task-"))
+    try:
+        if lockstep:
+            claim_and_run_group(runs, scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
+                                download=download, keep_going=True, note=lambda message: None)
+        else:
+            claim_and_run(runs[0], scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
+                          download=download, keep_going=True)
+        if (scratch / "wandb").is_dir():
+            target = Path(out) / "wandb"
+            target.mkdir(parents=True, exist_ok=True)
+            for entry in (scratch / "wandb").iterdir():
+                shutil.move(str(entry), target / entry.name)
+        returned = []
+        for spec in runs:
+            run_dir = run_dir_for(spec, scratch)
+            files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} if run_dir.is_dir() else {}
+            returned.append((spec.run_id, str(run_dir.relative_to(scratch)), files))
+        return returned
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def write_record(out: Path, relative: str, files: dict[str, bytes]) -> Path:
+    """The driver's write: the files into a hidden folder beside the record's, then renamed into place (a reader
+    sees no record or the whole one; an unfinished earlier attempt there is replaced)."""
+    final = Path(out) / relative
+    stage = final.with_name(f".{final.name}.incoming-{os.getpid()}")
+    shutil.rmtree(stage, ignore_errors=True)
+    stage.mkdir(parents=True)
+    for name, data in sorted(files.items(), key=lambda kv: kv[0] == "summary.json"):  # the summary last
+        (stage / name).write_bytes(data)
+    if final.exists():
+        shutil.rmtree(final)
+    os.rename(stage, final)
+    return final
+
+
+def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bool], out: Path,
+              data_dir: Path | None, download: bool, cpus: float, gpus: float,
+              finished: Callable[[list[RunSpec], list[tuple[RunSpec, dict[str, Any] | None]]], None]) -> None:
+    """Submit every unit as a task and write each returned record as it arrives; `finished(unit, [(spec, summary
+    or None when the task was lost)])` after each. The caller holds the units' locks."""
+    import ray
+    from ray.exceptions import RayError
+
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
+    pending = {task.remote([s.to_record() for s in unit], lockstep(unit), str(data_dir) if data_dir else None,
+                           download, str(Path(out).resolve()), cpus): unit for unit in units}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        unit = pending.pop(done[0])
+        try:
+            returned = {run_id: (relative, files) for run_id, relative, files in ray.get(done[0])}
+        except RayError:
+            finished(unit, [(spec, None) for spec in unit])  # retried and lost: rerun the sweep to train it
+            continue
+        results = []
+        for spec in unit:
+            relative, files = returned.get(spec.run_id, ("", {}))
+            if "summary.json" in files:
+                write_record(out, relative, files)
+                results.append((spec, json.loads(files["summary.json"])))
+            else:
+                results.append((spec, None))
+        finished(unit, results)
+

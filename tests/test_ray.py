@@ -1,0 +1,149 @@
+"""`--executor ray` on real Ray: a local instance equals the sequential executor (both stages of a tuned sweep), a
+two-node cluster on this machine loses a node mid-sweep, the driver is killed with SIGKILL and rerun; every run is
+recorded exactly once. Every Ray process a test starts is ended by its own handle or process group."""
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+INITBENCH = Path(sys.executable).parent / "initbench"
+TUNED = """
+name: rayed
+datasets: [digits]
+models: ["mlp(hidden=[16])"]
+inits: [kaiming_normal, orthogonal, zeros]
+seeds: 2
+tune: {lr: [0.01, 0.1], seeds: [100]}
+train: {epochs: 2, batch_size: 32, limit_train: 256, limit_val: 128, limit_test: 128, accelerator: cpu, log_every: 4}
+"""
+LONGER = """
+name: longer
+datasets: [digits]
+models: ["mlp(hidden=[32])"]
+inits: [kaiming_normal, orthogonal, xavier_uniform, lecun_normal]
+seeds: 3
+train: {epochs: 6, batch_size: 16, limit_train: 1024, limit_val: 128, limit_test: 128, accelerator: cpu}
+"""
+
+
+def sweep(tmp_path: Path, text: str, out: Path, *args: str, **popen) -> subprocess.CompletedProcess:
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(text))
+    return subprocess.run([str(INITBENCH), "sweep", str(path), "--out", str(out), "--no-progress", *args],
+                          capture_output=True, text=True, **popen)
+
+
+def recorded_once(out: Path, expected: int) -> pd.DataFrame:
+    """Every record is whole and no run has two: the folders, their ids, and nothing half-written or locked."""
+    ids = [json.loads((p.parent / "config.json").read_text())["run_id"] for p in out.rglob("summary.json")]
+    assert len(ids) == expected and len(set(ids)) == expected, sorted(ids)
+    assert not list(out.rglob(".*.lock")) and not list(out.rglob(".*incoming*"))
+    run_dirs = [p for p in out.glob("*/*") if p.is_dir()]
+    assert len(run_dirs) == expected, run_dirs  # no unfinished folder left beside the records
+    return pd.DataFrame({"run_id": ids})
+
+
+def test_a_local_ray_sweep_equals_the_sequential_one(tmp_path):
+    here = sweep(tmp_path, TUNED, tmp_path / "here")
+    assert here.returncode == 0, here.stderr
+    rayed = sweep(tmp_path, TUNED, tmp_path / "ray", "--executor", "ray", "--cpus-per-task", "1")
+    assert rayed.returncode == 0, rayed.stderr
+    assert "12/12 complete" in rayed.stdout and "report:" in rayed.stdout
+    recorded_once(tmp_path / "ray", 12)
+    a = pd.read_csv(tmp_path / "here" / "runs.csv").set_index("run_id").sort_index()
+    b = pd.read_csv(tmp_path / "ray" / "runs.csv").set_index("run_id").sort_index()
+    assert list(a.index) == list(b.index) and (a["status"] == b["status"]).all() and (a["lr"] == b["lr"]).all()
+    assert (a["val_acc_final"] - b["val_acc_final"]).abs().max() <= 0.02  # same runs; CPU threads may differ
+    tuned = [pd.read_csv(tmp_path / where / "tuning.csv")["lr"] for where in ("ray", "here")]
+    assert (tuned[0] == tuned[1]).all()
+
+
+def test_a_node_removed_mid_sweep_loses_no_run_and_records_none_twice(tmp_path):
+    from ray.cluster_utils import Cluster
+
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1, "include_dashboard": False})
+    try:
+        worker = cluster.add_node(num_cpus=1)
+        cluster.wait_for_nodes()
+        out = tmp_path / "out"
+        path = tmp_path / "s.yaml"
+        path.write_text(textwrap.dedent(LONGER))
+        driver = subprocess.Popen([str(INITBENCH), "sweep", str(path), "--out", str(out), "--no-progress",
+                                   "--executor", "ray", "--address", cluster.address, "--engine", "sequential"],
+                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while not list(out.rglob("summary.json")) and time.time() < deadline:
+            time.sleep(0.1)
+        assert list(out.rglob("summary.json")), "no run finished"
+        cluster.remove_node(worker)  # the tasks running there die with it; Ray runs them again on the head
+        stdout, stderr = driver.communicate(timeout=300)
+        assert driver.returncode == 0, stderr
+        assert "12/12 complete" in stdout, stdout
+        recorded_once(out, 12)
+    finally:
+        cluster.shutdown()
+
+
+def test_the_driver_killed_with_sigkill_loses_nothing_returned_and_a_rerun_finishes(tmp_path):
+    out = tmp_path / "out"
+    path = tmp_path / "s.yaml"
+    path.write_text(textwrap.dedent(LONGER))
+    command = [str(INITBENCH), "sweep", str(path), "--out", str(out), "--no-progress", "--executor", "ray",
+               "--engine", "sequential"]
+    driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        while len(list(out.rglob("summary.json"))) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+        before = len(list(out.rglob("summary.json")))
+        assert 2 <= before < 12
+    finally:  # the local Ray it started goes with it; its process group is ended here in any case
+        time.sleep(1)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(driver.pid, signal.SIGKILL)
+    rerun = subprocess.run(command, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"{before} already done" in rerun.stdout and "12/12 complete" in rerun.stdout, rerun.stdout
+    recorded_once(out, 12)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--executor", "ray", "--address", f"127.0.0.1:{_free_port()}"], "no Ray cluster answers at 127.0.0.1:"),
+    (["--executor", "ray", "--address", "nohost"], "--address must be HOST:PORT"),
+    (["--executor", "ray", "--gpus-per-task", "0.25"], "--gpus-per-task 0.25: the Ray cluster has no GPU"),
+    (["--executor", "ray", "--cpus-per-task", "0"], "--cpus-per-task must be above 0, got 0"),
+    (["--address", "127.0.0.1:6379"], "--address is for --executor ray"),
+    (["--executor", "dask"], "argument --executor: invalid choice: 'dask'"),
+])
+def test_bad_ray_settings_are_one_line_errors_with_nothing_written(args, message, tmp_path):
+    done = sweep(tmp_path, TUNED, tmp_path / "out", *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_without_ray_installed_the_executor_says_how_to_get_it(tmp_path):
+    shadow = tmp_path / "shadow" / "ray"
+    shadow.mkdir(parents=True)  # a Python where `import ray` fails as it does without the package
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'ray'\")\n")
+    env = {**os.environ, "PYTHONPATH": str(tmp_path / "shadow")}
+    done = sweep(tmp_path, TUNED, tmp_path / "out", "--executor", "ray", env=env)
+    assert done.returncode == 2 and "pip install 'initbench[ray]'" in done.stderr, done.stderr
+    assert not (tmp_path / "out").exists()
