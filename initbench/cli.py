@@ -275,11 +275,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--address", default=None, metavar="HOST:PORT",
                    help="with --executor ray: the cluster's head (`ray start --head` prints it) or auto (the one "
                         "started on this machine); default: a local Ray on this machine's cores")
-    p.add_argument("--cpus-per-task", type=float, default=1.0, metavar="N",
-                   help="with --executor ray: CPUs per task, and torch threads inside it (default: 1)")
-    p.add_argument("--gpus-per-task", type=float, default=0.0, metavar="F",
+    p.add_argument("--cpus-per-task", type=float, default=None, metavar="N",
+                   help="with --executor ray: CPUs per task, and torch threads inside it (default: the sweep file's "
+                        "resources: cpus_per_task, else 1)")
+    p.add_argument("--gpus-per-task", type=float, default=None, metavar="F",
                    help="with --executor ray: GPUs per task; a fraction such as 0.25 lets tasks share a GPU "
-                        "(default: 0)")
+                        "(default: the sweep file's resources: gpus_per_task, else 0)")
     p.set_defaults(func=_sweep)
 
     p = sub.add_parser("report", help="rank the schemes of a results folder: tables, statistics, plots")

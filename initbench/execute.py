@@ -88,20 +88,30 @@ def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine:
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
             download: bool = True, progress: bool = True, engine: str = "auto",
             lockstep_max: int = 64, executor: str = "sequential", address: str | None = None,
-            cpus_per_task: float = 1.0, gpus_per_task: float = 0.0) -> dict[str, int]:
+            cpus_per_task: float | None = None, gpus_per_task: float | None = None) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
     Grid runs whose tuning runs are not all recorded yet (another shard still trains them) are left for a rerun and
     counted as `waiting`. On a terminal, one bar for the whole shard advances step by step, each run weighted by its
     cost (an MLP run moves it less than a CNN run), with the tally; without one, a line per finished run. The engine
-    (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together."""
+    (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together.
+    With the Ray executor, each task asks for `cpus_per_task` and `gpus_per_task` (None: the sweep file's
+    `resources:`, else 1 CPU and no GPU)."""
 
     if engine not in ENGINES:
         raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if lockstep_max < 1:
         raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
     _check_executor(executor, address, cpus_per_task, gpus_per_task)
+    named = ("--cpus-per-task" if cpus_per_task is not None else f"{sweep.name}: resources cpus_per_task",
+             "--gpus-per-task" if gpus_per_task is not None else f"{sweep.name}: resources gpus_per_task")
+    if cpus_per_task is None:
+        cpus_per_task = sweep.resources.get("cpus_per_task", 1.0)
+    if gpus_per_task is None:
+        gpus_per_task = sweep.resources.get("gpus_per_task", 0.0)
+    if executor == "ray":
+        _check_resources(cpus_per_task, gpus_per_task, *named)
     tuning, grid = sweep.shard(*shard, runs=sweep.tuning), sweep.shard(*shard)
     problems = preflight(tuning + grid, data_dir, download)
     if engine != "sequential":
@@ -115,7 +125,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     if executor == "ray":  # joined (or started) before anything is written: a bad address leaves nothing behind
         from initbench.ray_executor import connect
 
-        disconnect = connect(address, gpus_per_task)
+        disconnect = connect(address, gpus_per_task, named[1])
     try:
         return _execute(sweep, out, shard, problems, tuning, grid, data_dir, download, progress, engine, lockstep_max,
                         (cpus_per_task, gpus_per_task) if executor == "ray" else None)
@@ -127,22 +137,27 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
 EXECUTORS = ("sequential", "ray")
 
 
-def _check_executor(executor: str, address: str | None, cpus: float, gpus: float) -> None:
+def _check_executor(executor: str, address: str | None, cpus: float | None, gpus: float | None) -> None:
+    """The flags given on the command line (None: not given), before anything loads."""
     if executor not in EXECUTORS:
         raise InitbenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
     if executor != "ray":
-        given = [flag for flag, value in (("--address", address), ("--cpus-per-task", cpus != 1.0),
-                                          ("--gpus-per-task", gpus != 0.0)) if value]
+        given = [flag for flag, value in (("--address", address), ("--cpus-per-task", cpus),
+                                          ("--gpus-per-task", gpus)) if value is not None]
         if given:
             raise InitbenchError(f"{given[0]} is for --executor ray (the sequential executor trains here)")
         return
-    if not (math.isfinite(cpus) and cpus > 0):
-        raise InitbenchError(f"--cpus-per-task must be above 0, got {cpus:g}")
-    if not (math.isfinite(gpus) and gpus >= 0):
-        raise InitbenchError(f"--gpus-per-task must be 0 or more (fractions share a GPU), got {gpus:g}")
     from initbench.ray_executor import check_ray
 
     check_ray()
+
+
+def _check_resources(cpus: float, gpus: float, cpus_from: str, gpus_from: str) -> None:
+    """What each Ray task asks for, from the flags or the sweep file's `resources:` (named by `*_from`)."""
+    if not (math.isfinite(cpus) and cpus > 0):
+        raise InitbenchError(f"{cpus_from} must be above 0, got {cpus:g}")
+    if not (math.isfinite(gpus) and gpus >= 0):
+        raise InitbenchError(f"{gpus_from} must be 0 or more (fractions share a GPU), got {gpus:g}")
 
 
 def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tuple[str, str], Problem],
@@ -281,9 +296,12 @@ class _Stage:
                     for u in submitted}
 
             def finished(unit: list[RunSpec], results: list[tuple[RunSpec, dict[str, Any] | None]]) -> None:
-                self.bar.update(cost[id(unit)])
                 self._tally([(s, summary or {}, "trained" if summary else "lost") for s, summary in results],
                             planned, stage)
+                tasks = f"{len(submitted)} task{'s' * (len(submitted) != 1)} on Ray"
+                self.bar.set_postfix_str(f"{self.finished}/{planned} runs | {_tally(self.counts) or 'first run'} | "
+                                         f"{stage}{tasks}", refresh=False)
+                self.bar.update(cost[id(unit)])
 
             ray_executor.run_units(submitted, self._lockstep, self.out, self.data_dir, self.download,
                                    self.remote[0], self.remote[1], finished)

@@ -45,7 +45,7 @@ def _reachable(address: str) -> None:
                              "--head` there, or leave out --address for a local Ray on this machine") from None
 
 
-def connect(address: str | None, gpus_per_task: float) -> Callable[[], None]:
+def connect(address: str | None, gpus_per_task: float, gpus_from: str = "--gpus-per-task") -> Callable[[], None]:
     """Join the cluster at `address` (`auto`: the one `ray start` made on this machine), or start a local Ray on
     this machine's cores; check that the cluster can give each task what it asks for. Returns the disconnect."""
     import ray
@@ -64,7 +64,7 @@ def connect(address: str | None, gpus_per_task: float) -> Callable[[], None]:
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_task > 0 and gpus == 0:
         ray.shutdown()
-        raise InitbenchError(f"--gpus-per-task {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
+        raise InitbenchError(f"{gpus_from} {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
                              "on CPUs")
     return ray.shutdown
 
@@ -87,11 +87,8 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
         else:
             claim_and_run(runs[0], scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
                           download=download, keep_going=True)
-        if (scratch / "wandb").is_dir():
-            target = Path(out) / "wandb"
-            target.mkdir(parents=True, exist_ok=True)
-            for entry in (scratch / "wandb").iterdir():
-                shutil.move(str(entry), target / entry.name)
+        if (scratch / "wandb").is_dir():  # merged into what earlier tasks on this worker left there
+            shutil.copytree(scratch / "wandb", Path(out) / "wandb", dirs_exist_ok=True)
         returned = []
         for spec in runs:
             run_dir = run_dir_for(spec, scratch)

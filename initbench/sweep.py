@@ -21,7 +21,9 @@ from initbench.tune import Tune, choose, parse_tune
 LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
 TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "tune", "baseline", "logger",
-            "wandb")
+            "wandb", "resources")
+# What each Ray task asks of the cluster (`--executor ray`; the flags of the same names override them).
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task")
 # RunSpec fields a sweep file may set under `train:` (and per model/dataset): those that change the
 # result, less the grid's own axes. Logging settings have their own keys (`logger`, `wandb`).
 TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
@@ -42,6 +44,7 @@ class Sweep:
     tune: Tune | None = None
     tuning: tuple[RunSpec, ...] = ()
     reference: str | None = None  # the shared protocol's scheme: the baseline, else the first init
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)  # per Ray task: cpus_per_task, gpus_per_task
 
     def shard(self, index: int, count: int, runs: tuple[RunSpec, ...] | None = None) -> tuple[RunSpec, ...]:
         """Shard `index` of `count` (1-based) of `runs` (default: the grid), in order. Runs that can train as one
@@ -207,6 +210,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
         raise InitbenchError(f"{path}: 'wandb' must be a mapping with keys {', '.join(WANDB_KEYS)}")
     _check_keys(f"{path} wandb", wandb_doc, WANDB_KEYS)
     log = LogSpec(loggers, experiment, **{f"wandb_{k}": v for k, v in wandb_doc.items()})
+    resources = _resources(doc.get("resources"), path)
     runs = []
     for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
         for dataset, d_over in datasets:
@@ -224,7 +228,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     if len(set(ids)) != len(ids):
         raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
     if tune is None:
-        return Sweep(experiment, dict(doc), tuple(runs))
+        return Sweep(experiment, dict(doc), tuple(runs), resources=resources)
     # stage 1: the grid's first seed's runs, at every lr, on each tuning seed (seed-major, the lr innermost: one
     # lockstep group per problem and tuning seed); its runs log under their own experiment name
     tune_log = dataclasses.replace(log, experiment=f"{experiment}-tune")
@@ -233,7 +237,20 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     reference = inits[0]
     if doc.get("baseline") is not None:
         reference = next(i for i in inits if canonical_init(i) == canonical_init(doc["baseline"]))
-    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference)
+    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference, resources)
+
+
+def _resources(value: Any, path: Path) -> dict[str, float]:
+    """`resources: {cpus_per_task: 2, gpus_per_task: 0.25}`: what each Ray task asks for (checked as the flags are)."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InitbenchError(f"{path}: 'resources' must be a mapping with keys {', '.join(RESOURCE_KEYS)}")
+    _check_keys(f"{path} resources", value, RESOURCE_KEYS)
+    for key, number in value.items():
+        if isinstance(number, bool) or not isinstance(number, int | float):
+            raise InitbenchError(f"{path}: resources {key} must be a number, got {number!r}")
+    return {k: float(v) for k, v in value.items()}
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

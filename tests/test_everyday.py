@@ -124,12 +124,9 @@ def test_a_sweep_file_with_a_typo_is_refused_before_torch_loads(tmp_path):
 
 
 def test_on_a_terminal_the_sweep_bar_moves_within_runs_weighted_by_cost_and_shows_the_tally(tmp_path):
-    import fcntl
     import json
-    import os
-    import pty
-    import struct
-    import termios
+
+    from terminal import on_terminal
 
     from initbench.execute import preflight, run_cost, run_steps
     from initbench.sweep import load_sweep
@@ -137,23 +134,10 @@ def test_on_a_terminal_the_sweep_bar_moves_within_runs_weighted_by_cost_and_show
     (tmp_path / "s.yaml").write_text(
         "name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[16])', simplecnn]\ninits: [kaiming_normal]\nseeds: 1\n"
         "train: {epochs: 2, batch_size: 16, limit_train: 768, limit_val: 64, limit_test: 64, accelerator: cpu}\n")
-    leader, follower = pty.openpty()  # a real terminal (24 x 120) for the sweep's stderr
-    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
     initbench = Path(sys.executable).parent / "initbench"
-    proc = subprocess.Popen([str(initbench), "sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
-                             "--no-report"], stdin=follower, stdout=follower, stderr=follower)
-    os.close(follower)
-    chunks = []
-    while True:
-        try:
-            chunk = os.read(leader, 4096)
-        except OSError:  # the terminal closed: the sweep has ended
-            break
-        if not chunk:
-            break
-        chunks.append(chunk)
-    assert proc.wait(timeout=60) == 0
-    screen = b"".join(chunks).decode(errors="replace")
+    code, screen = on_terminal([str(initbench), "sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
+                                "--no-report"], timeout=60)
+    assert code == 0, screen[-2000:]
     percents = [int(p) for p in re.findall(r"s: +(\d+)%\|", screen)]
     sweep = load_sweep(tmp_path / "s.yaml")
     problems = preflight(sweep.runs, None, False)

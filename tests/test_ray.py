@@ -5,6 +5,7 @@ recorded exactly once. Every Ray process a test starts is ended by its own handl
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -48,7 +49,7 @@ def recorded_once(out: Path, expected: int) -> pd.DataFrame:
     ids = [json.loads((p.parent / "config.json").read_text())["run_id"] for p in out.rglob("summary.json")]
     assert len(ids) == expected and len(set(ids)) == expected, sorted(ids)
     assert not list(out.rglob(".*.lock")) and not list(out.rglob(".*incoming*"))
-    run_dirs = [p for p in out.glob("*/*") if p.is_dir()]
+    run_dirs = [p for p in out.glob("*/*") if p.is_dir() and p.parent.name != "wandb"]
     assert len(run_dirs) == expected, run_dirs  # no unfinished folder left beside the records
     return pd.DataFrame({"run_id": ids})
 
@@ -137,6 +138,54 @@ def test_bad_ray_settings_are_one_line_errors_with_nothing_written(args, message
     done = sweep(tmp_path, TUNED, tmp_path / "out", *args)
     assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("resources", "args", "message"), [
+    ("{cpus_per_task: 0}", ["--executor", "ray"], "rayed: resources cpus_per_task must be above 0, got 0"),
+    ("{gpus_per_task: 0.5}", ["--executor", "ray"], "rayed: resources gpus_per_task 0.5: the Ray cluster has no GPU"),
+    ("{cpus_per_task: 1}", ["--cpus-per-task", "1"], "--cpus-per-task is for --executor ray"),
+])
+def test_the_sweep_files_resources_are_checked_as_the_flags_are(resources, args, message, tmp_path):
+    done = sweep(tmp_path, TUNED + f"resources: {resources}\n", tmp_path / "out", *args)
+    assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_wandb_logs_from_ray_workers_and_the_flags_override_the_files_resources(tmp_path):
+    """W&B offline runs land on the worker under the results folder (here: the same machine), readable by wandb's own
+    reader; the file asks for half a GPU, the flag for none, and the flag wins."""
+    from test_wandb import inspect
+
+    text = TUNED.replace("tune: {lr: [0.01, 0.1], seeds: [100]}", "logger: wandb\nwandb: {project: ray-test}")
+    env = {k: v for k, v in os.environ.items() if k not in ("WANDB_MODE", "WANDB_API_KEY")} | {"HOME": str(tmp_path)}
+    out = tmp_path / "out"
+    done = sweep(tmp_path, text + "resources: {cpus_per_task: 1, gpus_per_task: 0.5}\n", out, "--executor", "ray",
+                 "--gpus-per-task", "0", env=env)
+    assert done.returncode == 0, done.stderr
+    recorded_once(out, 6)
+    offline = sorted((out / "wandb" / "wandb").glob("offline-run-*"))
+    assert len(offline) == 6
+    logged = {}
+    for run_dir in offline:
+        summary, _ = inspect(run_dir)
+        assert summary["state"] == "finished" and summary["project"] == "ray-test"
+        logged[summary["run_id"]] = summary["summary"]["val/acc"]
+    for record in out.glob("*/*/summary.json"):  # each record returned from its worker knows its W&B run
+        (run,) = json.loads((record.parent / "wandb.json").read_text())["runs"]
+        assert logged.pop(run["id"]) == pytest.approx(json.loads(record.read_text())["val_acc_final"])
+    assert not logged
+
+
+def test_on_a_terminal_the_drivers_bar_counts_runs_with_the_tally(tmp_path):
+    from terminal import on_terminal
+
+    (tmp_path / "s.yaml").write_text(textwrap.dedent(TUNED))
+    code, screen = on_terminal([str(INITBENCH), "sweep", str(tmp_path / "s.yaml"), "--out", str(tmp_path / "out"),
+                                "--no-report", "--executor", "ray", "--engine", "sequential"], cols=160)
+    assert code == 0, screen[-2000:]
+    done = [int(n) for n in re.findall(r"(\d+)/12 runs \|", screen)]  # 6 tuning runs, then 6 to compare
+    assert done == sorted(done) and done[0] < 6 and done[-1] == 12, screen[-2000:]
+    assert re.search(r"100%\|.*\| \d\d:\d\d<\d\d:\d\d, 12/12 runs \| \d+ ok( \d+ collapsed)?", screen)
 
 
 def test_without_ray_installed_the_executor_says_how_to_get_it(tmp_path):

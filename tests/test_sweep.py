@@ -71,6 +71,10 @@ def test_grid_expansion_with_overrides(tmp_path):
      "baseline 'orthogonal' is not one of the inits; valid: zeros, lsuv"),
     ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\ntrain: {wandb_project: p}\n",
      "train: unknown key wandb_project"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\nresources: {cpus: 2}\n",
+     "resources: unknown key cpus; valid: cpus_per_task, gpus_per_task"),
+    ("datasets: [digits]\nmodels: [mlp]\ninits: [zeros]\nseeds: 1\nresources: {gpus_per_task: half}\n",
+     "resources gpus_per_task must be a number, got 'half'"),
 ])
 def test_bad_sweep_files_are_one_line_errors(text, message, tmp_path, capsys):
     path = write(tmp_path, text)
