@@ -301,10 +301,17 @@ class TensorBatches:
     def __len__(self) -> int:
         return -(-len(self.y) // self.batch_size)
 
+    def _order(self, epoch: int) -> Tensor:
+        return torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+
+    def first(self) -> tuple[Tensor, Tensor]:
+        """The first batch of the first epoch (what training starts on), without gathering the epoch."""
+        idx = self._order(0)[: self.batch_size] if self.shuffle else slice(0, self.batch_size)
+        return self.x[idx], self.y[idx]
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.shuffle:
-            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-            order = torch.randperm(len(self.y), generator=gen)
+            order = self._order(self.epoch)
             self.epoch += 1
             x, y = self.x[order], self.y[order]  # one gather per epoch, then contiguous slices
         else:

@@ -297,6 +297,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                      **data.sizes()},
             "parameters": sum(p.numel() for p in prepared.module.model.parameters())})
         record.write_manifest(prepared.manifest.to_dict())
+        record.write_diagnostics(prepared.diagnostics)
     if use_wandb:  # started once the records exist, as for a run trained alone
         wandb_runs.extend(dashboards.member_run(p.spec, out, p.manifest.to_dict(), r.config())
                           for (p, _), r in zip(members, records, strict=True))

@@ -2,6 +2,7 @@
 
 - `config.json`: the run's spec, package versions, device, data sizes, parameter count;
 - `manifest.json`: what the init did to every parameter;
+- `diagnostics.json`: the step-0 diagnostics (`initbench.diagnostics`): per layer, and their summary;
 - `metrics.csv`: one row per step (Lightning's CSV logger writes it; `tidy_metrics` merges its rows);
 - `summary.json`: the status and final figures, written last and atomically: a folder without a readable one is an
   unfinished run, rerun by the next sweep.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from initbench.errors import InitbenchError
 from initbench.results import write_json
 
 CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
+DIAGNOSTICS = "diagnostics.json"
 FILES = (CONFIG, MANIFEST, METRICS, SUMMARY)
 STATUSES = ("ok", "diverged", "collapsed", "failed")
 
@@ -46,6 +49,10 @@ class RunRecord:
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         write_json(self.path / MANIFEST, manifest)
+
+    def write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
+        """Non-finite figures (an init that overflows at step 0) are kept, as the strings "inf", "-inf", "nan"."""
+        write_json(self.path / DIAGNOSTICS, _nonfinite(diagnostics, lambda v: str(v)))
 
     def finish(self, summary: dict[str, Any]) -> None:
         """The summary, last: from now on the record is complete."""
@@ -91,6 +98,12 @@ class RunRecord:
     def summary(self) -> Any:
         return self._json(SUMMARY)
 
+    def diagnostics(self) -> Any:
+        """The step-0 diagnostics; {} for a record made before they were recorded."""
+        if not (self.path / DIAGNOSTICS).exists():
+            return {}
+        return _nonfinite(self._json(DIAGNOSTICS), float, ("inf", "-inf", "nan"))
+
     def metrics(self) -> Any:
         """metrics.csv as a DataFrame."""
         import pandas as pd
@@ -111,3 +124,14 @@ class RunRecord:
     def recorded_at(self) -> datetime.datetime:
         """When the record was completed (its summary written)."""
         return datetime.datetime.fromtimestamp((self.path / SUMMARY).stat().st_mtime)
+
+
+def _nonfinite(value: Any, convert: Any, strings: tuple[str, ...] = ()) -> Any:
+    """`value` with its non-finite floats (or, reading, the strings that stand for them) converted."""
+    if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, str) and value in strings):
+        return convert(value)
+    if isinstance(value, dict):
+        return {k: _nonfinite(v, convert, strings) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_nonfinite(v, convert, strings) for v in value]
+    return value

@@ -13,7 +13,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ from lightning.pytorch.loggers import CSVLogger
 
 from initbench import __version__
 from initbench.data import TensorDataModule
+from initbench.diagnostics import step0
 from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init
 from initbench.models import build_model
@@ -43,6 +44,7 @@ class Prepared:
     data: TensorDataModule
     module: Classifier
     manifest: Manifest
+    diagnostics: dict[str, Any] = field(default_factory=dict)  # step 0's (diagnostics.step0)
 
 
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
@@ -64,7 +66,8 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
         _warn_once(warning)
     module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
                         spec.schedule, spec.log_every)
-    return Prepared(spec, data, module, manifest)
+    diagnostics = step0(model, *data.train_dataloader().first())  # the batch training starts on
+    return Prepared(spec, data, module, manifest, diagnostics)
 
 
 def limit_threads() -> None:
@@ -341,6 +344,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     }
     record.write_config(config)
     record.write_manifest(prepared.manifest.to_dict())
+    record.write_diagnostics(prepared.diagnostics)
     if use_wandb:  # started once the record exists; the device it names comes from the trainer
         wandb_logger = dashboards.train_logger(spec, out, prepared.manifest.to_dict(), config)
         trainer.loggers = [*trainer.loggers, wandb_logger]

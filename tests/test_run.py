@@ -11,6 +11,7 @@ import torch
 from initbench.cli import main
 from initbench.data import TensorBatches, TensorDataModule
 from initbench.plan import RunSpec
+from initbench.record import RunRecord
 from initbench.runner import run
 
 PAIRS = [(m, d) for m in ("mlp", "simplecnn") for d in ("digits", "mnist", "fashion-mnist", "cifar10")]
@@ -51,7 +52,7 @@ def test_run_record_files_and_fields(tiny_spec, tmp_path):
     run_dir, summary = run(spec, tmp_path, progress=False)
     assert run_dir == tmp_path / "digits_mlp" / f"xavier_uniform_gain-relu-seed4-{spec.run_id[:8]}"
     files = {p.name for p in run_dir.iterdir()}
-    assert files == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+    assert files == {"config.json", "manifest.json", "diagnostics.json", "metrics.csv", "summary.json"}
     config = json.loads((run_dir / "config.json").read_text())
     assert config["spec"]["init"] == "xavier_uniform(gain=relu)" and config["spec"]["seed"] == 4
     assert set(config["versions"]) >= {"torch", "lightning", "initbench"} and config["device"].startswith("cpu")
@@ -74,6 +75,18 @@ def test_run_record_files_and_fields(tiny_spec, tmp_path):
     total = (grads[layer_cols] ** 2).sum(axis=1) ** 0.5
     assert grads["grad_norm/total"].tolist() == pytest.approx(total.tolist(), rel=1e-5)
     assert (m.dropna(subset=["update_ratio/layers.fc1.weight"])["update_ratio/layers.fc1.weight"] > 0).all()
+
+    # the step-0 diagnostics were taken on the batch training starts on: their layer gradients are the monitor's
+    diagnostics = RunRecord(run_dir).diagnostics()
+    at0 = grads.iloc[0]
+    layers = [r for r in diagnostics["layers"] if r["stat"] == "grad_norm"]
+    assert [r["layer"] for r in layers] == ["layers.fc1", "layers.out"] and diagnostics["batch"] == 64
+    for r in layers:
+        monitor = (at0[f"grad_norm/{r['layer']}.weight"] ** 2 + at0[f"grad_norm/{r['layer']}.bias"] ** 2) ** 0.5
+        assert r["value"] == pytest.approx(monitor, rel=1e-4)
+    assert [r["layer"] for r in diagnostics["layers"] if r["stat"] == "dead_frac"] == ["layers.act1"]
+    assert diagnostics["summary"]["grad_norm_total"] == pytest.approx(at0["grad_norm/total"], rel=1e-4)
+    assert diagnostics["summary"]["loss"] == pytest.approx(train["train/loss"].iloc[0], rel=1e-4)
 
     assert summary["status"] == "ok" and summary["steps"] == last + 1 and summary["epochs"] == 3
     assert summary["test_acc"] == pytest.approx(m["test/acc"].dropna().iloc[-1])
