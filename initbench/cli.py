@@ -306,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--wandb-entity", default=None, help="W&B entity (default: as the project)")
     p.set_defaults(func=_report)
 
+    from initbench.probe import add_parser as add_probe
+
+    add_probe(sub)
+
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
     p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"], help="models to measure (default: mlp "
                    "simplecnn)")

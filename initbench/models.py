@@ -120,6 +120,28 @@ def forward_macs(model: nn.Module, example: torch.Tensor) -> int:
     return total or sum(p.numel() for p in model.parameters())
 
 
+def with_width(spec: str | Mapping[str, Any], width: int) -> str:
+    """The model spec at `width`, for a coordinate check: the MLP's hidden layers all `width` wide, the SimpleCNN's
+    channels scaled so the first block has `width` (the others keep their ratio to it), a user model's `width`
+    parameter set. A model without a width parameter is refused."""
+    from initbench.spec import format_call
+
+    name, params = check_model(spec)
+    valid = model_params(name) or {}
+    if name == "mlp":
+        hidden = params.get("hidden", valid.get("hidden"))
+        params["hidden"] = [width] * (1 if isinstance(hidden, int) else len(hidden))
+    elif name == "simplecnn":
+        channels = list(params.get("channels", valid.get("channels")))
+        params["channels"] = [max(1, round(width * c / channels[0])) for c in channels]
+    elif "width" in valid:
+        params["width"] = width
+    else:
+        raise InitbenchError(f"model '{name}' has no width parameter for --widths (mlp: hidden, simplecnn: channels, "
+                             "your own model: a parameter named width)")
+    return format_call(name, params)
+
+
 _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
     "relu": (nn.ReLU, "relu"),

@@ -1,0 +1,249 @@
+"""`initbench probe`: how the signal propagates through a model under each init, at step 0 and over the first
+training steps, on real batches; with widths, the same across model widths (a coordinate check).
+
+For each (width, init, seed) the model is built and initialised exactly as `initbench run` does, then trained K
+steps on the run's own batches (the run's optimizer and constant lr); every step's forward and backward pass is
+measured layer by layer (`initbench.diagnostics.measure`) before the update. Output: `probe.csv` in long form,
+`signal_propagation.png`, and with widths `coord_check_<stat>.png`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from initbench.diagnostics import STATS
+
+COLUMNS = ["init", "seed", "step", "width", "layer", "depth", "kind", "stat", "value"]
+LOG_SCALE = {"act_std", "act_rms", "grad_rms", "grad_norm"}  # positive figures that change by factors across depth
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What to probe: the grid (widths x inits x seeds), the steps, and the stats kept."""
+
+    model: str
+    dataset: str
+    inits: tuple[str, ...]
+    seeds: int = 3
+    steps: int = 0
+    widths: tuple[int, ...] = ()
+    stats: tuple[str, ...] = STATS
+    batch_size: int = 128
+    lr: float = 0.05
+
+
+def check(probe: Probe) -> Probe:
+    """Every name and number checked before any work (InitbenchError, one line); the inits in canonical form."""
+    from initbench import catalog
+    from initbench.errors import InitbenchError
+    from initbench.inits import parse_init
+    from initbench.models import with_width
+
+    catalog.check_name("dataset", probe.dataset)
+    catalog.check_model(probe.model)
+    for init in probe.inits:
+        catalog.check_init(init)
+    unknown = [s for s in probe.stats if s not in STATS]
+    if unknown:
+        raise InitbenchError(f"unknown stat {unknown[0]!r}; valid: {', '.join(STATS)}")
+    for name, value, low in (("--seeds", probe.seeds, 1), ("--steps", probe.steps, 0), ("--batch-size",
+                             probe.batch_size, 1), *(("--widths", w, 1) for w in probe.widths)):
+        if value < low:
+            raise InitbenchError(f"{name} must be at least {low}, got {value}")
+    if not (math.isfinite(probe.lr) and probe.lr > 0):
+        raise InitbenchError(f"--lr must be above 0, got {probe.lr:g}")
+    if len(set(probe.widths)) != len(probe.widths):
+        raise InitbenchError(f"--widths lists a width twice: {' '.join(map(str, probe.widths))}")
+    for width in probe.widths[:1]:
+        with_width(probe.model, width)  # a model without a width parameter is refused here
+    inits = tuple(str(parse_init(i)) for i in probe.inits)
+    if len(set(inits)) != len(inits):
+        raise InitbenchError(f"--inits lists an init twice: {' '.join(inits)}")
+    return Probe(probe.model, probe.dataset, inits, probe.seeds, probe.steps, tuple(probe.widths), probe.stats,
+                 probe.batch_size, probe.lr)
+
+
+def _batches(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Any, Any]]:
+    """The run's training batches, epoch after epoch."""
+    from initbench.data import TensorBatches
+
+    batches = TensorBatches(data.x_train, data.y_train, batch_size, True, seed)
+    while True:
+        yield from batches
+
+
+def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True) -> Any:
+    """The long-form DataFrame of COLUMNS: one row per (width, init, seed, step, layer, stat)."""
+    import pandas as pd
+    import torch
+
+    from initbench.diagnostics import measure
+    from initbench.models import with_width
+    from initbench.module import OPTIMIZER_TABLE
+    from initbench.plan import RunSpec
+    from initbench.runner import prepare
+
+    rows: list[dict[str, Any]] = []
+    data = None
+    for width, init, seed in itertools.product(probe.widths or (None,), probe.inits, range(probe.seeds)):
+        model = with_width(probe.model, width) if width is not None else probe.model
+        spec = RunSpec(model=model, init=init, dataset=probe.dataset, seed=seed, batch_size=probe.batch_size,
+                       lr=probe.lr, max_steps=max(1, probe.steps), accelerator="cpu")
+        prepared = prepare(spec, data_dir, download, data)
+        data = prepared.data
+        net = prepared.module.model
+        net.train()
+        opt = OPTIMIZER_TABLE[spec.optimizer](net.parameters(), spec.lr, spec.momentum, spec.weight_decay)
+        torch.manual_seed(spec.seeds[1])
+        for step, (x, y) in zip(range(probe.steps + 1), _batches(data, spec.batch_size, spec.seeds[1]), strict=False):
+            measured, _ = measure(net, x, y)
+            rows += [{"init": init, "seed": seed, "step": step, "width": width, **r} for r in measured
+                     if r["stat"] in probe.stats]
+            if step < probe.steps:
+                opt.step()
+    frame = pd.DataFrame(rows, columns=COLUMNS)
+    frame["width"] = frame["width"].astype("Int64")
+    return frame
+
+
+def plot_signal(frame: Any, path: Path) -> Path:
+    """Step 0 (the widest model): each stat against depth, one line per init (the mean over seeds); activation
+    statistics of the parameterised layers' outputs, the dead fraction of the activation modules'."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    at0 = frame[frame["step"] == 0]
+    if at0["width"].notna().any():
+        at0 = at0[at0["width"] == at0["width"].max()]
+    stats = [s for s in STATS if s in set(at0["stat"])]
+    cols = min(3, len(stats))
+    fig, grid = plt.subplots(-(-len(stats) // cols), cols, figsize=(4.6 * cols, 3.6 * -(-len(stats) // cols)),
+                             squeeze=False)
+    axes = grid.ravel()
+    for ax in axes[len(stats):]:
+        ax.set_axis_off()
+    for ax, stat in zip(axes, stats, strict=False):
+        rows = at0[at0["stat"] == stat]
+        if stat != "dead_frac":  # a layer's output (its pre-activation), what the init laws speak of
+            rows = rows[rows["kind"] == "layer"]
+        for init, by_init in rows.groupby("init", sort=False):
+            mean = by_init.groupby("depth")["value"].mean()
+            ax.plot(mean.index, mean.to_numpy(), marker=".", label=init)
+        if stat in LOG_SCALE:
+            ax.set_yscale("log")
+        ax.set(title=stat + {"dead": " (activations)", "grad": " (layer parameters)"}.get(stat[:4], " (layer outputs)"),
+               xlabel="depth (forward order)")
+    axes[0].legend(fontsize=7)
+    fig.suptitle("signal propagation at step 0 (mean over seeds)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_coord_check(frame: Any, stat: str, path: Path) -> Path:
+    """The coordinate check: `stat` of every parameterised layer against width, one panel per (init, step shown),
+    one line per layer (mean over seeds). Flat lines: the init's scale does not depend on width."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[(frame["stat"] == stat) & (frame["kind"] == "layer")]
+    steps = sorted(set(rows["step"]))
+    shown = sorted({steps[round(i * (len(steps) - 1) / 3)] for i in range(4)}) if len(steps) > 4 else steps
+    inits = list(dict.fromkeys(rows["init"]))
+    fig, axes = plt.subplots(len(inits), len(shown), figsize=(3.6 * len(shown), 3 * len(inits)), squeeze=False)
+    for (i, init), (j, step) in itertools.product(enumerate(inits), enumerate(shown)):
+        ax = axes[i][j]
+        cell = rows[(rows["init"] == init) & (rows["step"] == step)]
+        for _, by_layer in cell.groupby("depth"):
+            mean = by_layer.groupby("width")["value"].mean()
+            ax.plot(mean.index.astype(float), mean.to_numpy(), marker=".", label=str(by_layer["layer"].iloc[0]))
+        ax.set_xscale("log", base=2)
+        if stat in LOG_SCALE:
+            ax.set_yscale("log")
+        ax.set(title=f"{init}, step {step}", xlabel="width", ylabel=stat if j == 0 else None)
+    axes[0][-1].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download: bool = True,
+                wandb: tuple[str, str | None] | None = None) -> dict[str, Path]:
+    """Run the probe; write probe.csv (atomically, once complete) and the plots into `out`; with `wandb`
+    (project, entity), log them to one W&B run."""
+    frame = run_probe(probe, data_dir, download)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    files = {"csv": out / "probe.csv"}
+    stage = files["csv"].with_name(".probe.csv.tmp")
+    frame.to_csv(stage, index=False)
+    stage.replace(files["csv"])  # whole or not at all
+    files["signal"] = plot_signal(frame, out / "signal_propagation.png")
+    if probe.widths and len(probe.widths) > 1:
+        for stat in probe.stats:
+            if stat in set(frame.loc[frame["kind"] == "layer", "stat"]):
+                files[f"coord_{stat}"] = plot_coord_check(frame, stat, out / f"coord_check_{stat}.png")
+    if wandb:
+        from initbench.dashboards import log_probe
+
+        log_probe(frame, [p for k, p in files.items() if k != "csv"], out, *wandb,
+                  {"model": probe.model, "dataset": probe.dataset, "inits": list(probe.inits), "seeds": probe.seeds,
+                   "steps": probe.steps, "widths": list(probe.widths), "batch_size": probe.batch_size,
+                   "lr": probe.lr})
+    return files
+
+
+def add_parser(sub: Any) -> None:
+    """The `probe` command's options (its own module keeps the command line's file small)."""
+    p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps and widths")
+    p.add_argument("--model", default="mlp",
+                   help="model spec, e.g. simplecnn or 'mlp(hidden=[256, 256, 256])' (default: mlp)")
+    p.add_argument("--dataset", default="digits", help="dataset whose batches go through the model (default: digits)")
+    p.add_argument("--inits", nargs="+", required=True, metavar="INIT", help="init specs to compare, e.g. "
+                   "kaiming_normal xavier_normal 'normal(std=1)'")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per init, 0..N-1; plots show their mean (default: 3)")
+    p.add_argument("--steps", type=int, default=0, metavar="K",
+                   help="also measure after each of the first K training steps (default: 0, step 0 only)")
+    p.add_argument("--widths", nargs="+", type=int, default=[], metavar="W",
+                   help="a coordinate check over these widths (mlp: every hidden layer; simplecnn: the first block's "
+                        "channels; your model: its width parameter) (default: the model as given)")
+    p.add_argument("--stats", nargs="+", default=list(STATS), metavar="STAT",
+                   help=f"stats to record: {', '.join(STATS)} (default: all)")
+    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate of the K steps, constant (default: 0.05)")
+    p.add_argument("--out", type=Path, default=Path("results/probe"), help="output folder (default: results/probe)")
+    p.add_argument("--logger", default="csv", choices=["csv", "wandb"],
+                   help="wandb also logs the table and plots as a W&B run, job_type probe (default: csv)")
+    p.add_argument("--wandb-project", default="initbench", help="W&B project (default: initbench)")
+    p.add_argument("--wandb-entity", default=None, help="W&B entity (default: yours)")
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
+    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    p.set_defaults(func=command)
+
+
+def command(args: argparse.Namespace) -> None:
+    probe = check(Probe(args.model, args.dataset, tuple(args.inits), args.seeds, args.steps, tuple(args.widths),
+                        tuple(args.stats), args.batch_size, args.lr))
+    wandb = None
+    if args.logger == "wandb":
+        from initbench.dashboards import check_settings, wandb_dir
+
+        check_settings(args.wandb_project, wandb_dir(args.out))
+        wandb = (args.wandb_project, args.wandb_entity)
+    files = write_probe(probe, args.out, args.data_dir, not args.no_download, wandb)
+    runs = len(probe.widths or (0,)) * len(probe.inits) * probe.seeds
+    print(f"probe: {runs} models x {probe.steps + 1} steps -> {files['csv']}\nplots: "
+          f"{', '.join(str(p) for k, p in files.items() if k != 'csv')}")
