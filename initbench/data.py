@@ -320,6 +320,20 @@ class TensorBatches:
             yield x[i : i + self.batch_size], y[i : i + self.batch_size]
 
 
+def val_count(pool: int, val_fraction: float) -> int:
+    """How many of the training pool's examples the validation split takes."""
+    return max(1, round(pool * val_fraction))
+
+
+def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int | None, ...]) -> None:
+    """--limit-train/val/test within what each split of the dataset holds (a sweep checks before its first run)."""
+    n_val = val_count(len(d.y_train), val_fraction)
+    for flag, limit, available in (("--limit-train", limits[0], len(d.y_train) - n_val),
+                                   ("--limit-val", limits[1], n_val), ("--limit-test", limits[2], len(d.y_test))):
+        if limit is not None and limit > available:
+            raise InitbenchError(f"{flag} {limit} is more than the {available} examples {name} has there")
+
+
 class TensorDataModule(L.LightningDataModule):
     """One dataset split into train/val (own seed) and test, normalised per channel, served from memory."""
 
@@ -344,15 +358,11 @@ class TensorDataModule(L.LightningDataModule):
         if self._ready:
             return
         d = decode(self.name, self.data_dir, self.download)
+        check_limits(self.name, d, self.val_fraction, self.limits)
         perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(self.split_seed))
-        n_val = max(1, round(len(perm) * self.val_fraction))
+        n_val = val_count(len(perm), self.val_fraction)
         val_idx, train_idx = perm[:n_val], perm[n_val:]
         limit_train, limit_val, limit_test = self.limits
-        for flag, limit, available in (("--limit-train", limit_train, len(train_idx)),
-                                       ("--limit-val", limit_val, len(val_idx)),
-                                       ("--limit-test", limit_test, len(d.y_test))):
-            if limit is not None and limit > available:
-                raise InitbenchError(f"{flag} {limit} is more than the {available} examples {self.name} has there")
         train_idx, val_idx = train_idx[:limit_train], val_idx[:limit_val]
         x_train = d.x_train[train_idx].float()
         # Normalise with the training split's own per-channel statistics.

@@ -38,13 +38,16 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
     that does not build stops the sweep now, with nothing written, not at its 50th run; returns their costs."""
     import torch
 
-    from initbench.data import decode
+    from initbench.data import check_limits, decode
     from initbench.lockstep import why_not
     from initbench.models import build_model, forward_macs
 
     problems = {}
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
         d = decode(dataset, data_dir, download)
+        for val_fraction, *limits in sorted({(r.val_fraction, r.limit_train, r.limit_val, r.limit_test) for r in runs
+                                             if r.dataset == dataset}, key=str):
+            check_limits(dataset, d, val_fraction, tuple(limits))
         first = next(r for r in runs if (r.dataset, r.model) == (dataset, model))
         with torch.random.fork_rng(devices=[]):
             built = build_model(model, tuple(d.x_train.shape[1:]), d.num_classes)

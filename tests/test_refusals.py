@@ -8,6 +8,7 @@ import sys
 import textwrap
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from initbench.cli import main
@@ -61,6 +62,8 @@ SWEEP_CASES = {
     "lr as a string": ("lr: '0.1'", "learning rate (lr) must be a number, got '0.1'"),
     "negative momentum": ("momentum: -1", "momentum must be at least 0, got -1"),
     "two devices": ("devices: 2", "devices must be auto or 1, got 2"),
+    "more validation examples than the split has": ("limit_val: 256",
+                                                    "--limit-val 256 is more than the 144 examples digits has there"),
     "a bad init in the grid": ("{}", "init 'normal': std must be >= 0, got -0.5"),
 }
 
@@ -131,6 +134,11 @@ def test_a_run_that_fails_inside_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert records["lsuv"]["status"] == "failed" and "forward pass failed" in records["lsuv"]["error"]
     assert records["kaiming_normal"]["status"] == "failed" and "refuses to run" in records["kaiming_normal"]["error"]
     assert not list((tmp_path / "out").rglob(".*.lock"))  # every lock released
+    # a problem whose every run failed is reported as such, plots and all (it once broke the curves' legend)
+    report = subprocess.run([str(INITBENCH), "report", tmp_path / "out"], capture_output=True, text=True, env=env)
+    assert report.returncode == 0, report.stderr
+    ranking = pd.read_csv(tmp_path / "out" / "ranking.csv")
+    assert set(ranking.loc[ranking["problem"] == "digits_mine:Fussy", "verdict"]) == {"failed"}, ranking
     # the same failure through `initbench run` is one line, exit 2, nothing written
     alone = subprocess.run([str(INITBENCH), "run", "--model", "mine:Fussy", "--dataset", "digits", "--init", "lsuv",
                             "--out", tmp_path / "alone"], capture_output=True, text=True, env=env)

@@ -170,8 +170,9 @@ def _curves(plt: Any, problem: str, study: Study, runs: pd.DataFrame, order: lis
         lo, hi = np.percentile(loss_values, [1, 99])
         axes[2].set_ylim(lo / 1.5, hi * 1.5)
     handles, labels = axes[0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.06 * (1 + (len(labels) - 1) // 5), 1, 1))
+    if labels:  # none when no run of the problem logged a curve (all failed before training)
+        fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 5), fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.06 * (1 + (max(1, len(labels)) - 1) // 5), 1, 1))
     return _save(fig, path, tight=False)
 
 
