@@ -35,6 +35,7 @@ class Study:
     partial: list[str] = field(default_factory=list)  # records that entered with some numbers left out, and why
     tuning: Tuning | None = None  # a tuned study: its tuning runs, chosen lrs and the second protocol's runs
     excluded: list[str] = field(default_factory=list)  # whole records outside the study's protocol, and why
+    predictors: pd.DataFrame | None = None  # step-0 diagnostics against the outcome (report.diagnostics.relate)
 
     @property
     def grads0(self) -> pd.DataFrame:
@@ -127,7 +128,8 @@ def load_study(results_dir: Path) -> Study:
             skipped.append(f"{rel}: the same run as {seen[run_id]} (a copy; counted once)")
             continue
         seen[run_id] = rel
-        rows.append({**_run_row(run_id, rel, config, spec, summary), "partial": "; ".join(problems)})
+        rows.append({**_run_row(run_id, rel, config, spec, summary), **_step0(run_dir),
+                     "partial": "; ".join(problems)})
         if problems:
             partial.append(f"{rel}: {'; '.join(problems)}")
         if config.get("versions") not in versions:
@@ -143,6 +145,8 @@ def load_study(results_dir: Path) -> Study:
     runs = pd.DataFrame(rows)
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(
         columns=["step", "run_id", "val_acc", "train_loss"])
+    for col in ("val_acc", "train_loss"):  # a run that never logged one (diverged at step 0) leaves None there
+        curves_df[col] = pd.to_numeric(curves_df[col], errors="coerce")
     layers = [df for df in layers if len(df)]
     layers_df = pd.concat(layers, ignore_index=True) if layers else pd.DataFrame(
         columns=["run_id", "step", "layer", "grad_norm", "update_ratio"])
@@ -251,6 +255,17 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
         "images_per_s": summary.get("images_per_s"), "num_classes": data.get("num_classes"),
         "device": config.get("device"), "settings": json.dumps(settings, sort_keys=True), "path": str(rel),
     }
+
+
+def _step0(run_dir: Path) -> dict[str, float | None]:
+    """The record's step-0 diagnostics summary as `step0_<name>` columns (None where it has none)."""
+    from initbench.diagnostics import SUMMARY as STEP0
+
+    try:
+        found = RunRecord(run_dir).diagnostics().get("summary") or {}
+    except (OSError, ValueError, AttributeError):
+        found = {}
+    return {f"step0_{k}": found.get(k) if isinstance(found.get(k), int | float) else None for k in STEP0}
 
 
 def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, list[Any]]]]:
