@@ -44,7 +44,7 @@ __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER
            "rank_problem", "seed_note", "seeds_needed", "smallest_wilcoxon_p", "steps_to_target", "write_report"]
 
 
-TUNING_FILES = ("tuning.csv", "protocols.csv")
+OPTIONAL_FILES = ("tuning.csv", "protocols.csv", "diagnostics.csv")  # removed when a new report has none
 
 
 def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path) -> dict[str, Any]:
@@ -55,6 +55,8 @@ def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path)
         study.tuning.table.to_csv(stage / "tuning.csv", index=False)
         if len(study.tuning.protocols):
             study.tuning.protocols.to_csv(stage / "protocols.csv", index=False)
+    if study.predictors is not None:
+        study.predictors.to_csv(stage / "diagnostics.csv", index=False)
     plots = plot_all(study, ranking, stage)
     doc = build(study, ranking, plots, results_dir)
     (stage / "report.md").write_text(to_markdown(doc))
@@ -91,6 +93,10 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
         other = rank(steps_to_target(alternative, study.curves, target), metric, test,
                      baseline if baseline in set(alternative["init"]) else None, margin_points / 100)
         study.tuning.protocols = compare_protocols(ranking.per_problem, other.per_problem)
+    if study.runs.filter(like="step0_").notna().any().any():  # records made before step-0 diagnostics have none
+        from initbench.report.diagnostics import relate
+
+        study.predictors = relate(study.runs, metric)
     out = Path(out or results_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -111,7 +117,7 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
             "skipped": study.skipped, "partial": study.partial, "notes": ranking.notes,
             "references": ranking.references, "wandb_runs": wandb_runs})
         remove_old_plots(out)
-        for name in TUNING_FILES:  # a tuned study's tables, from an earlier report of this folder
+        for name in OPTIONAL_FILES:  # tables an earlier report of this folder wrote and this one has not
             if not (stage / name).exists():
                 (out / name).unlink(missing_ok=True)
         for path in sorted(stage.iterdir(), key=lambda p: p.name == "report.json"):  # report.json last

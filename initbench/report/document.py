@@ -95,6 +95,8 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
                            "with the same bootstrap. Verdict columns count the problems. The performance profile plot "
                            "shows the fraction of problems where the scheme's mean is within tau of the best."),
                 Block("table", ranking.overall[OVERALL_SHOWN])]
+    if study.predictors is not None:
+        doc += _step0_blocks(study, metric)
     if study.skipped:
         doc += [Block("h2", "Skipped records"),
                 Block("p", "These folders hold no usable record and are in no number above:"),
@@ -117,6 +119,27 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
     doc += [Block("h2", "Study settings"), Block("pre", settings),
             Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
     return doc
+
+
+def _step0_blocks(study: Study, metric: str) -> list[Block]:
+    """What predicted the outcome: each step-0 diagnostic against the metric, and the failed runs' step-0 figures."""
+    from initbench.report.diagnostics import LEVEL, RESAMPLES, failures, paragraph
+
+    assert study.predictors is not None
+    blocks = [Block("h2", "What predicted the outcome"),
+              Block("p", "Every run recorded its step-0 diagnostics on the batch it started training on "
+                         "(`diagnostics.json` in its record). Per problem, Spearman's rank correlation `rho` between "
+                         f"each diagnostic and the run's `{metric}` over its runs (a diverged run at chance level, "
+                         f"failed runs left out), with a {LEVEL:.0%} paired percentile-bootstrap interval over runs "
+                         f"({RESAMPLES} resamples) and Spearman's test `p` (not corrected across the diagnostics)."),
+              *[Block("p", line) for line in paragraph(study.predictors, metric)],
+              Block("table", study.predictors)]
+    bad = failures(study.runs)
+    if len(bad):
+        blocks += [Block("h3", "Diverged and collapsed runs at step 0"),
+                   Block("p", "Their step-0 figures, to set beside the table above (inf: the figure overflowed):"),
+                   Block("table", bad)]
+    return blocks
 
 
 def _tuning_blocks(study: Study, ranking: Ranking) -> list[Block]:
