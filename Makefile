@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow bench results clean
+.PHONY: demo test test-slow bench bench-executors results clean
 
 # The main job on the offline default: the quickstart study (digits, both models, 10 schemes,
 # 10 seeds) trained from scratch into demo/, then ranked; prints where the report is.
@@ -26,6 +26,10 @@ test-slow: $(STAMP) $(FMNIST)
 bench: $(STAMP) $(FMNIST)
 	$(PY) scripts/cli_times.py
 	$(VENV)/bin/initbench bench
+
+# The quickstart trained by the sequential executor and by a local Ray, interleaved (about 10 minutes here).
+bench-executors: $(STAMP)
+	$(PY) scripts/executors.py --repeats 2
 
 # Regenerate the example study committed under results/ (only ever written by the tool).
 results: $(STAMP)
