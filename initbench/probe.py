@@ -84,6 +84,7 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     import torch
 
     from initbench.diagnostics import measure
+    from initbench.errors import InitbenchError
     from initbench.models import with_width
     from initbench.module import OPTIMIZER_TABLE
     from initbench.plan import RunSpec
@@ -102,7 +103,11 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
         opt = OPTIMIZER_TABLE[spec.optimizer](net.parameters(), spec.lr, spec.momentum, spec.weight_decay)
         torch.manual_seed(spec.seeds[1])
         for step, (x, y) in zip(range(probe.steps + 1), _batches(data, spec.batch_size, spec.seeds[1]), strict=False):
-            measured, _ = measure(net, x, y)
+            try:
+                measured, _ = measure(net, x, y)
+            except Exception as exc:  # the user's model: one line, not a traceback
+                raise InitbenchError(f"{model} with init {init}: the forward or backward pass failed at step {step}: "
+                                     f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
             rows += [{"init": init, "seed": seed, "step": step, "width": width, **r} for r in measured
                      if r["stat"] in probe.stats]
             if step < probe.steps:

@@ -24,6 +24,14 @@ def test_spearman_matches_known_answers_and_scipy():
     assert math.isnan(spearman(np.ones(5), np.arange(5.0)))
 
 
+
+def test_resamples_where_a_figure_is_constant_are_left_out_without_a_warning(recwarn):
+    x = np.array([0.0] * 11 + [1.0])  # one run differs: about a third of the resamples leave x constant
+    low, high = spearman_ci(x, np.arange(12.0))
+    assert 0 < low <= high <= 1
+    assert not [w for w in recwarn if issubclass(w.category, (stats.DegenerateDataWarning, RuntimeWarning))]
+
+
 def test_the_bootstrap_interval_covers_the_true_rho_and_rarely_excludes_zero_under_independence():
     """Bivariate normal with Pearson r has Spearman's rho (6/pi) asin(r/2); 95% intervals should cover it about 95% of
     the time, and with independent pairs exclude 0 about 5% of the time."""

@@ -115,7 +115,8 @@ def test_probe_results_are_a_wandb_run_read_back_with_wandbs_reader(tmp_path):
 def user_models(tmp_path, monkeypatch):
     (tmp_path / "plainmodels.py").write_text(
         "from torch import nn\n\n\ndef build(input_shape, num_classes):\n"
-        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n")
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))\n\n\n"
+        "def broken(input_shape, num_classes):\n    return nn.Sequential(nn.Flatten(), nn.Linear(3, num_classes))\n")
     monkeypatch.syspath_prepend(str(tmp_path))
 
 
@@ -124,6 +125,9 @@ def user_models(tmp_path, monkeypatch):
                                         "grad_rms, grad_norm"),
     (["--model", "plainmodels:build", "--widths", "8", "16"], "has no width parameter for --widths"),
     (["--inits", "kaiming_normall"], "unknown init 'kaiming_normall'"),
+    (["--model", "plainmodels:broken", "--inits", "xavier_normal"],
+     "plainmodels:broken with init xavier_normal: the forward or backward pass failed at step 0: RuntimeError: mat1 "
+     "and mat2 shapes cannot be multiplied"),
     (["--steps", "-1"], "--steps must be at least 0, got -1"),
     (["--widths", "8", "8"], "--widths lists a width twice"),
 ])

@@ -10,6 +10,7 @@ figure ranked the runs as their outcomes did, mostly through the init; it is evi
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -49,7 +50,8 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, level: float = LEVEL, resamples: i
     def rho(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
         return spearman(a, b, axis=axis)
 
-    with np.errstate(invalid="ignore"):
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():  # constant resamples are dropped below
+        warnings.simplefilter("ignore", stats.DegenerateDataWarning)
         draws = stats.bootstrap((x, y), rho, n_resamples=resamples, paired=True, vectorized=True,
                                 method="percentile", rng=rng).bootstrap_distribution
     draws = draws[np.isfinite(draws)]
