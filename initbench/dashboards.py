@@ -163,7 +163,8 @@ def finish_run(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bo
     wandb = _wandb()
     run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
     record = wandb.Artifact(f"record-{summary['run_id']}", type="run-record",
-                            description="the initbench run record: config, manifest, metrics and summary",
+                            description="the initbench run record: config, manifest, step-0 diagnostics, metrics and "
+                                        "summary",
                             metadata={"status": summary["status"], "run_id": summary["run_id"]})
     for name in FILES:
         if (Path(run_dir) / name).is_file():

@@ -24,7 +24,7 @@ from initbench.results import write_json
 
 CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
 DIAGNOSTICS = "diagnostics.json"
-FILES = (CONFIG, MANIFEST, METRICS, SUMMARY)
+FILES = (CONFIG, MANIFEST, DIAGNOSTICS, METRICS, SUMMARY)
 STATUSES = ("ok", "diverged", "collapsed", "failed")
 
 

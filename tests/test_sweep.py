@@ -15,6 +15,7 @@ import pytest
 
 from initbench.cli import main
 from initbench.errors import InitbenchError
+from initbench.record import FILES
 from initbench.sweep import load_sweep
 
 TINY_TRAIN = "train: {epochs: 2, batch_size: 64, limit_train: 256, limit_val: 128, limit_test: 128, log_every: 2, " \
@@ -157,7 +158,7 @@ def test_resume_after_kill_9_records_every_run_exactly_once(tmp_path):
     run_dirs = [p for p in (out / "digits_mlp").iterdir() if p.is_dir()]
     assert len(run_dirs) == 8 and not list(out.rglob("*.lock"))
     for d in run_dirs:
-        assert {f.name for f in d.iterdir()} == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+        assert {f.name for f in d.iterdir()} == set(FILES)
 
 
 def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):

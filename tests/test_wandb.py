@@ -123,7 +123,7 @@ def check_record_artifact(run_dir: Path, records: list[dict]) -> None:
     artifact = next(r["artifact"] for r in records if r["type"] == "artifact" and r["artifact"]["type"] == "run-record")
     assert artifact["name"] == f"record-{summary['run_id']}"
     contents = {c["path"]: c["digest"] for c in artifact["manifest"]["contents"]}
-    assert set(contents) == {"config.json", "manifest.json", "metrics.csv", "summary.json"}
+    assert set(contents) == {"config.json", "manifest.json", "diagnostics.json", "metrics.csv", "summary.json"}
     for name, digest in contents.items():
         assert base64.b64encode(hashlib.md5((run_dir / name).read_bytes()).digest()).decode() == digest
 
