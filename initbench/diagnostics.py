@@ -126,3 +126,16 @@ def step0(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
     except Exception as exc:
         return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     return {"batch": len(y), "summary": summarize(rows, float(loss)), "layers": rows}
+
+
+def jacobian_singular_values(model: nn.Module, x: torch.Tensor) -> list[list[float]]:
+    """Per example of `x`: the singular values of the input-output Jacobian d logits / d input (descending), on a
+    copy of the model in eval mode. All near 1 is dynamical isometry (Saxe et al. 2014, Pennington et al. 2017)."""
+    import torch
+
+    net = copy.deepcopy(model).eval()
+    values = []
+    for example in x:
+        jac = torch.autograd.functional.jacobian(lambda inp: net(inp.unsqueeze(0))[0], example.float())
+        values.append(torch.linalg.svdvals(jac.reshape(jac.shape[0], -1).double()).tolist())
+    return values

@@ -20,6 +20,7 @@ from typing import Any
 from initbench.diagnostics import STATS
 
 COLUMNS = ["init", "seed", "step", "width", "layer", "depth", "kind", "stat", "value"]
+JACOBIAN_COLUMNS = ["init", "seed", "width", "example", "index", "singular_value"]
 LOG_SCALE = {"act_std", "act_rms", "grad_rms", "grad_norm"}  # positive figures that change by factors across depth
 
 
@@ -36,6 +37,7 @@ class Probe:
     stats: tuple[str, ...] = STATS
     batch_size: int = 128
     lr: float = 0.05
+    jacobian: int = 0  # examples whose input-output Jacobian's singular values are taken at step 0
 
 
 def check(probe: Probe) -> Probe:
@@ -53,7 +55,8 @@ def check(probe: Probe) -> Probe:
     if unknown:
         raise InitbenchError(f"unknown stat {unknown[0]!r}; valid: {', '.join(STATS)}")
     for name, value, low in (("--seeds", probe.seeds, 1), ("--steps", probe.steps, 0), ("--batch-size",
-                             probe.batch_size, 1), *(("--widths", w, 1) for w in probe.widths)):
+                             probe.batch_size, 1), ("--jacobian", probe.jacobian, 0),
+                             *(("--widths", w, 1) for w in probe.widths)):
         if value < low:
             raise InitbenchError(f"{name} must be at least {low}, got {value}")
     if not (math.isfinite(probe.lr) and probe.lr > 0):
@@ -65,8 +68,10 @@ def check(probe: Probe) -> Probe:
     inits = tuple(str(parse_init(i)) for i in probe.inits)
     if len(set(inits)) != len(inits):
         raise InitbenchError(f"--inits lists an init twice: {' '.join(inits)}")
+    if probe.jacobian > probe.batch_size:
+        raise InitbenchError(f"--jacobian {probe.jacobian}: at most the batch size ({probe.batch_size}) examples")
     return Probe(probe.model, probe.dataset, inits, probe.seeds, probe.steps, tuple(probe.widths), probe.stats,
-                 probe.batch_size, probe.lr)
+                 probe.batch_size, probe.lr, probe.jacobian)
 
 
 def _batches(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Any, Any]]:
@@ -78,12 +83,13 @@ def _batches(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Any, Any]]
         yield from batches
 
 
-def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True) -> Any:
-    """The long-form DataFrame of COLUMNS: one row per (width, init, seed, step, layer, stat)."""
+def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True) -> tuple[Any, Any]:
+    """The long-form DataFrame of COLUMNS, one row per (width, init, seed, step, layer, stat); and, with
+    `probe.jacobian`, one of JACOBIAN_COLUMNS per singular value at step 0 (else None)."""
     import pandas as pd
     import torch
 
-    from initbench.diagnostics import measure
+    from initbench.diagnostics import jacobian_singular_values, measure
     from initbench.errors import InitbenchError
     from initbench.models import with_width
     from initbench.module import OPTIMIZER_TABLE
@@ -91,6 +97,7 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     from initbench.runner import prepare
 
     rows: list[dict[str, Any]] = []
+    spectra: list[dict[str, Any]] = []
     data = None
     for width, init, seed in itertools.product(probe.widths or (None,), probe.inits, range(probe.seeds)):
         model = with_width(probe.model, width) if width is not None else probe.model
@@ -104,6 +111,10 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
         torch.manual_seed(spec.seeds[1])
         for step, (x, y) in zip(range(probe.steps + 1), _batches(data, spec.batch_size, spec.seeds[1]), strict=False):
             try:
+                if step == 0 and probe.jacobian:
+                    for example, values in enumerate(jacobian_singular_values(net, x[: probe.jacobian])):
+                        spectra += [{"init": init, "seed": seed, "width": width, "example": example, "index": i,
+                                     "singular_value": v} for i, v in enumerate(values)]
                 measured, _ = measure(net, x, y)
             except Exception as exc:  # the user's model: one line, not a traceback
                 raise InitbenchError(f"{model} with init {init}: the forward or backward pass failed at step {step}: "
@@ -114,7 +125,11 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
                 opt.step()
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["width"] = frame["width"].astype("Int64")
-    return frame
+    if not probe.jacobian:
+        return frame, None
+    jacobian = pd.DataFrame(spectra, columns=JACOBIAN_COLUMNS)
+    jacobian["width"] = jacobian["width"].astype("Int64")
+    return frame, jacobian
 
 
 def plot_signal(frame: Any, path: Path) -> Path:
@@ -184,29 +199,61 @@ def plot_coord_check(frame: Any, stat: str, path: Path) -> Path:
     return path
 
 
+def plot_jacobian(jacobian: Any, path: Path) -> Path:
+    """The spectrum of the input-output Jacobian at step 0 (the widest model): per init, the empirical distribution
+    of its singular values over examples and seeds, on a log axis (a step at 1: dynamical isometry)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    if jacobian["width"].notna().any():
+        jacobian = jacobian[jacobian["width"] == jacobian["width"].max()]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for init, rows in jacobian.groupby("init", sort=False):
+        values = np.sort(rows["singular_value"].to_numpy())
+        ax.step(np.maximum(values, 1e-12), np.arange(1, len(values) + 1) / len(values), where="post", label=init)
+    ax.set(xscale="log", xlabel="singular value of d logits / d input", ylabel="fraction of singular values <= x",
+           title="input-output Jacobian at step 0")
+    ax.axvline(1, color="grey", lw=0.8, ls=":")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download: bool = True,
                 wandb: tuple[str, str | None] | None = None) -> dict[str, Path]:
     """Run the probe; write probe.csv (atomically, once complete) and the plots into `out`; with `wandb`
     (project, entity), log them to one W&B run."""
-    frame = run_probe(probe, data_dir, download)
+    frame, jacobian = run_probe(probe, data_dir, download)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = {"csv": out / "probe.csv"}
-    stage = files["csv"].with_name(".probe.csv.tmp")
-    frame.to_csv(stage, index=False)
-    stage.replace(files["csv"])  # whole or not at all
+    tables = [(frame, files["csv"])]
+    if jacobian is not None:
+        files["jacobian_csv"] = out / "jacobian.csv"
+        tables.append((jacobian, files["jacobian_csv"]))
+    for table, path in tables:
+        stage = path.with_name(f".{path.name}.tmp")
+        table.to_csv(stage, index=False)
+        stage.replace(path)  # whole or not at all
     files["signal"] = plot_signal(frame, out / "signal_propagation.png")
     if probe.widths and len(probe.widths) > 1:
         for stat in probe.stats:
             if stat in set(frame.loc[frame["kind"] == "layer", "stat"]):
                 files[f"coord_{stat}"] = plot_coord_check(frame, stat, out / f"coord_check_{stat}.png")
+    if jacobian is not None:
+        files["jacobian"] = plot_jacobian(jacobian, out / "jacobian_spectrum.png")
     if wandb:
         from initbench.dashboards import log_probe
 
-        log_probe(frame, [p for k, p in files.items() if k != "csv"], out, *wandb,
+        log_probe(frame, [p for p in files.values() if p.suffix == ".png"], out, *wandb,
                   {"model": probe.model, "dataset": probe.dataset, "inits": list(probe.inits), "seeds": probe.seeds,
                    "steps": probe.steps, "widths": list(probe.widths), "batch_size": probe.batch_size,
-                   "lr": probe.lr})
+                   "lr": probe.lr, "jacobian": probe.jacobian})
     return files
 
 
@@ -226,6 +273,9 @@ def add_parser(sub: Any) -> None:
                         "channels; your model: its width parameter) (default: the model as given)")
     p.add_argument("--stats", nargs="+", default=list(STATS), metavar="STAT",
                    help=f"stats to record: {', '.join(STATS)} (default: all)")
+    p.add_argument("--jacobian", type=int, default=0, metavar="N",
+                   help="also the singular values of the input-output Jacobian on N examples at step 0, into "
+                        "jacobian.csv and jacobian_spectrum.png (all near 1: dynamical isometry) (default: 0, none)")
     p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
     p.add_argument("--lr", type=float, default=0.05, help="learning rate of the K steps, constant (default: 0.05)")
     p.add_argument("--out", type=Path, default=Path("results/probe"), help="output folder (default: results/probe)")
@@ -241,7 +291,7 @@ def add_parser(sub: Any) -> None:
 
 def command(args: argparse.Namespace) -> None:
     probe = check(Probe(args.model, args.dataset, tuple(args.inits), args.seeds, args.steps, tuple(args.widths),
-                        tuple(args.stats), args.batch_size, args.lr))
+                        tuple(args.stats), args.batch_size, args.lr, args.jacobian))
     wandb = None
     if args.logger == "wandb":
         from initbench.dashboards import check_settings, wandb_dir
@@ -250,5 +300,6 @@ def command(args: argparse.Namespace) -> None:
         wandb = (args.wandb_project, args.wandb_entity)
     files = write_probe(probe, args.out, args.data_dir, not args.no_download, wandb)
     runs = len(probe.widths or (0,)) * len(probe.inits) * probe.seeds
-    print(f"probe: {runs} models x {probe.steps + 1} steps -> {files['csv']}\nplots: "
-          f"{', '.join(str(p) for k, p in files.items() if k != 'csv')}")
+    tables = " and ".join(str(p) for p in files.values() if p.suffix == ".csv")
+    print(f"probe: {runs} models x {probe.steps + 1} steps -> {tables}\nplots: "
+          f"{', '.join(str(p) for p in files.values() if p.suffix == '.png')}")

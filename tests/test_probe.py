@@ -92,6 +92,22 @@ def test_the_coordinate_check_over_widths(tmp_path):
         assert (tmp_path / f"coord_check_{stat}.png").stat().st_size > 10_000
 
 
+def test_the_jacobian_of_a_deep_linear_net_is_an_isometry_under_orthogonal_init(tmp_path):
+    """Ten 64-wide identity-activation layers on digits' 64 inputs, a 10-way readout: with orthogonal weights the
+    Jacobian is the readout's orthonormal rows times an orthogonal matrix, so every singular value is 1; a Gaussian
+    init of the same variance spreads them."""
+    model = f"mlp(hidden=[{', '.join(['64'] * 10)}], activation=identity)"
+    assert main(["probe", "--model", model, "--inits", "orthogonal", "kaiming_normal", "--seeds", "2", "--jacobian",
+                 "4", "--stats", "act_rms", "--out", str(tmp_path)]) == 0
+    spectra = pd.read_csv(tmp_path / "jacobian.csv")
+    assert len(spectra) == 2 * 2 * 4 * 10  # inits x seeds x examples x min(10 logits, 64 inputs)
+    orthogonal = spectra.loc[spectra["init"] == "orthogonal", "singular_value"]
+    assert orthogonal.to_numpy() == pytest.approx(1, abs=1e-4)
+    gaussian = spectra.loc[spectra["init"] == "kaiming_normal", "singular_value"]
+    assert gaussian.max() / gaussian.min() > 3
+    assert (tmp_path / "jacobian_spectrum.png").stat().st_size > 10_000
+
+
 def test_probe_results_are_a_wandb_run_read_back_with_wandbs_reader(tmp_path):
     from test_wandb import inspect
 
@@ -130,6 +146,7 @@ def user_models(tmp_path, monkeypatch):
      "and mat2 shapes cannot be multiplied"),
     (["--steps", "-1"], "--steps must be at least 0, got -1"),
     (["--widths", "8", "8"], "--widths lists a width twice"),
+    (["--jacobian", "200", "--batch-size", "64"], "--jacobian 200: at most the batch size (64) examples"),
 ])
 def test_bad_probe_input_is_one_line_with_nothing_written(args, message, tmp_path, capsys, user_models):
     argv = ["probe", "--inits", "kaiming_normal", "--out", str(tmp_path / "p"), *args]
