@@ -307,7 +307,7 @@ class _Stage:
                 self.bar.update(cost[id(unit)])
 
             ray_executor.run_units(submitted, self._lockstep, self.out, self.data_dir, self.download,
-                                   self.remote[0], self.remote[1], finished)
+                                   self.remote[0], self.remote[1], finished, _note)
         finally:
             claims.release()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 from initbench.errors import InitbenchError
 from initbench.plan import RunSpec
+from initbench.record import RunRecord
 
 RETRIES = 3  # a task whose worker process or node dies is run again this many times, then counted as lost
 CONNECT_TIMEOUT_S = 5.0
@@ -70,9 +71,10 @@ def connect(address: str | None, gpus_per_task: float, gpus_from: str = "--gpus-
 
 
 def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | None, download: bool, out: str,
-                cpus: float) -> list[tuple[str, str, dict[str, bytes]]]:
+                cpus: float) -> tuple[list[tuple[str, str, dict[str, bytes]]], list[str]]:
     """On a worker: train the unit in a scratch folder; return (run id, the record's path under the results folder,
-    its files) per run. W&B files move to the results path on this worker."""
+    its files) per run, and the notes the training made (a lockstep group that trained one by one says why). W&B
+    files move to the results path on this worker."""
     import torch
 
     from initbench.runner import claim_and_run, claim_and_run_group, run_dir_for
@@ -80,10 +82,11 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
     torch.set_num_threads(max(1, int(cpus)))  # the task's share of the node, never the whole node
     runs = [RunSpec.from_record(s) for s in specs]
     scratch = Path(tempfile.mkdtemp(prefix="initbench-task-"))
+    notes: list[str] = []
     try:
         if lockstep:
             claim_and_run_group(runs, scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
-                                download=download, keep_going=True, note=lambda message: None)
+                                download=download, keep_going=True, note=notes.append)
         else:
             claim_and_run(runs[0], scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
                           download=download, keep_going=True)
@@ -94,31 +97,18 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
             run_dir = run_dir_for(spec, scratch)
             files = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} if run_dir.is_dir() else {}
             returned.append((spec.run_id, str(run_dir.relative_to(scratch)), files))
-        return returned
+        return returned, notes
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def write_record(out: Path, relative: str, files: dict[str, bytes]) -> Path:
-    """The driver's write: the files into a hidden folder beside the record's, then renamed into place (a reader
-    sees no record or the whole one; an unfinished earlier attempt there is replaced)."""
-    final = Path(out) / relative
-    stage = final.with_name(f".{final.name}.incoming-{os.getpid()}")
-    shutil.rmtree(stage, ignore_errors=True)
-    stage.mkdir(parents=True)
-    for name, data in sorted(files.items(), key=lambda kv: kv[0] == "summary.json"):  # the summary last
-        (stage / name).write_bytes(data)
-    if final.exists():
-        shutil.rmtree(final)
-    os.rename(stage, final)
-    return final
-
-
 def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bool], out: Path,
               data_dir: Path | None, download: bool, cpus: float, gpus: float,
-              finished: Callable[[list[RunSpec], list[tuple[RunSpec, dict[str, Any] | None]]], None]) -> None:
+              finished: Callable[[list[RunSpec], list[tuple[RunSpec, dict[str, Any] | None]]], None],
+              note: Callable[[str], None] = print) -> None:
     """Submit every unit as a task and write each returned record as it arrives; `finished(unit, [(spec, summary
-    or None when the task was lost)])` after each. The caller holds the units' locks."""
+    or None when the task was lost)])` after each, and `note` for what a task's training said. The caller holds the
+    units' locks."""
     import ray
     from ray.exceptions import RayError
 
@@ -129,7 +119,8 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
         done, _ = ray.wait(list(pending), num_returns=1)
         unit = pending.pop(done[0])
         try:
-            returned = {run_id: (relative, files) for run_id, relative, files in ray.get(done[0])}
+            records, notes = ray.get(done[0])
+            returned = {run_id: (relative, files) for run_id, relative, files in records}
         except RayError:
             finished(unit, [(spec, None) for spec in unit])  # retried and lost: rerun the sweep to train it
             continue
@@ -137,9 +128,11 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
         for spec in unit:
             relative, files = returned.get(spec.run_id, ("", {}))
             if "summary.json" in files:
-                write_record(out, relative, files)
+                RunRecord(Path(out) / relative).write_whole(files)
                 results.append((spec, json.loads(files["summary.json"])))
             else:
                 results.append((spec, None))
+        for message in notes:
+            note(message)
         finished(unit, results)
 

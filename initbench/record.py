@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import math
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,19 @@ class RunRecord:
     def write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
         """Non-finite figures (an init that overflows at step 0) are kept, as the strings "inf", "-inf", "nan"."""
         write_json(self.path / DIAGNOSTICS, _nonfinite(diagnostics, lambda v: str(v)))
+
+    def write_whole(self, files: dict[str, bytes]) -> None:
+        """The record at once from its files (a record made elsewhere, e.g. by a Ray task): written into a hidden
+        folder beside it, the summary last, then renamed into place, so a reader sees no record or the whole one (an
+        unfinished earlier attempt there is replaced)."""
+        stage = self.path.with_name(f".{self.path.name}.incoming-{os.getpid()}")
+        shutil.rmtree(stage, ignore_errors=True)
+        stage.mkdir(parents=True)
+        for name, data in sorted(files.items(), key=lambda kv: kv[0] == SUMMARY):
+            (stage / name).write_bytes(data)
+        if self.path.exists():
+            shutil.rmtree(self.path)
+        os.rename(stage, self.path)
 
     def finish(self, summary: dict[str, Any]) -> None:
         """The summary, last: from now on the record is complete."""
