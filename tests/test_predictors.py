@@ -105,5 +105,6 @@ def test_the_report_says_what_predicted_the_outcome_on_a_real_sweep(tmp_path):
     bad = runs[runs["status"].isin(["diverged", "collapsed"])]
     assert len(bad) and set(bad["init"]) == {"normal"}  # normal(std=1), named canonically
     assert "### Diverged and collapsed runs at step 0" in report
+    assert (out / "step0_digits_mlp_hidden=_64_64_64.png").stat().st_size > 10_000  # each diagnostic against the score
     record = next(out.glob("digits_*/normal*seed0*/diagnostics.json"))
     assert json.loads(record.read_text())["summary"]["loss"] > 10

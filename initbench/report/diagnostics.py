@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,7 +19,7 @@ import pandas as pd
 from scipy import stats
 
 from initbench.diagnostics import SUMMARY
-from initbench.tune import score
+from initbench.report.stats import scored
 
 LEVEL = 0.95
 RESAMPLES = 2000
@@ -62,11 +63,9 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, level: float = LEVEL, resamples: i
 
 
 def outcomes(runs: pd.DataFrame, metric: str) -> pd.Series:
-    """Each run's outcome for the correlation: its metric, chance level for diverged or collapsed runs without a
-    better one, NaN for failed runs."""
-    values = [score(status, value if pd.notna(value) else None, classes if pd.notna(classes) else None)
-              for status, value, classes in zip(runs["status"], runs[metric], runs["num_classes"], strict=True)]
-    return pd.Series([v if math.isfinite(v) else math.nan for v in values], index=runs.index, dtype=float)
+    """Each run's outcome for the correlation, as the ranking scores it (`stats.scored`): its metric, chance level
+    for a diverged run, NaN for a failed one."""
+    return scored(runs, metric)["score"].astype(float)
 
 
 def relate(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -128,3 +127,31 @@ def failures(runs: pd.DataFrame) -> pd.DataFrame:
     columns = ["problem", "init", "seed", "lr", "status", *(f"step0_{n}" for n in SUMMARY)]
     bad = runs[runs["status"].isin(["diverged", "collapsed"])]
     return bad[[c for c in columns if c in bad]].sort_values(["problem", "init", "seed"]).reset_index(drop=True)
+
+
+def plot_step0(plt: Any, problem: str, runs: pd.DataFrame, related: pd.DataFrame, metric: str,
+               colors: dict[str, Any], path: Path) -> Path:
+    """Each step-0 diagnostic (x, log scale where positive) against the run's score (y), one point per run coloured
+    by init, titled with its rho and CI: what the correlation table says, seen."""
+    shown = [n for n in SUMMARY if f"step0_{n}" in runs and runs[f"step0_{n}"].notna().any()]
+    fig, axes = plt.subplots(1, max(1, len(shown)), figsize=(3.6 * max(1, len(shown)), 3.4), squeeze=False)
+    score = outcomes(runs, metric)
+    rows = related[related["problem"] == problem].set_index("diagnostic")
+    for ax, name in zip(axes[0], shown, strict=False):
+        x = pd.to_numeric(runs[f"step0_{name}"], errors="coerce").replace([np.inf, -np.inf], np.nan)
+        for init in runs["init"].unique():
+            mine = runs["init"] == init
+            ax.scatter(x[mine], score[mine], s=14, alpha=0.75, color=colors.get(init), label=init)
+        if (x.dropna() > 0).all() and x.notna().any() and x.max() / max(x.min(), 1e-300) > 100:
+            ax.set_xscale("log")
+        title = name
+        if name in rows.index and np.isfinite(rows.loc[name, "rho"]):
+            r = rows.loc[name]
+            title += f"\nrho {r['rho']:+.2f} [{r['ci_low']:+.2f}, {r['ci_high']:+.2f}]"
+        ax.set(title=title, xlabel=f"step 0: {name}", ylabel=metric if ax is axes[0][0] else None)
+    axes[0][0].legend(fontsize=6, loc="best")
+    fig.suptitle(f"{problem}: step-0 diagnostics against the outcome", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path

@@ -26,7 +26,7 @@ ZOOM = 6  # a scheme is drawn when its difference to the reference is within ZOO
 # The report's own plot files (and the per-problem bar charts of earlier versions): a new report removes
 # these before drawing, so plots of problems that are gone do not linger; other images are left alone.
 PLOT_FILES = ("forest_*.png", "curves_*.png", "final_*.png", "gradnorm0_*.png", "grad_*.png", "update_*.png",
-              "ranking_*.png", "sensitivity_*.png", "ranks.png", "profile.png")
+              "ranking_*.png", "sensitivity_*.png", "step0_*.png", "ranks.png", "profile.png")
 
 
 def remove_old_plots(out: Path) -> None:
@@ -85,6 +85,11 @@ def plot_all(study: Study, ranking: Ranking, out: Path) -> dict[str, list[Path]]
                 if layers[stat].notna().any():
                     paths.append(_dynamics(plt, problem, layers, stat, what, order, sane, colors,
                                            out / f"{stat.split('_')[0]}_{name}.png"))
+        if study.predictors is not None:
+            from initbench.report.diagnostics import plot_step0
+
+            paths.append(plot_step0(plt, problem, runs, study.predictors, ranking.metric, colors,
+                                    out / f"step0_{name}.png"))
         if study.tuning is not None and (study.tuning.runs["problem"] == problem).any():
             paths.insert(0, _sensitivity(plt, problem, study.tuning, order, colors, out / f"sensitivity_{name}.png"))
         plots[problem] = paths
