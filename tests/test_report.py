@@ -292,7 +292,7 @@ def test_report_documents(study, tmp_path):
     page = files["html"].read_text()
     assert page.index("<table>") < page.index("<img")  # the ranking first, then the plots
     assert "<div class='scroll'><table>" in page and "max-width:1360px" in page  # wide tables scroll at 1400 px
-    assert page.count("data:image/png;base64,") == 6 and " src='http" not in page
+    assert page.count("data:image/png;base64,") == 7 and " src='http" not in page  # step0_<problem>.png among them
     assert "class='v-baseline'" in page and "class='v-failed'" in page and "Versions" in page
     md = files["markdown"].read_text()
     lines = md.splitlines()
@@ -307,7 +307,7 @@ def test_report_documents(study, tmp_path):
     for png in tmp_path.glob("*.png"):
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert {p.name.split("_")[0] for p in tmp_path.glob("*.png")} == {"forest", "curves", "final", "gradnorm0",
-                                                                       "grad", "update"}
+                                                                       "grad", "update", "step0"}
     # choosing on the test set is allowed, and said in bold
     files = write_report(study, out=tmp_path / "t", metric="test_acc")
     head = files["markdown"].read_text().splitlines()[2]

@@ -142,7 +142,7 @@ def test_the_report_is_a_run_with_its_table(study):
     assert "ranking_chart_table" in summary["summary"] or "ranking_chart" in summary["summary"]
     plots = {k for k in summary["summary"] if k.startswith("plots/")}
     assert {p.split("_")[0] for p in plots} == {"plots/forest", "plots/curves", "plots/final", "plots/gradnorm0",
-                                                "plots/grad", "plots/update"}
+                                                "plots/grad", "plots/update", "plots/step0"}
 
 
 def test_offline_is_announced_once_with_the_sync_command(tmp_path, capsys, monkeypatch):
