@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from initbench.data import TensorBatches
-from initbench.monitor import NormMonitor, Throughput
 from initbench.plan import RunSpec
 from initbench.runner import Prepared, _quiet_lightning, make_trainer, prepare
+from initbench.train.monitor import NormMonitor, Throughput
 
 
 def plain_loop(prepared: Prepared, steps: int, device: torch.device) -> float:
@@ -108,7 +108,7 @@ LOCKSTEP_INITS = ("kaiming_normal", "xavier_uniform", "orthogonal", "lecun_norma
 def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[float, str]:
     """(seconds, mode) for `steps` steps of the members trained as one lockstep group (CSV logs and norms
     included)."""
-    from initbench.lockstep import StackedClassifier
+    from initbench.train.lockstep import StackedClassifier
 
     spec = dataclasses.replace(members[0].spec, max_steps=steps, epochs=10**6)
     loggers = [CSVLogger(workdir / str(m), name="", version="") for m in range(len(members))]

@@ -39,8 +39,8 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
     import torch
 
     from initbench.data import check_limits, decode
-    from initbench.lockstep import why_not
     from initbench.models import build_model, forward_macs
+    from initbench.train.lockstep import why_not
 
     problems = {}
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):

@@ -3,7 +3,7 @@ training steps, on real batches; with widths, the same across model widths (a co
 
 For each (width, init, seed) the model is built and initialised exactly as `initbench run` does, then trained K
 steps on the run's own batches (the run's optimizer and constant lr); every step's forward and backward pass is
-measured layer by layer (`initbench.diagnostics.measure`) before the update. Output: `probe.csv` in long form,
+measured layer by layer (`initbench.train.diagnostics.measure`) before the update. Output: `probe.csv` in long form,
 `signal_propagation.png`, and with widths `coord_check_<stat>.png`.
 """
 
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from initbench.diagnostics import STATS
+from initbench.train.diagnostics import STATS
 
 COLUMNS = ["init", "seed", "step", "width", "layer", "depth", "kind", "stat", "value"]
 JACOBIAN_COLUMNS = ["init", "seed", "width", "example", "index", "singular_value"]
@@ -89,12 +89,12 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     import pandas as pd
     import torch
 
-    from initbench.diagnostics import jacobian_singular_values, measure
     from initbench.errors import InitbenchError
     from initbench.models import with_width
-    from initbench.module import OPTIMIZER_TABLE
     from initbench.plan import RunSpec
     from initbench.runner import prepare
+    from initbench.train.diagnostics import jacobian_singular_values, measure
+    from initbench.train.module import OPTIMIZER_TABLE
 
     rows: list[dict[str, Any]] = []
     spectra: list[dict[str, Any]] = []

@@ -2,7 +2,7 @@
 
 - `config.json`: the run's spec, package versions, device, data sizes, parameter count;
 - `manifest.json`: what the init did to every parameter;
-- `diagnostics.json`: the step-0 diagnostics (`initbench.diagnostics`): per layer, and their summary;
+- `diagnostics.json`: the step-0 diagnostics (`initbench.train.diagnostics`): per layer, and their summary;
 - `metrics.csv`: one row per step (Lightning's CSV logger writes it; `tidy_metrics` merges its rows);
 - `summary.json`: the status and final figures, written last and atomically: a folder without a readable one is an
   unfinished run, rerun by the next sweep.

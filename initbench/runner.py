@@ -23,15 +23,15 @@ from lightning.pytorch.loggers import CSVLogger
 
 from initbench import __version__
 from initbench.data import TensorDataModule
-from initbench.diagnostics import step0
 from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init
 from initbench.models import build_model
-from initbench.module import Classifier
-from initbench.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
 from initbench.results import Claims, RunLock
+from initbench.train.diagnostics import step0
+from initbench.train.module import Classifier
+from initbench.train.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
 
 LSUV_BATCH = 512
 
@@ -262,7 +262,7 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
     one, with a one-line `note` saying why): [(spec, run dir, summary, outcome)] in the given order, outcomes as
     `claim_and_run`'s. Complete and busy runs are left alone. With `keep_going` (a sweep), a run whose preparation
     fails is recorded as failed; without, bad input raises as it does for `claim_and_run`."""
-    from initbench import lockstep
+    from initbench.train import lockstep
 
     results: dict[str, tuple[RunSpec, Path, dict[str, Any], str]] = {}
     members, claims = [], Claims()

@@ -86,8 +86,8 @@ def test_an_interrupted_group_reruns_only_its_incomplete_members(tmp_path):
 def test_the_loop_mode_gives_the_single_runs_numbers(tmp_path):
     import torch
 
-    from initbench.lockstep import StackedClassifier
     from initbench.runner import prepare
+    from initbench.train.lockstep import StackedClassifier
 
     members = [prepare(RunSpec(init=i, **CALM)) for i in ("kaiming_normal", "orthogonal")]
     module = StackedClassifier([p.module.model for p in members], 10, members[0].spec, lambda *a: None)
@@ -170,8 +170,8 @@ def test_bench_prints_the_lockstep_speedup():
 def test_per_member_learning_rates_update_each_member_as_torch_optim_does(kind, momentum, decay):
     import torch
 
-    from initbench.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
-    from initbench.optim import StackedOptimizer
+    from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
+    from initbench.train.optim import StackedOptimizer
 
     gen = torch.Generator().manual_seed(0)
     lrs = [0.1, 0.003, 0.3]
@@ -257,8 +257,8 @@ ODD_MODELS = textwrap.dedent("""
 
 def test_odd_models_evaluate_in_eval_mode_fall_back_to_the_loop_and_frozen_weights_go_one_by_one(
         tmp_path, monkeypatch):
-    from initbench.lockstep import why_not
     from initbench.runner import prepare
+    from initbench.train.lockstep import why_not
 
     (tmp_path / "oddnets.py").write_text(ODD_MODELS)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -284,7 +284,7 @@ def test_a_group_that_cannot_train_together_trains_one_by_one_and_bad_input_writ
 
     notes = []
     specs = [RunSpec(init=i, **CALM) for i in ("kaiming_normal", "orthogonal")]
-    import initbench.lockstep as lockstep
+    import initbench.train.lockstep as lockstep
 
     real = lockstep.StackedClassifier.choose_mode
 

@@ -18,8 +18,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from initbench.diagnostics import SUMMARY
 from initbench.report.stats import scored
+from initbench.train.diagnostics import SUMMARY
 
 LEVEL = 0.95
 RESAMPLES = 2000

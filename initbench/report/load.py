@@ -259,7 +259,7 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
 
 def _step0(run_dir: Path) -> dict[str, float | None]:
     """The record's step-0 diagnostics summary as `step0_<name>` columns (None where it has none)."""
-    from initbench.diagnostics import SUMMARY as STEP0
+    from initbench.train.diagnostics import SUMMARY as STEP0
 
     try:
         found = RunRecord(run_dir).diagnostics().get("summary") or {}

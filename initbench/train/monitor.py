@@ -11,7 +11,7 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from initbench.module import log_metrics
+from initbench.train.module import log_metrics
 
 
 class NormMonitor(Callback):
