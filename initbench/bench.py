@@ -73,7 +73,7 @@ def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batc
     for model in models:
         n_steps = steps or DEFAULT_STEPS.get(model, 300)
         spec = RunSpec(model=model, dataset=dataset, batch_size=batch_size, accelerator=accelerator)
-        prepared = prepare(spec, data_dir)
+        prepared = prepare(spec, data_dir, diagnose=False)  # no record is written
         device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
             accelerator == "auto" and torch.cuda.is_available()) else "cpu")
         plain, ours = [], []
@@ -135,8 +135,8 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
     initbench, interleaved; the speedup is the ratio of their wall times for the same steps."""
     _quiet_lightning()
     members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
-                               init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir)
-               for i in range(k)]
+                               init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
+                       diagnose=False) for i in range(k)]
     cuda = members[0].data.x_train.is_cuda or (accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available())
     together, alone, peak, mode = [], [], None, "?"
     with tempfile.TemporaryDirectory() as tmp:

@@ -232,17 +232,15 @@ def log_report(ranking: Any, plots: dict[str, list[Path]], results_dir: Path, pr
 
 
 def log_probe(frame: Any, plots: list[Path], out: Path, project: str, entity: str | None,
-              config: dict[str, Any]) -> str:
-    """One run with job_type=probe: the probe's long-form table as a wandb.Table and its plots. Returns its folder."""
+              config: dict[str, Any]) -> None:
+    """One run with job_type=probe: the probe's long-form table as a wandb.Table and its plots."""
     wandb = _wandb()
     run = _init(wandb_dir(out), project=project, entity=entity, group=f"probe/{config['dataset']}_{config['model']}",
                 name="probe", job_type="probe", tags=["probe"], config=config)
     run.log({"probe": wandb.Table(dataframe=frame.astype({"width": "float"})),
              **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
     run.summary.update({"rows": len(frame), "inits": len(config["inits"])})
-    folder = run.dir
     run.finish()
-    return folder
 
 
 def study_project(results_dir: Path) -> tuple[str, str | None]:

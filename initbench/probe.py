@@ -63,8 +63,8 @@ def check(probe: Probe) -> Probe:
         raise InitbenchError(f"--lr must be above 0, got {probe.lr:g}")
     if len(set(probe.widths)) != len(probe.widths):
         raise InitbenchError(f"--widths lists a width twice: {' '.join(map(str, probe.widths))}")
-    for width in probe.widths[:1]:
-        with_width(probe.model, width)  # a model without a width parameter is refused here
+    if probe.widths:
+        with_width(probe.model, probe.widths[0])  # a model without a width parameter is refused here
     inits = tuple(str(parse_init(i)) for i in probe.inits)
     if len(set(inits)) != len(inits):
         raise InitbenchError(f"--inits lists an init twice: {' '.join(inits)}")
@@ -103,7 +103,7 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
         model = with_width(probe.model, width) if width is not None else probe.model
         spec = RunSpec(model=model, init=init, dataset=probe.dataset, seed=seed, batch_size=probe.batch_size,
                        lr=probe.lr, max_steps=max(1, probe.steps), accelerator="cpu")
-        prepared = prepare(spec, data_dir, download, data)
+        prepared = prepare(spec, data_dir, download, data, diagnose=False)  # step 0 is measured below
         data = prepared.data
         net = prepared.module.model
         net.train()

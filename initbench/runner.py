@@ -48,9 +48,10 @@ class Prepared:
 
 
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
-            data: TensorDataModule | None = None) -> Prepared:
+            data: TensorDataModule | None = None, diagnose: bool = True) -> Prepared:
     """Seed, load data, build the model for the data's shape and apply the init (no files written). `data`, when
-    given, is a data module of a run with the same data settings (a lockstep group shares one)."""
+    given, is a data module of a run with the same data settings (a lockstep group shares one). With `diagnose`, the
+    step-0 diagnostics its record will hold (callers that write no record leave them out)."""
     spec.validate()
     limit_threads()
     init_seed, data_seed = spec.seeds
@@ -66,7 +67,7 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
         _warn_once(warning)
     module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
                         spec.schedule, spec.log_every)
-    diagnostics = step0(model, *data.train_dataloader().first())  # the batch training starts on
+    diagnostics = step0(model, *data.train_dataloader().first()) if diagnose else {}  # on training's first batch
     return Prepared(spec, data, module, manifest, diagnostics)
 
 

@@ -113,13 +113,20 @@ def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) ->
                              f"valid: {', '.join(valid)}")
 
 
-def _train_settings(where: str, value: Any) -> dict[str, Any]:
+def _block(where: str | Path, key: str, value: Any, valid: tuple[str, ...]) -> dict[str, Any]:
+    """A mapping block of the sweep file (`train:`, `wandb:`, `resources:`): {} when absent, else its keys checked."""
     if value is None:
         return {}
     if not isinstance(value, Mapping):
-        raise InitbenchError(f"{where}: 'train' must be a mapping of settings, got {value!r}")
-    _check_keys(f"{where} train", value, TRAIN_KEYS)
+        raise InitbenchError(f"{where}: '{key}' must be a mapping with keys {', '.join(valid)}")
+    _check_keys(f"{where} {key}", value, valid)
     return dict(value)
+
+
+def _train_settings(where: str, value: Any) -> dict[str, Any]:
+    if value is not None and not isinstance(value, Mapping):  # its keys are many: say what it holds instead
+        raise InitbenchError(f"{where}: 'train' must be a mapping of settings, got {value!r}")
+    return _block(where, "train", value, TRAIN_KEYS)
 
 
 def _entries(doc: Mapping[str, Any], key: str, path: Path) -> list[Any]:
@@ -205,10 +212,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     if logger not in LOGGERS:
         raise InitbenchError(f"{path}: unknown logger {logger!r}; valid: {', '.join(LOGGERS)}")
     loggers = ("csv",) if logger == "csv" else ("csv", logger)
-    wandb_doc = doc.get("wandb") or {}
-    if not isinstance(wandb_doc, Mapping):
-        raise InitbenchError(f"{path}: 'wandb' must be a mapping with keys {', '.join(WANDB_KEYS)}")
-    _check_keys(f"{path} wandb", wandb_doc, WANDB_KEYS)
+    wandb_doc = _block(path, "wandb", doc.get("wandb") or None, WANDB_KEYS)
     log = LogSpec(loggers, experiment, **{f"wandb_{k}": v for k, v in wandb_doc.items()})
     resources = _resources(doc.get("resources"), path)
     runs = []
@@ -242,11 +246,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
 
 def _resources(value: Any, path: Path) -> dict[str, float]:
     """`resources: {cpus_per_task: 2, gpus_per_task: 0.25}`: what each Ray task asks for (checked as the flags are)."""
-    if value is None:
-        return {}
-    if not isinstance(value, Mapping):
-        raise InitbenchError(f"{path}: 'resources' must be a mapping with keys {', '.join(RESOURCE_KEYS)}")
-    _check_keys(f"{path} resources", value, RESOURCE_KEYS)
+    value = _block(path, "resources", value, RESOURCE_KEYS)
     for key, number in value.items():
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise InitbenchError(f"{path}: resources {key} must be a number, got {number!r}")

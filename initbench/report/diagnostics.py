@@ -2,9 +2,10 @@
 
 Per problem and diagnostic (the `step0_*` columns the loader reads from each record), Spearman's rank correlation
 between the diagnostic and the run's outcome, with a paired percentile-bootstrap CI over runs and Spearman's test.
-A run's outcome is its ranking metric; a diverged or collapsed run counts at chance level (it learned nothing), a
-failed run has none and stays out. The runs of a problem mix inits and seeds, so a correlation says which step-0
-figure ranked the runs as their outcomes did, mostly through the init; it is evidence of association, not a cause.
+A run's outcome is its score in the ranking (`stats.scored`): its metric, chance level for a diverged run (a
+collapsed run keeps its chance-level metric); a failed run has none and stays out. The runs of a problem mix inits
+and seeds, so a correlation says which step-0 figure ranked the runs as their outcomes did, mostly through the init;
+it is evidence of association, not a cause.
 """
 
 from __future__ import annotations
@@ -47,13 +48,9 @@ def spearman_ci(x: np.ndarray, y: np.ndarray, level: float = LEVEL, resamples: i
     """A percentile-bootstrap CI of Spearman's rho, resampling (x, y) pairs (scipy.stats.bootstrap, paired);
     resamples where a side is constant have no rho and are left out."""
     rng = np.random.default_rng(seed)
-
-    def rho(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-        return spearman(a, b, axis=axis)
-
     with np.errstate(invalid="ignore"), warnings.catch_warnings():  # constant resamples are dropped below
         warnings.simplefilter("ignore", stats.DegenerateDataWarning)
-        draws = stats.bootstrap((x, y), rho, n_resamples=resamples, paired=True, vectorized=True,
+        draws = stats.bootstrap((x, y), spearman, n_resamples=resamples, paired=True, vectorized=True,
                                 method="percentile", rng=rng).bootstrap_distribution
     draws = draws[np.isfinite(draws)]
     if len(draws) < resamples / 2:
