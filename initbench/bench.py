@@ -22,7 +22,7 @@ from lightning.pytorch.loggers import CSVLogger
 from initbench.data import TensorBatches
 from initbench.plan import RunSpec
 from initbench.runner import Prepared, _quiet_lightning, make_trainer, prepare
-from initbench.train.monitor import NormMonitor, Throughput
+from initbench.train.monitor import Throughput
 
 
 def plain_loop(prepared: Prepared, steps: int, device: torch.device) -> float:
@@ -54,8 +54,7 @@ def initbench_loop(prepared: Prepared, steps: int, workdir: Path) -> float:
     spec = dataclasses.replace(prepared.spec, max_steps=steps, epochs=10**6)
     module = copy.deepcopy(prepared.module)
     speed = Throughput()
-    callbacks = [NormMonitor(spec.log_every, module.model), speed]
-    trainer = make_trainer(spec, callbacks, [CSVLogger(workdir, name="", version="")], progress=False,
+    trainer = make_trainer(spec, [speed], [CSVLogger(workdir, name="", version="")], progress=False,
                            validate=False)
     trainer.fit(module, datamodule=prepared.data)
     return speed.images_per_s or 0.0

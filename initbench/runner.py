@@ -31,7 +31,7 @@ from initbench.record import RunRecord
 from initbench.results import Claims, RunLock
 from initbench.train.diagnostics import step0
 from initbench.train.module import Classifier
-from initbench.train.monitor import NormMonitor, RunBar, StepReport, Throughput, chance_accuracy, collapsed
+from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed
 
 LSUV_BATCH = 512
 
@@ -331,8 +331,7 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     _quiet_lightning()
     speed = Throughput()
     module = prepared.module
-    callbacks = [NormMonitor(spec.log_every, module.model), speed,
-                 *([RunBar(lambda: module.last_train_loss)] if progress else []),
+    callbacks = [speed, *([RunBar(lambda: module.last_train_loss, prepared.data.steps_per_epoch)] if progress else []),
                  *([StepReport(on_step)] if on_step else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     record = RunRecord(run_dir)
@@ -354,8 +353,9 @@ def _train(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started
     try:
         trainer.validate(prepared.module, datamodule=prepared.data, verbose=False)  # the init's val acc, step 0
         trainer.fit(prepared.module, datamodule=prepared.data)
-        test = trainer.test(prepared.module, datamodule=prepared.data, verbose=False)[0]
-        summary.update({"test_loss": test.get("test/loss"), "test_acc": test.get("test/acc")})
+        trainer.test(prepared.module, datamodule=prepared.data, verbose=False)
+        test = module.results["test"]
+        summary.update({"test_loss": test["test/loss"], "test_acc": test["test/acc"]})
     except Exception as exc:  # a crash inside training is a result too: recorded, not lost
         summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
                        traceback=traceback.format_exc(limit=5))

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
@@ -26,7 +25,7 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from initbench.plan import RunSpec
 from initbench.record import RunRecord
-from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence
+from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence, SteppedModule
 from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed, norm_metrics
 from initbench.train.optim import StackedOptimizer
 
@@ -54,14 +53,13 @@ def why_not(spec: RunSpec, model: nn.Module) -> str | None:
     return None
 
 
-class StackedClassifier(L.LightningModule):
+class StackedClassifier(SteppedModule):
     """K copies of one architecture with their own parameters, trained on the same batches with cross-entropy."""
 
     def __init__(self, models: list[nn.Module], num_classes: int, spec: RunSpec,
                  log: Callable[[int, dict[str, float], int, int | None], None],
                  lrs: list[float] | None = None) -> None:
         super().__init__()
-        self.automatic_optimization = False
         self.k, self.num_classes, self.spec, self.log_member = len(models), num_classes, spec, log
         self.mode = "vmap"
         self.lrs = lrs or [spec.lr] * self.k
@@ -78,13 +76,8 @@ class StackedClassifier(L.LightningModule):
         self._val_after_stop = [False] * self.k
         self._frozen: dict[int, list[torch.Tensor]] = {}  # a stopped member's parameters, kept as they were
         self.only_stopped = False  # a validation pass for stopped members that training ended before validating
-        self._losses: list[torch.Tensor] = []
-        self._correct: list[torch.Tensor] = []
-        self._seen = 0
-        self._last_step = -1
         self._norms: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
         self._eval: list[torch.Tensor] = []
-        self.last_train_loss: float | None = None
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[K, batch, classes]: every member's forward pass on the shared batch, as one `vmap` (`mode="vmap"`) or
@@ -133,44 +126,33 @@ class StackedClassifier(L.LightningModule):
         losses = F.cross_entropy(logits.reshape(k * b, c), y.repeat(k), reduction="none").view(k, b)
         return losses.mean(1) if reduction == "mean" else losses.sum(1)
 
-    def on_train_start(self) -> None:
-        self._last_step = int(self.trainer.estimated_stepping_batches) - 1
-
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        x, y = batch
-        step = self.global_step
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, step: int, opt: Any) -> None:
+        opt.optimizer.zero_grad(set_to_none=True)
         logits = self.logits(x)
         losses = self._member_losses(logits, y)
-        self.manual_backward(losses.sum())  # each member's gradient is its own loss's: nothing crosses members
         monitor = step % self.spec.log_every == 0
-        if monitor:
-            self._norms_before()
-        opt.step()
+        # each member's gradient is its own loss's: nothing crosses members
+        self.backward_and_step(losses.sum(), opt, self._norms_before if monitor else None)
         if self._frozen:  # a member that diverged keeps the parameters its run alone would end with
             with torch.no_grad():
                 for m, kept in self._frozen.items():
                     for p, value in zip(self.stacked, kept, strict=True):
                         p[m] = value
         if self.spec.schedule != "none":
-            self.lr_schedulers().step()
+            self.schedule_step()
         if monitor:
             self._norms_after(step)
-        self._losses.append(losses.detach())
-        self._correct.append((logits.detach().argmax(2) == y).sum(1))
-        self._seen += len(y)
+        self.keep(losses, logits, y)
         if monitor or step == self._last_step:
             self._flush(step)
 
     def _flush(self, step: int) -> None:
         """Per member: the window's mean train loss and accuracy, and the first non-finite loss (its exact step)."""
-        losses = torch.stack(self._losses)  # [window, K]
+        losses, acc = self.window()  # [window, K], [K]
         finite = torch.isfinite(losses)
         first_bad = (~finite).float().argmax(0)
-        rows = torch.stack([losses.mean(0), torch.stack(self._correct).sum(0) / self._seen,
-                            finite.all(0).float(), first_bad.float()]).tolist()
-        start = step - len(self._losses) + 1
+        rows = torch.stack([losses.mean(0), acc, finite.all(0).float(), first_bad.float()]).tolist()
+        start = step - len(losses) + 1
         for m in range(self.k):
             if self.stopped[m] is not None:
                 continue
@@ -182,7 +164,6 @@ class StackedClassifier(L.LightningModule):
         if not active:
             self.trainer.should_stop = True
         self.last_train_loss = rows[0][active[0]] if active else None
-        self._losses, self._correct, self._seen = [], [], 0
 
     def _norms_before(self) -> None:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.stacked]
@@ -248,7 +229,7 @@ class StackedClassifier(L.LightningModule):
             opt = OPTIMIZER_TABLE[s.optimizer](self.stacked.parameters(), self.lrs[0], s.momentum, s.weight_decay)
         else:
             opt = StackedOptimizer(self.stacked.parameters(), s.optimizer, self.lrs, s.momentum, s.weight_decay)
-        sched = SCHEDULE_TABLE[s.schedule](opt, self.trainer.estimated_stepping_batches)
+        sched = SCHEDULE_TABLE[s.schedule](opt, self.total_steps())
         return opt if sched is None else {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 
 
@@ -274,7 +255,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         module = StackedClassifier([p.module.model for p, _ in members], data.num_classes, spec, log,
                                    [p.spec.lr for p, _ in members])
         speed = Throughput()
-        callbacks = [speed, *([RunBar(lambda: module.last_train_loss)] if progress else []),
+        callbacks = [speed, *([RunBar(lambda: module.last_train_loss, data.steps_per_epoch)] if progress else []),
                      *([StepReport(on_step)] if on_step else [])]
         trainer = make_trainer(spec, callbacks, [], progress)
         device = trainer.strategy.root_device

@@ -8,9 +8,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from initbench.plan import OPTIMIZERS, SCHEDULES
+from initbench.train.monitor import NormMonitor
 
 # name -> (parameters, lr, momentum, weight decay) -> torch optimizer; exactly the names a RunSpec may use.
 OPTIMIZER_TABLE: dict[str, Any] = {
@@ -48,36 +48,34 @@ class Divergence:
         return True
 
 
-class Classifier(L.LightningModule):
-    """Cross-entropy training of `model`.
+class SteppedModule(L.LightningModule):
+    """What both engines' modules share: each training batch Lightning hands over is a slice of up to
+    `data.STEPS_PER_BATCH` batches (see `data.TensorBatches`), stepped through here one optimizer step each by
+    `train_step(x, y, step, optimizer)`; Lightning's loop, hooks and wrappers are paid once per slice.
 
-    Train loss/acc are kept on the device per step and averaged over each logging window, which is
-    flushed every `log_every` steps, at step 0 and at the last step; the flush also finds the first
-    non-finite loss and ends the run as diverged at that exact step. Optimization is manual: one
-    optimizer step per batch, without Lightning's closure machinery, which on small models costs
-    as much as the step itself.
+    Lightning still owns the loop: epochs, validation, devices, precision, loggers and `should_stop`; the step that
+    ends the run (the last epoch's last, or max_steps', which may fall inside a slice) stops the slice there and
+    asks Lightning to stop, so every run is validated at its last step. Validation and test metrics are tallied
+    here and logged where Lightning logs a run's epoch-end metrics (validation at the last training step, the test
+    after it).
     """
 
-    def __init__(self, model: nn.Module, num_classes: int, optimizer: str = "sgd", lr: float = 0.05,
-                 momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "none",
-                 log_every: int = 20) -> None:
+    def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
-        self.model = model
-        self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
-        self.weight_decay, self.schedule, self.log_every = weight_decay, schedule, log_every
-        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.test_acc = MulticlassAccuracy(num_classes, average="micro")
-        self.divergence = Divergence()
-        self._losses: list[torch.Tensor] = []
-        self._correct: list[torch.Tensor] = []
-        self._seen = 0
-        self._last_step = -1
         self.last_train_loss: float | None = None
+        self._last_step = -1
+        self._plain = True
+        self._before_update: Any = None
+        self._losses: list[torch.Tensor] = []  # the logging window's per-step losses
+        self._correct: list[torch.Tensor] = []  # ... and its correct predictions, tallied a few steps at a time
+        self._seen = 0
+        self._logits: list[torch.Tensor] = []  # steps not yet tallied
+        self._labels: list[torch.Tensor] = []
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning resets plain bookkeeping attributes (e.g. _current_fx_name) around every hook;
-        # nn.Module.__setattr__'s parameter/buffer/module checks make that a per-step cost.
+        # nn.Module.__setattr__'s parameter/buffer/module checks make that a per-batch cost.
         if name in self.__dict__ and (value is None or isinstance(value, str | int | float | bool)):
             object.__setattr__(self, name, value)
         else:
@@ -88,57 +86,163 @@ class Classifier(L.LightningModule):
             return batch
         return tuple(t.to(device, non_blocking=True) for t in batch)
 
+    def total_steps(self) -> int:
+        """The optimizer steps this fit takes unless stopped early: epochs x steps per epoch, capped by max_steps."""
+        total = self.trainer.max_epochs * self.trainer.datamodule.steps_per_epoch
+        return min(total, self.trainer.max_steps) if self.trainer.max_steps > 0 else total
+
     def on_train_start(self) -> None:
-        self._last_step = int(self.trainer.estimated_stepping_batches) - 1
+        self._last_step = self.total_steps() - 1
+        # A precision that scales the loss (16-mixed) needs Lightning's backward and step; otherwise torch's own are
+        # what they would call, without their per-step wrappers.
+        self._plain = getattr(self.trainer.precision_plugin, "scaler", None) is None
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> dict[str, int]:
+        xs, ys = batch
+        opt = self.optimizers()
+        size = self.trainer.datamodule.batch_size
+        step, trained = self.global_step, 0
+        for x, y in zip(xs.split(size), ys.split(size), strict=True):
+            self.train_step(x, y, step, opt)
+            step, trained = step + 1, trained + len(y)
+            if step > self._last_step:  # the run's last step (max_steps may fall inside a batch): validated there
+                self.trainer.should_stop = True
+            if self.trainer.should_stop:
+                break
+        self._tally()
+        return {"examples": trained}  # for Throughput
+
+    def keep(self, loss: torch.Tensor, logits: torch.Tensor, y: torch.Tensor) -> None:
+        """A step's loss(es) and predictions for the logging window (logits [..., batch, classes])."""
+        self._losses.append(loss.detach())
+        self._logits.append(logits.detach())
+        self._labels.append(y)
+        self._seen += len(y)
+        if len(self._logits) == 16:
+            self._tally()
+
+    def _tally(self) -> None:
+        """The kept steps' correct predictions, counted in one pass (per member in lockstep)."""
+        if self._logits:
+            hits = torch.cat(self._logits, dim=-2).argmax(-1) == torch.cat(self._labels)
+            self._correct.append(hits.sum(-1))
+            self._logits, self._labels = [], []
+
+    def window(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The logging window's losses [steps, ...] and accuracy [...] (per member in lockstep); then a new one."""
+        self._tally()
+        losses, acc = torch.stack(self._losses), torch.stack(self._correct).sum(0) / self._seen
+        self._losses, self._correct, self._seen = [], [], 0
+        return losses, acc
+
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, step: int, opt: Any) -> None:
+        raise NotImplementedError
+
+    def backward_and_step(self, loss: torch.Tensor, opt: Any, before_update: Any = None) -> None:
+        """Backward, then `before_update()` (gradients final, weights not yet updated), then one optimizer step,
+        counted as Lightning counts steps (its global_step)."""
+        if self._plain:
+            loss.backward()
+            if before_update is not None:
+                before_update()
+            opt._on_before_step()  # Lightning's step counter, as LightningOptimizer.step would move it
+            opt.optimizer.step()
+            opt._on_after_step()
+        else:
+            self.manual_backward(loss)
+            self._before_update = before_update  # called once the scaler has unscaled the gradients
+            opt.step()
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        if self._before_update is not None:
+            self._before_update()
+            self._before_update = None
+
+    def schedule_step(self) -> None:
+        sched = self.lr_schedulers()
+        if sched is not None:
+            sched.step()
+
+
+class Classifier(SteppedModule):
+    """Cross-entropy training of `model`.
+
+    Train loss/acc are kept on the device per step and averaged over each logging window, which is
+    flushed every `log_every` steps, at step 0 and at the last step; the flush also finds the first
+    non-finite loss and ends the run as diverged at that exact step. Every `log_every` steps (and at
+    step 0, the init's signature) its `NormMonitor` logs the step's per-layer gradient and weight norms and
+    update ratios. Optimization is manual: one optimizer step per batch, without Lightning's closure
+    machinery, which on small models costs as much as the step itself.
+    """
+
+    def __init__(self, model: nn.Module, num_classes: int, optimizer: str = "sgd", lr: float = 0.05,
+                 momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "none",
+                 log_every: int = 20) -> None:
+        super().__init__()
+        self.model = model
+        self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
+        self.weight_decay, self.schedule, self.log_every = weight_decay, schedule, log_every
+        self.divergence = Divergence()
+        self.monitor = NormMonitor(model)
+        self.results: dict[str, dict[str, float]] = {}  # stage -> its last metrics
+        self._eval: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
 
-    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        x, y = batch
-        step = self.global_step
-        opt = self.optimizers()
-        opt.zero_grad(set_to_none=True)
+    def train_step(self, x: torch.Tensor, y: torch.Tensor, step: int, opt: Any) -> None:
+        opt.optimizer.zero_grad(set_to_none=True)
         logits = self.model(x)
         loss = F.cross_entropy(logits, y)
-        self.manual_backward(loss)
-        opt.step()
+        watch = step % self.log_every == 0
+        self.backward_and_step(loss, opt, self.monitor.before_update if watch else None)
         if self.schedule != "none":
-            self.lr_schedulers().step()
-        self._losses.append(loss.detach())
-        self._correct.append((logits.detach().argmax(1) == y).sum())
-        self._seen += len(y)
+            self.schedule_step()
+        if watch:
+            log_metrics(self.trainer.loggers, self.monitor.after_update(), step)
+        self.keep(loss, logits, y)
         if step % self.log_every == 0 or step == self._last_step:
             self._flush(step)
-        return loss
 
     def _flush(self, step: int) -> None:
-        losses = torch.stack(self._losses)
+        losses, acc = self.window()
         finite = torch.isfinite(losses)
-        values = torch.cat([losses.mean().view(1), torch.stack(self._correct).sum().view(1) / self._seen,
-                            finite.all().view(1), (~finite).float().argmax().view(1)]).tolist()
-        if self.divergence.check(step - len(self._losses) + 1, bool(values[2]), int(values[3])):
+        values = torch.cat([losses.mean().view(1), acc.view(1), finite.all().view(1),
+                            (~finite).float().argmax().view(1)]).tolist()  # one transfer to the host
+        if self.divergence.check(step - len(losses) + 1, bool(values[2]), int(values[3])):
             self.trainer.should_stop = True
         log_metrics(self.trainer.loggers, {"train/loss": values[0], "train/acc": values[1]}, step)
         self.last_train_loss = values[0]  # for the progress bar
-        self._losses, self._correct, self._seen = [], [], 0
 
-    def _evaluate(self, stage: str, batch: tuple[torch.Tensor, torch.Tensor], metric: MulticlassAccuracy) -> None:
+    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
         x, y = batch
         logits = self.model(x)
-        metric.update(logits, y)
-        self.log(f"{stage}/loss", F.cross_entropy(logits, y), on_step=False, on_epoch=True, batch_size=len(y))
-        self.log(f"{stage}/acc", metric, on_step=False, on_epoch=True)
+        self._eval.append(torch.stack([F.cross_entropy(logits, y, reduction="sum").float(),
+                                       (logits.argmax(1) == y).sum().float(),
+                                       torch.tensor(float(len(y)), device=logits.device)]))
+
+    def _evaluated(self, stage: str, step: int) -> None:
+        loss_sum, correct, n = torch.stack(self._eval).sum(0).tolist()
+        self._eval = []
+        self.results[stage] = {f"{stage}/loss": loss_sum / n, f"{stage}/acc": correct / n}
+        self.trainer.callback_metrics[f"{stage}/acc"] = torch.tensor(correct / n)  # for the progress bar
+        log_metrics(self.trainer.loggers, {**self.results[stage], "epoch": self.current_epoch}, step)
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("val", batch, self.val_acc)
+        self._evaluate(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluated("val", max(self.global_step - 1, 0))
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate("test", batch, self.test_acc)
+        self._evaluate(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._evaluated("test", self.global_step)
 
     def configure_optimizers(self) -> Any:
         opt = OPTIMIZER_TABLE[self.optimizer_name](self.model.parameters(), self.lr, self.momentum, self.weight_decay)
-        sched = SCHEDULE_TABLE[self.schedule](opt, self.trainer.estimated_stepping_batches)
+        sched = SCHEDULE_TABLE[self.schedule](opt, self.total_steps())
         if sched is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}

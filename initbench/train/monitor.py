@@ -11,41 +11,33 @@ import lightning as L
 import torch
 from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
-from initbench.train.module import log_metrics
 
+class NormMonitor:
+    """Per parameter tensor of `model`, for one optimizer step: `grad_norm/<name>` (plus `grad_norm/total`),
+    `weight_norm/<name>` and `update_ratio/<name>` (|step update| / |weight|, NaN while the weight is all zeros).
+    The training module calls `before_update()` once the step's gradients are final and `after_update()` once the
+    weights are updated, on the steps it logs. All norms come from one `torch._foreach_norm` call each and reach
+    the host in one transfer; steps in between cost nothing."""
 
-class NormMonitor(Callback):
-    """Every `every` steps (and always at step 0, the init's signature) log, per parameter tensor:
-    `grad_norm/<name>` (plus `grad_norm/total`), `weight_norm/<name>` and `update_ratio/<name>`
-    (|step update| / |weight|, NaN while the weight is all zeros). All norms come from one
-    `torch._foreach_norm` call each and reach the host in one transfer per logging step; steps in
-    between cost nothing."""
-
-    def __init__(self, every: int, model: torch.nn.Module) -> None:
-        self.every = every
+    def __init__(self, model: torch.nn.Module) -> None:
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
         self.names = [n for n, _ in named]
         self.params = [p for _, p in named]
         self._pending: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
 
-    def on_before_optimizer_step(self, trainer: L.Trainer, pl_module: L.LightningModule, optimizer: Any) -> None:
-        if trainer.global_step % self.every:
-            return
+    def before_update(self) -> None:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
         grad_norms = torch.stack(torch._foreach_norm(grads))
         weight_norms = torch.stack(torch._foreach_norm(self.params))
         self._pending = (grad_norms, weight_norms, [p.detach().clone() for p in self.params])
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
-                           batch_idx: int) -> None:
-        if self._pending is None:
-            return
-        grad_norms, weight_norms, before = self._pending
+    def after_update(self) -> dict[str, float]:
+        grad_norms, weight_norms, before = self._pending  # type: ignore[misc]
         self._pending = None
         updates = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before)))
         ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)  # undefined for all-zero weights
-        values = torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms, ratios]).tolist()
-        log_metrics(trainer.loggers, norm_metrics(self.names, values), trainer.global_step - 1)  # that update's step
+        return norm_metrics(self.names, torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms,
+                                                   ratios]).tolist())
 
 
 def norm_metrics(names: list[str], values: list[float]) -> dict[str, float]:
@@ -75,7 +67,7 @@ class Throughput(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        self.examples += len(batch[1])
+        self.examples += outputs["examples"]  # the examples of the steps taken (a batch may stop part-way)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._stop(pl_module)
@@ -130,16 +122,29 @@ class StepReport(Callback):
 
 
 class RunBar(TQDMProgressBar):
-    """A run's progress: epoch i/N, the step, the last logged train loss (`last_loss()`) and the last validation
-    accuracy; validation bars leave no line behind."""
+    """A run's progress: epoch i/N, its steps done of `steps_per_epoch` (a training batch holds several), the step,
+    the last logged train loss (`last_loss()`) and the last validation accuracy; validation bars leave no line
+    behind."""
 
-    def __init__(self, last_loss: Callable[[], float | None]) -> None:
+    def __init__(self, last_loss: Callable[[], float | None], steps_per_epoch: int) -> None:
         super().__init__()
-        self.last_loss = last_loss
+        self.last_loss, self.steps_per_epoch = last_loss, steps_per_epoch
+        self._epoch_start = 0
+
+    @property
+    def total_train_batches(self) -> int:
+        return self.steps_per_epoch
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
+        self._epoch_start = trainer.global_step
         self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:
+        n = trainer.global_step - self._epoch_start
+        self.train_progress_bar.n = n
+        self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
         out: dict[str, Any] = {"step": trainer.global_step}
