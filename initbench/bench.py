@@ -75,13 +75,17 @@ def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batc
         prepared = prepare(spec, data_dir, diagnose=False)  # no record is written
         device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
             accelerator == "auto" and torch.cuda.is_available()) else "cpu")
-        plain, ours = [], []
+        plain, ours, ratios = [], [], []
         with tempfile.TemporaryDirectory() as tmp:
             plain_loop(prepared, 20, device)  # warm-up: allocator, kernels, caches
-            for i in range(repeats):  # interleaved, so drift in machine load hits both sides alike
-                plain.append(plain_loop(prepared, n_steps, device))
-                ours.append(initbench_loop(prepared, n_steps, Path(tmp) / str(i)))
-        ratios = sorted(o / p for o, p in zip(ours, plain, strict=True))  # paired: same moment, same load
+            for i in range(repeats):  # plain, initbench, initbench, plain: a drift in the machine's load cancels
+                a = [plain_loop(prepared, n_steps, device)]
+                b = [initbench_loop(prepared, n_steps, Path(tmp) / f"{i}-{j}") for j in range(2)]
+                a.append(plain_loop(prepared, n_steps, device))
+                plain += a
+                ours += b
+                ratios.append(sum(b) / sum(a))  # paired: same moments, same load
+        ratios.sort()
         rows.append({"model": model, "steps": n_steps, "plain_img_s": statistics.median(plain),
                      "initbench_img_s": statistics.median(ours),
                      "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
@@ -90,7 +94,8 @@ def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batc
 
 
 def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int, log_every: int) -> str:
-    lines = [f"dataset {dataset}, batch {batch_size}, {repeats} interleaved repeats (medians), "
+    lines = [f"dataset {dataset}, batch {batch_size}, {repeats} interleaved repeats (plain, initbench, initbench, "
+             "plain; medians), "
              f"torch threads {torch.get_num_threads()}, norms logged every {log_every} steps",
              f"{'model':<12}{'device':<8}{'steps':>7}{'plain loop img/s':>18}{'initbench img/s':>18}{'ratio':>8}"
              "  ratio range"]
@@ -137,19 +142,27 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
                                init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
                        diagnose=False) for i in range(k)]
     cuda = members[0].data.x_train.is_cuda or (accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available())
-    together, alone, peak, mode = [], [], None, "?"
+    together, alone, ratios, peak, mode = [], [], [], None, "?"
+
+    def one_by_one(tag: str) -> float:
+        return sum(steps * batch_size / initbench_loop(p, steps, Path(tmp) / f"{tag}-{m}")
+                   for m, p in enumerate(members))
+
     with tempfile.TemporaryDirectory() as tmp:
         lockstep_loop(members, 10, Path(tmp) / "warm")
-        for i in range(repeats):
+        for i in range(repeats):  # lockstep, one by one, one by one, lockstep: a drift in load cancels
             if cuda:
                 torch.cuda.reset_peak_memory_stats()
-            seconds, mode = lockstep_loop(members, steps, Path(tmp) / f"l{i}")
-            together.append(seconds)
+            t = [lockstep_loop(members, steps, Path(tmp) / f"l{i}a")[0]]
+            a = [one_by_one(f"s{i}a"), one_by_one(f"s{i}b")]
+            seconds, mode = lockstep_loop(members, steps, Path(tmp) / f"l{i}b")
+            t.append(seconds)
             if cuda:
                 peak = max(peak or 0, torch.cuda.max_memory_allocated())
-            alone.append(sum(steps * batch_size / initbench_loop(p, steps, Path(tmp) / f"s{i}-{m}")
-                             for m, p in enumerate(members)))
-    ratios = sorted(a / t for a, t in zip(alone, together, strict=True))
+            together += t
+            alone += a
+            ratios.append(sum(a) / sum(t))
+    ratios.sort()
     return {"model": model, "k": k, "steps": steps, "lockstep_s": statistics.median(together),
             "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
             "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
@@ -162,6 +175,7 @@ def format_lockstep(row: dict[str, Any], dataset: str, repeats: int, batch_size:
     peak = (f"peak GPU memory of the group {row['peak_mib']:,.0f} MiB" if row["peak_mib"] is not None else
             f"process peak memory {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024:,.0f} MiB (RSS)")
     return (f"{row['model']} x{row['k']} on {dataset} ({row['device']}, batch {batch_size}, {row['steps']} steps, "
-            f"{repeats} interleaved repeats, torch threads {torch.get_num_threads()}): lockstep ({row['mode']}) "
+            f"{repeats} interleaved repeats (lockstep, one by one twice, lockstep), "
+            f"torch threads {torch.get_num_threads()}): lockstep ({row['mode']}) "
             f"{row['lockstep_s']:.2f} s, sequential {row['sequential_s']:.2f} s\n"
             f"lockstep speedup {row['speedup']:.2f}x (range {row['speedup_min']:.2f}-{row['speedup_max']:.2f}); {peak}")

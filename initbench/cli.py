@@ -315,7 +315,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "simplecnn)")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
     p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn)")
-    p.add_argument("--repeats", type=int, default=5, help="interleaved repeats; medians are printed (default: 5)")
+    p.add_argument("--repeats", type=int, default=5,
+                   help="interleaved repeats, each measuring both sides twice (ABBA); medians are printed (default: 5)")
     p.add_argument("--lockstep", type=int, default=None, metavar="K",
                    help="instead: K runs of each model trained in lockstep against the same K one by one, and the "
                         "speedup")
