@@ -87,16 +87,19 @@ def test_the_loop_mode_gives_the_single_runs_numbers(tmp_path):
     import torch
 
     from initbench.runner import prepare
-    from initbench.train.lockstep import StackedClassifier
+    from initbench.train.lockstep import StackedClassifier, _dim_order
 
     members = [prepare(RunSpec(init=i, **CALM)) for i in ("kaiming_normal", "orthogonal")]
     module = StackedClassifier([p.module.model for p in members], 10, members[0].spec, lambda *a: None)
     x, y = members[0].data.x_train[:32], members[0].data.y_train[:32]
     assert module.choose_mode(x, y) in ("vmap", "loop")
-    module.mode = "loop"
+    module.use("loop")
     loop = module.logits(x)
-    module.mode = "vmap"
+    module.use("vmap")
     batched = module.logits(x)
+    # vmap's linear layers deliver weight gradients transposed: the weights are stored so, and no gradient is copied
+    assert module.names[0] == "layers.fc1.weight" and _dim_order(module.stacked[0]) == (0, 2, 1)
+    assert module._arrival_layouts(x, y) == [_dim_order(p) for p in module.stacked]
     for m, p in enumerate(members):
         assert torch.equal(loop[m], p.module.model(x))  # the run's own kernels: bit for bit
         assert torch.allclose(batched[m], p.module.model(x), rtol=1e-5, atol=1e-6)

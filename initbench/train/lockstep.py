@@ -38,6 +38,12 @@ class LockstepFailed(Exception):
 SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "64-true")
 
 
+def _dim_order(t: torch.Tensor) -> tuple[int, ...] | None:
+    """The dimensions of `t` from outermost to innermost in memory, when it is a permutation of a dense tensor."""
+    order = tuple(sorted(range(t.dim()), key=lambda d: (-t.stride(d), d)))
+    return order if t.permute(order).is_contiguous() else None
+
+
 def why_not(spec: RunSpec, model: nn.Module) -> str | None:
     """Why a run cannot join a lockstep group (None when it can)."""
     if spec.precision not in SUPPORTED_PRECISIONS:
@@ -62,6 +68,7 @@ class StackedClassifier(SteppedModule):
         super().__init__()
         self.k, self.num_classes, self.spec, self.log_member = len(models), num_classes, spec, log
         self.mode = "vmap"
+        self._layouts: dict[str, list[tuple[int, ...] | None]] = {}
         self.lrs = lrs or [spec.lr] * self.k
         params, buffers = stack_module_state(models)
         self.names = list(params)
@@ -98,11 +105,14 @@ class StackedClassifier(SteppedModule):
     def choose_mode(self, x: torch.Tensor, y: torch.Tensor, repeats: int = 3) -> str:
         """Time a forward and backward pass on a real batch both ways and keep the faster: `vmap` batches the
         members' matrix products (much faster for MLPs; on a CPU, convolutions become slow grouped convolutions),
-        `loop` keeps each member's own kernels and still shares the loop, the batches and the optimizer step."""
-        timings, errors = {}, []
+        `loop` keeps each member's own kernels and still shares the loop, the batches and the optimizer step.
+        Each way first stores the stacked parameters in the memory layout their gradients arrive in."""
+        timings, errors, layouts = {}, [], {}
         for mode in ("vmap", "loop"):
             self.mode = mode
             try:
+                layouts[mode] = self._arrival_layouts(x, y)
+                self._relayout(layouts[mode])
                 for i in range(repeats + 1):
                     if i == 1:
                         if x.is_cuda:
@@ -118,8 +128,43 @@ class StackedClassifier(SteppedModule):
             p.grad = None
         if not timings:
             raise LockstepFailed("; ".join(errors))
-        self.mode = min(timings, key=timings.get)
+        self._layouts = layouts
+        self.use(min(timings, key=timings.get))
         return self.mode
+
+    def use(self, mode: str) -> None:
+        """Train (or evaluate) the members `mode`'s way, with the parameters stored as its gradients arrive (as
+        `choose_mode` found them); only before the optimizer is made."""
+        self.mode = mode
+        self._relayout(self._layouts[mode])
+
+    def _arrival_layouts(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, ...] | None]:
+        """Per stacked parameter, the order of its dimensions in memory (outermost first) in which one backward pass
+        delivers its gradient (None for a layout that is no permutation of a dense one)."""
+        seen: list[tuple[int, ...] | None] = [None] * len(self.stacked)
+
+        def note(i: int) -> Callable[[torch.Tensor], None]:
+            return lambda grad: seen.__setitem__(i, _dim_order(grad))
+
+        handles = [p.register_hook(note(i)) for i, p in enumerate(self.stacked)]
+        try:
+            self._member_losses(self.logits(x), y).sum().backward()
+        finally:
+            for handle in handles:
+                handle.remove()
+        return seen
+
+    def _relayout(self, orders: list[tuple[int, ...] | None]) -> None:
+        """Store each stacked parameter with its dimensions in `order` in memory: a gradient that arrives in the
+        parameter's own layout is accumulated as it is, where any other layout is copied first (vmap's linear layers
+        deliver weight gradients transposed; the copy cost a quarter of an MLP group's step here)."""
+        for i, order in enumerate(orders):
+            p = self.stacked[i]
+            if order is None or order == _dim_order(p):
+                continue
+            inverse = sorted(range(len(order)), key=order.__getitem__)
+            self.stacked[i] = nn.Parameter(p.detach().permute(order).contiguous().permute(inverse),
+                                           requires_grad=p.requires_grad)
 
     def _member_losses(self, logits: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
         k, b, c = logits.shape
