@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import statistics
 import tempfile
 import time
@@ -133,6 +134,39 @@ def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[f
     return speed.seconds, module.mode
 
 
+def group_flops(members: list[Prepared], device: torch.device) -> tuple[int, str]:
+    """(FLOPs, mode) of one group step's forward and backward pass, as torch's FlopCounterMode counts them (matrix
+    products and convolutions: the work no engine can skip)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from initbench.train.lockstep import StackedClassifier
+
+    spec, data = members[0].spec, members[0].data
+    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
+                               lambda *a: None).to(device)
+    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+    mode = module.choose_mode(x, y)
+    with FlopCounterMode(display=False) as counter:
+        module._member_losses(module.logits(x), y).sum().backward()
+    return counter.get_total_flops(), mode
+
+
+def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    """FLOP/s of this device's best float32 n x n matrix product, measured now (the best of `repeats`)."""
+    a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
+    best = math.inf
+    for _ in range(repeats + 1):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(4):
+            a @ b
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        best = min(best, (time.perf_counter() - start) / 4)
+    return 2 * n**3 / best
+
+
 def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, batch_size: int, accelerator: str,
                    data_dir: Path | None = None) -> dict[str, Any]:
     """K runs of one model (different inits) trained in lockstep and the same K one after another through
@@ -163,10 +197,12 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
             alone += a
             ratios.append(sum(a) / sum(t))
     ratios.sort()
+    device = torch.device("cuda" if cuda else "cpu")
+    flops, _ = group_flops(members, device)
     return {"model": model, "k": k, "steps": steps, "lockstep_s": statistics.median(together),
             "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
             "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
-            "device": "cuda" if cuda else "cpu", "mode": mode}
+            "device": device.type, "mode": mode, "step_flops": flops, "matmul_peak": matmul_peak(device)}
 
 
 def format_lockstep(row: dict[str, Any], dataset: str, repeats: int, batch_size: int) -> str:
@@ -178,4 +214,17 @@ def format_lockstep(row: dict[str, Any], dataset: str, repeats: int, batch_size:
             f"{repeats} interleaved repeats (lockstep, one by one twice, lockstep), "
             f"torch threads {torch.get_num_threads()}): lockstep ({row['mode']}) "
             f"{row['lockstep_s']:.2f} s, sequential {row['sequential_s']:.2f} s\n"
-            f"lockstep speedup {row['speedup']:.2f}x (range {row['speedup_min']:.2f}-{row['speedup_max']:.2f}); {peak}")
+            f"lockstep speedup {row['speedup']:.2f}x (range {row['speedup_min']:.2f}-{row['speedup_max']:.2f}); "
+            f"{peak}\n{roofline(row)}")
+
+
+def roofline(row: dict[str, Any]) -> str:
+    """What the device allows: the group's matrix products at the device's float32 matmul peak take a time no
+    engine can beat, so the sequential runs' time over it bounds any lockstep speedup."""
+    work = row["step_flops"] * row["steps"]
+    floor = work / row["matmul_peak"]
+    return (f"the group's matrix products: {row['step_flops'] / 1e9:.2f} GFLOP a step, run at "
+            f"{work / row['lockstep_s'] / 1e9:.0f} GFLOP/s; this {row['device']}'s float32 matmul peak "
+            f"{row['matmul_peak'] / 1e9:.0f} GFLOP/s (2048x2048, measured now), at which they would take "
+            f"{floor:.2f} s: no lockstep engine could be more than {row['sequential_s'] / floor:.2f}x faster than "
+            "these sequential runs")

@@ -166,6 +166,22 @@ def test_bench_prints_the_lockstep_speedup():
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "mlp x3 on digits" in done.stdout and "lockstep speedup " in done.stdout
+    assert "no lockstep engine could be more than " in done.stdout
+
+
+def test_the_bench_counts_a_group_steps_matrix_products():
+    import torch
+
+    from initbench.bench import group_flops, matmul_peak
+    from initbench.runner import prepare
+
+    members = [prepare(RunSpec(model="mlp", dataset="digits", init_seed=i, accelerator="cpu"), diagnose=False)
+               for i in range(3)]
+    flops, _ = group_flops(members, torch.device("cpu"))
+    b, sizes = 128, (64 * 256, 256 * 128, 128 * 10)  # 8x8 digits -> 256 -> 128 -> 10
+    # forward and weight gradients: every layer; input gradients: all but the first (the data needs none)
+    assert flops == 3 * 2 * b * (2 * sum(sizes) + sum(sizes[1:]))
+    assert 1e9 < matmul_peak(torch.device("cpu"), n=256, repeats=1) < 1e13
 
 
 @pytest.mark.parametrize(("kind", "momentum", "decay"), [("sgd", 0.9, 1e-3), ("sgd", 0.0, 0.0), ("adam", 0.0, 1e-3),

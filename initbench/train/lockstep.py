@@ -82,7 +82,6 @@ class StackedClassifier(SteppedModule):
         self.stop_epoch: list[int | None] = [None] * self.k  # the epoch count its run would end with
         self._val_after_stop = [False] * self.k
         self._frozen: dict[int, list[torch.Tensor]] = {}  # a stopped member's parameters, kept as they were
-        self.only_stopped = False  # a validation pass for stopped members that training ended before validating
         self._norms: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
         self._eval: list[torch.Tensor] = []
 
@@ -92,9 +91,11 @@ class StackedClassifier(SteppedModule):
         params = dict(zip(self.names, self.stacked, strict=True))
         buffers = {n: getattr(self, f"buffer{i}") for i, n in enumerate(self.buffer_names)}
         self.base[0].train(self.training)  # not a submodule: eval() does not reach it by itself
-        if self.mode == "loop":
-            return torch.stack([functional_call(self.base[0], ({n: p[m] for n, p in params.items()},
-                                                               {n: b[m] for n, b in buffers.items()}), (x,))
+        if self.mode == "loop":  # unbind: its backward stacks the K gradients (indexing would zero-fill K copies)
+            ps = {n: p.unbind(0) for n, p in params.items()}
+            bs = {n: b.unbind(0) for n, b in buffers.items()}
+            return torch.stack([functional_call(self.base[0], ({n: p[m] for n, p in ps.items()},
+                                                               {n: b[m] for n, b in bs.items()}), (x,))
                                 for m in range(self.k)])
 
         def one(p: dict[str, torch.Tensor], b: dict[str, torch.Tensor], inputs: torch.Tensor) -> torch.Tensor:
@@ -244,8 +245,6 @@ class StackedClassifier(SteppedModule):
         self.trainer.callback_metrics[f"{stage}/acc"] = torch.tensor(self.results[active][f"{stage}/acc"])
         for m, metrics in enumerate(self.results):
             stopped = self.stopped[m]
-            if self.only_stopped and (stopped is None or self._val_after_stop[m]):
-                continue
             if stopped is None or (stage == "val" and step < stopped):
                 self.log_member(m, metrics, step, self.current_epoch)
             elif stage == "val" and not self._val_after_stop[m]:
@@ -330,11 +329,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     torch.manual_seed(spec.seeds[1])
     try:
         trainer.validate(module, datamodule=data, verbose=False)
-        trainer.fit(module, datamodule=data)
-        if any(s is not None and not v for s, v in zip(module.stopped, module._val_after_stop, strict=True)):
-            module.only_stopped = True  # training ended (max_steps) before a stopped member was validated
-            trainer.validate(module, datamodule=data, verbose=False)
-            module.only_stopped = False
+        trainer.fit(module, datamodule=data)  # which validates at its last step, so every stopped member too
         trainer.test(module, datamodule=data, verbose=False)
     except Exception as exc:  # the group crashed: the caller trains its runs one by one, each recording its own
         for run in wandb_runs:
