@@ -83,7 +83,6 @@ class StackedClassifier(SteppedModule):
         self._val_after_stop = [False] * self.k
         self._frozen: dict[int, list[torch.Tensor]] = {}  # a stopped member's parameters, kept as they were
         self._norms: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
-        self._eval: list[torch.Tensor] = []
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[K, batch, classes]: every member's forward pass on the shared batch, as one `vmap` (`mode="vmap"`) or
@@ -229,16 +228,11 @@ class StackedClassifier(SteppedModule):
             if self.stopped[m] is None:
                 self.log_member(m, norm_metrics(self.names, values), step, None)
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
+    def eval_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(x)
-        self._eval.append(torch.stack([self._member_losses(logits, y, "sum"),
-                                       (logits.argmax(2) == y).sum(1).float(),
-                                       torch.full((self.k,), float(len(y)), device=logits.device)]))
+        return self._member_losses(logits, y, "sum"), logits
 
-    def _evaluated(self, stage: str, step: int) -> None:
-        loss_sum, correct, n = torch.stack(self._eval).sum(0).tolist()
-        self._eval = []
+    def evaluated(self, stage: str, step: int, loss_sum: list[float], correct: list[float], n: list[float]) -> None:
         self.results = [{f"{stage}/loss": loss_sum[m] / n[m], f"{stage}/acc": correct[m] / n[m]}
                         for m in range(self.k)]
         active = next((m for m in range(self.k) if self.stopped[m] is None), 0)  # the progress bar's member
@@ -254,18 +248,6 @@ class StackedClassifier(SteppedModule):
                 self.log_member(m, metrics, stopped, self.current_epoch)
             elif stage == "test":  # a diverged member's run ended right after the step it was found at
                 self.log_member(m, metrics, stopped + 1, self.stop_epoch[m])
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluated("val", max(self.global_step - 1, 0))  # where Lightning logs a run's epoch-end metrics
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluated("test", self.global_step)
 
     def configure_optimizers(self) -> Any:
         s = self.spec

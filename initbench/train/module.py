@@ -72,6 +72,7 @@ class SteppedModule(L.LightningModule):
         self._seen = 0
         self._logits: list[torch.Tensor] = []  # steps not yet tallied
         self._labels: list[torch.Tensor] = []
+        self._eval: list[torch.Tensor] = []  # per evaluation batch: summed loss, correct predictions, examples
 
     def __setattr__(self, name: str, value: Any) -> None:
         # Lightning resets plain bookkeeping attributes (e.g. _current_fx_name) around every hook;
@@ -163,6 +164,38 @@ class SteppedModule(L.LightningModule):
         if sched is not None:
             sched.step()
 
+    def eval_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy, logits [..., batch, classes]) of an evaluation batch (per member in lockstep)."""
+        raise NotImplementedError
+
+    def evaluated(self, stage: str, step: int, loss_sum: Any, correct: Any, n: Any) -> None:
+        """A validation or test pass's totals (floats, or lists per member in lockstep), to record at `step`."""
+        raise NotImplementedError
+
+    def _tally_eval(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
+        x, y = batch
+        loss_sum, logits = self.eval_outputs(x, y)
+        loss_sum = loss_sum.float()
+        self._eval.append(torch.stack([loss_sum, (logits.argmax(-1) == y).sum(-1).float(),
+                                       torch.full_like(loss_sum, float(len(y)))]))
+
+    def _eval_end(self, stage: str, step: int) -> None:
+        loss_sum, correct, n = torch.stack(self._eval).sum(0).tolist()
+        self._eval = []
+        self.evaluated(stage, step, loss_sum, correct, n)
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._tally_eval(batch)
+
+    def on_validation_epoch_end(self) -> None:
+        self._eval_end("val", max(self.global_step - 1, 0))  # where Lightning logs a run's epoch-end metrics
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self._tally_eval(batch)
+
+    def on_test_epoch_end(self) -> None:
+        self._eval_end("test", self.global_step)
+
 
 class Classifier(SteppedModule):
     """Cross-entropy training of `model`.
@@ -185,7 +218,6 @@ class Classifier(SteppedModule):
         self.divergence = Divergence()
         self.monitor = NormMonitor(model)
         self.results: dict[str, dict[str, float]] = {}  # stage -> its last metrics
-        self._eval: list[torch.Tensor] = []
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -214,31 +246,14 @@ class Classifier(SteppedModule):
         log_metrics(self.trainer.loggers, {"train/loss": values[0], "train/acc": values[1]}, step)
         self.last_train_loss = values[0]  # for the progress bar
 
-    def _evaluate(self, batch: tuple[torch.Tensor, torch.Tensor]) -> None:
-        x, y = batch
+    def eval_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.model(x)
-        self._eval.append(torch.stack([F.cross_entropy(logits, y, reduction="sum").float(),
-                                       (logits.argmax(1) == y).sum().float(),
-                                       torch.tensor(float(len(y)), device=logits.device)]))
+        return F.cross_entropy(logits, y, reduction="sum"), logits
 
-    def _evaluated(self, stage: str, step: int) -> None:
-        loss_sum, correct, n = torch.stack(self._eval).sum(0).tolist()
-        self._eval = []
+    def evaluated(self, stage: str, step: int, loss_sum: float, correct: float, n: float) -> None:
         self.results[stage] = {f"{stage}/loss": loss_sum / n, f"{stage}/acc": correct / n}
         self.trainer.callback_metrics[f"{stage}/acc"] = torch.tensor(correct / n)  # for the progress bar
         log_metrics(self.trainer.loggers, {**self.results[stage], "epoch": self.current_epoch}, step)
-
-    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
-
-    def on_validation_epoch_end(self) -> None:
-        self._evaluated("val", max(self.global_step - 1, 0))
-
-    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
-        self._evaluate(batch)
-
-    def on_test_epoch_end(self) -> None:
-        self._evaluated("test", self.global_step)
 
     def configure_optimizers(self) -> Any:
         opt = OPTIMIZER_TABLE[self.optimizer_name](self.model.parameters(), self.lr, self.momentum, self.weight_decay)
