@@ -13,6 +13,7 @@ import math
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,22 @@ def initbench_loop(prepared: Prepared, steps: int, workdir: Path) -> float:
     return speed.images_per_s or 0.0
 
 
+def abba(a: Callable[[str], float], b: Callable[[str], float], repeats: int) -> list[tuple[list[float], list[float]]]:
+    """`repeats` interleaved repeats of a, b, b, a (each call given a tag of its own), so that a drift in the
+    machine's load hits both sides alike within a repeat: per repeat ([a, a], [b, b])."""
+    out = []
+    for i in range(repeats):
+        first, bs = a(f"{i}a1"), [b(f"{i}b1"), b(f"{i}b2")]
+        out.append(([first, a(f"{i}a2")], bs))
+    return out
+
+
+def pooled(pairs: list[tuple[list[float], list[float]]]) -> tuple[list[float], list[float], list[float]]:
+    """(every a, every b, the sorted per-repeat ratios sum(b) / sum(a): paired, same moments, same load)."""
+    return ([v for a, _ in pairs for v in a], [v for _, b in pairs for v in b],
+            sorted(sum(b) / sum(a) for a, b in pairs))
+
+
 # Enough steps per measurement that a pass takes seconds, not milliseconds: short passes on a shared
 # 2-core machine swing by +-30%.
 DEFAULT_STEPS = {"mlp": 1000, "simplecnn": 150}
@@ -69,29 +86,24 @@ DEFAULT_STEPS = {"mlp": 1000, "simplecnn": 150}
 def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batch_size: int, accelerator: str,
           data_dir: Path | None = None) -> list[dict[str, Any]]:
     _quiet_lightning()
-    rows = []
-    for model in models:
-        n_steps = steps or DEFAULT_STEPS.get(model, 300)
-        spec = RunSpec(model=model, dataset=dataset, batch_size=batch_size, accelerator=accelerator)
-        prepared = prepare(spec, data_dir, diagnose=False)  # no record is written
-        device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
-            accelerator == "auto" and torch.cuda.is_available()) else "cpu")
-        plain, ours, ratios = [], [], []
-        with tempfile.TemporaryDirectory() as tmp:
-            plain_loop(prepared, 20, device)  # warm-up: allocator, kernels, caches
-            for i in range(repeats):  # plain, initbench, initbench, plain: a drift in the machine's load cancels
-                a = [plain_loop(prepared, n_steps, device)]
-                b = [initbench_loop(prepared, n_steps, Path(tmp) / f"{i}-{j}") for j in range(2)]
-                a.append(plain_loop(prepared, n_steps, device))
-                plain += a
-                ours += b
-                ratios.append(sum(b) / sum(a))  # paired: same moments, same load
-        ratios.sort()
-        rows.append({"model": model, "steps": n_steps, "plain_img_s": statistics.median(plain),
-                     "initbench_img_s": statistics.median(ours),
-                     "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
-                     "device": str(device), "params": sum(q.numel() for q in prepared.module.model.parameters())})
-    return rows
+    return [_bench_model(model, dataset, steps or DEFAULT_STEPS.get(model, 300), repeats, batch_size, accelerator,
+                         data_dir) for model in models]
+
+
+def _bench_model(model: str, dataset: str, n_steps: int, repeats: int, batch_size: int, accelerator: str,
+                 data_dir: Path | None) -> dict[str, Any]:
+    spec = RunSpec(model=model, dataset=dataset, batch_size=batch_size, accelerator=accelerator)
+    prepared = prepare(spec, data_dir, diagnose=False)  # no record is written
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    with tempfile.TemporaryDirectory() as tmp:
+        plain_loop(prepared, 20, device)  # warm-up: allocator, kernels, caches
+        plain, ours, ratios = pooled(abba(lambda tag: plain_loop(prepared, n_steps, device),
+                                          lambda tag: initbench_loop(prepared, n_steps, Path(tmp) / tag), repeats))
+    return {"model": model, "steps": n_steps, "plain_img_s": statistics.median(plain),
+            "initbench_img_s": statistics.median(ours),
+            "ratio": statistics.median(ratios), "ratio_min": ratios[0], "ratio_max": ratios[-1],
+            "device": str(device), "params": sum(q.numel() for q in prepared.module.model.parameters())}
 
 
 def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int, log_every: int) -> str:
@@ -134,9 +146,9 @@ def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[f
     return speed.seconds, module.mode
 
 
-def group_flops(members: list[Prepared], device: torch.device) -> tuple[int, str]:
-    """(FLOPs, mode) of one group step's forward and backward pass, as torch's FlopCounterMode counts them (matrix
-    products and convolutions: the work no engine can skip)."""
+def group_flops(members: list[Prepared], device: torch.device, mode: str) -> int:
+    """FLOPs of one group step's forward and backward pass in `mode`, as torch's FlopCounterMode counts them
+    (matrix products and convolutions: the work no engine can skip)."""
     from torch.utils.flop_counter import FlopCounterMode
 
     from initbench.train.lockstep import StackedClassifier
@@ -144,11 +156,11 @@ def group_flops(members: list[Prepared], device: torch.device) -> tuple[int, str
     spec, data = members[0].spec, members[0].data
     module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
                                lambda *a: None).to(device)
+    module.mode = mode  # the memory layout choose_mode would pick changes no count
     x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
-    mode = module.choose_mode(x, y)
     with FlopCounterMode(display=False) as counter:
         module._member_losses(module.logits(x), y).sum().backward()
-    return counter.get_total_flops(), mode
+    return counter.get_total_flops()
 
 
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
@@ -176,29 +188,26 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
                                init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
                        diagnose=False) for i in range(k)]
     cuda = members[0].data.x_train.is_cuda or (accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available())
-    together, alone, ratios, peak, mode = [], [], [], None, "?"
+    peak, mode = None, "?"
 
     def one_by_one(tag: str) -> float:
-        return sum(steps * batch_size / initbench_loop(p, steps, Path(tmp) / f"{tag}-{m}")
+        return sum(steps * batch_size / initbench_loop(p, steps, Path(tmp) / f"s{tag}-{m}")
                    for m, p in enumerate(members))
+
+    def in_lockstep(tag: str) -> float:
+        nonlocal mode
+        seconds, mode = lockstep_loop(members, steps, Path(tmp) / f"l{tag}")
+        return seconds
 
     with tempfile.TemporaryDirectory() as tmp:
         lockstep_loop(members, 10, Path(tmp) / "warm")
-        for i in range(repeats):  # lockstep, one by one, one by one, lockstep: a drift in load cancels
-            if cuda:
-                torch.cuda.reset_peak_memory_stats()
-            t = [lockstep_loop(members, steps, Path(tmp) / f"l{i}a")[0]]
-            a = [one_by_one(f"s{i}a"), one_by_one(f"s{i}b")]
-            seconds, mode = lockstep_loop(members, steps, Path(tmp) / f"l{i}b")
-            t.append(seconds)
-            if cuda:
-                peak = max(peak or 0, torch.cuda.max_memory_allocated())
-            together += t
-            alone += a
-            ratios.append(sum(a) / sum(t))
-    ratios.sort()
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        together, alone, ratios = pooled(abba(in_lockstep, one_by_one, repeats))
+        if cuda:
+            peak = torch.cuda.max_memory_allocated()
     device = torch.device("cuda" if cuda else "cpu")
-    flops, _ = group_flops(members, device)
+    flops = group_flops(members, device, mode)
     return {"model": model, "k": k, "steps": steps, "lockstep_s": statistics.median(together),
             "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
             "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
