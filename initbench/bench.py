@@ -22,8 +22,8 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from initbench.data import TensorBatches
-from initbench.plan import RunSpec
 from initbench.runner import Prepared, _quiet_lightning, make_trainer, prepare
+from initbench.spec import RunSpec
 from initbench.train.monitor import Throughput
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from initbench.errors import InitbenchError, unknown_name
 from initbench.plugins import is_reference
-from initbench.spec import parse_call
+from initbench.syntax import parse_call
 
 PATH = Path(__file__).with_name("catalog.json")
 GROUPS = {"init": "initbench.inits", "model": "initbench.models", "dataset": "initbench.datasets"}

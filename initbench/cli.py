@@ -137,7 +137,7 @@ def _f(x: float | None) -> str:
 
 def _bench(args: argparse.Namespace) -> None:
     from initbench.bench import bench, format_rows
-    from initbench.plan import RunSpec
+    from initbench.spec import RunSpec
 
     for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
         if value is not None and value < 1:

@@ -114,7 +114,7 @@ def manifest_rows(manifest: dict[str, Any]) -> tuple[list[str], list[list[Any]]]
     """The manifest as (columns, rows): one row per parameter, what was applied with which fans, and the result."""
     import json
 
-    from initbench.spec import format_call
+    from initbench.syntax import format_call
 
     columns = ["parameter", "type", "role", "shape", "fan_in", "fan_out", "scheme", "distribution", "mean", "std",
                "blocks", "note"]

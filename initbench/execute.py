@@ -10,9 +10,9 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.plan import RunSpec
 from initbench.record import RunRecord
 from initbench.results import Claims, clear_orphan_lock, write_json
+from initbench.spec import RunSpec
 from initbench.sweep import Sweep
 from initbench.tune import score as tune_score
 

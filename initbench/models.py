@@ -18,7 +18,7 @@ from torch import nn
 
 from initbench.errors import InitbenchError
 from initbench.plugins import entry_point_group, find
-from initbench.spec import parse_call
+from initbench.syntax import parse_call
 
 _MODELS: dict[str, Callable[..., nn.Module]] = {}
 MODEL_GROUP = "initbench.models"
@@ -124,7 +124,7 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
     """The model spec at `width`, for a coordinate check: the MLP's hidden layers all `width` wide, the SimpleCNN's
     channels scaled so the first block has `width` (the others keep their ratio to it), a user model's `width`
     parameter set. A model without a width parameter is refused."""
-    from initbench.spec import format_call
+    from initbench.syntax import format_call
 
     name, params = check_model(spec)
     valid = model_params(name) or {}

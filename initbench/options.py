@@ -8,7 +8,7 @@ import dataclasses
 from pathlib import Path
 
 from initbench.errors import InitbenchError
-from initbench.plan import DEFAULT_DATASET, LogSpec, RunSpec
+from initbench.spec import DEFAULT_DATASET, LogSpec, RunSpec
 
 
 def _flag_fields(cls: type) -> list[dataclasses.Field]:
@@ -62,7 +62,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
         given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
     if "dataset" not in given:
-        from initbench.spec import parse_call
+        from initbench.syntax import parse_call
 
         given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
     spec = RunSpec(**given)

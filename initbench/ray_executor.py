@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.plan import RunSpec
 from initbench.record import RunRecord
+from initbench.spec import RunSpec
 
 RETRIES = 3  # a task whose worker process or node dies is run again this many times, then counted as lost
 CONNECT_TIMEOUT_S = 5.0

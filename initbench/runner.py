@@ -26,9 +26,9 @@ from initbench.data import TensorDataModule
 from initbench.errors import InitbenchError, RunBusy
 from initbench.inits import Manifest, apply_init
 from initbench.models import build_model
-from initbench.plan import RunSpec
 from initbench.record import RunRecord
 from initbench.results import Claims, RunLock
+from initbench.spec import RunSpec
 from initbench.train.diagnostics import step0
 from initbench.train.module import Classifier
 from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed

@@ -1,80 +1,247 @@
-"""`NAME(key=value, ...)` strings, the one syntax for choosing inits and models from the CLI and YAML."""
+"""RunSpec: everything that defines one run, checked before any work, with one canonical identity."""
 
 from __future__ import annotations
 
-import ast
+import dataclasses
+import functools
+import hashlib
+import json
+import math
 import re
+import typing
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from initbench.errors import InitbenchError
+from initbench.syntax import format_call, format_value, parse_call
 
-_CALL_RE = re.compile(r"\s*([A-Za-z_][\w.-]*(?::[A-Za-z_]\w*)?)\s*(?:\((.*)\))?\s*", re.S)
-
-
-def parse_call(spec: str | Mapping[str, Any], what: str) -> tuple[str, dict[str, Any]]:
-    """Parse `NAME`, `NAME(key=value, ...)` or a mapping `{name: NAME, key: value}` into (name, params).
-
-    Values are Python/YAML literals; bare words are strings (`mode=fan_out`), and a nested call
-    (`fallback=normal(std=0.01)`) is kept as its text.
-    """
-    if isinstance(spec, Mapping):
-        params = dict(spec)
-        name = params.pop("name", None)
-        if not isinstance(name, str):
-            raise InitbenchError(f"{what} mapping {dict(spec)!r} needs a 'name' key with a string value")
-        name, inner = parse_call(name, what)  # {name: 'normal(std=0.02)', ...} keeps the std
-        return name, {**inner, **params}
-    if not isinstance(spec, str):
-        raise InitbenchError(f"a {what} must be a string like 'NAME(key=value)', got {spec!r}")
-    match = _CALL_RE.fullmatch(spec)
-    if not match:
-        raise InitbenchError(f"malformed {what} spec {spec!r}: expected NAME or NAME(key=value, ...)")
-    src = f"f({match.group(2) or ''})"
-    try:
-        call = ast.parse(src, mode="eval").body
-    except SyntaxError:
-        call = None
-    if not isinstance(call, ast.Call) or call.args or any(k.arg is None for k in call.keywords):
-        raise InitbenchError(f"malformed {what} spec {spec!r}: arguments must be key=value, ...")
-    names = [k.arg for k in call.keywords]
-    twice = next((n for n in names if names.count(n) > 1), None)
-    if twice:
-        raise InitbenchError(f"malformed {what} spec {spec!r}: '{twice}' is given twice")
-    return match.group(1), {k.arg: _literal(k.value, src, spec, what) for k in call.keywords}
+# This module stays light (no torch, no Lightning at import): the CLI builds its help from RunSpec at once.
+LOGGERS = ("csv", "wandb")
+OPTIMIZERS = ("sgd", "adam", "adamw")
+SCHEDULES = ("none", "cosine")
+DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 
 
-def _literal(node: ast.expr, src: str, spec: str, what: str) -> Any:
-    if isinstance(node, ast.Constant):
-        return node.value
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub | ast.UAdd):
-        value = _literal(node.operand, src, spec, what)
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return -value if isinstance(node.op, ast.USub) else value
-    if isinstance(node, ast.Name):
-        return {"true": True, "false": False, "none": None, "null": None}.get(node.id.lower(), node.id)
-    if isinstance(node, ast.Tuple | ast.List):
-        return [_literal(e, src, spec, what) for e in node.elts]
-    if isinstance(node, ast.Dict) and all(k is not None for k in node.keys):
-        return {_literal(k, src, spec, what): _literal(v, src, spec, what) for k, v in zip(node.keys, node.values,
-                                                                                         strict=True)}
-    if isinstance(node, ast.Call | ast.Attribute):
-        return ast.get_source_segment(src, node)
-    raise InitbenchError(f"malformed {what} spec {spec!r}: cannot read {ast.get_source_segment(src, node)!r}")
+def _setting(default: Any, help: str, **meta: Any) -> Any:
+    """A RunSpec field with its help text (and choices): the CLI's flags and `--help` are made from these."""
+    return field(default=default, metadata={"help": help, **meta})
 
 
-def format_call(name: str, params: Mapping[str, Any]) -> str:
-    """The inverse of `parse_call` for display and hashing: `name(k=v, ...)`."""
-    if not params:
-        return name
-    return f"{name}({', '.join(f'{k}={format_value(v)}' for k, v in params.items())})"
+@dataclass(frozen=True)
+class LogSpec:
+    """Where a run's curves go besides its CSV record, and under which names. Not part of the run's identity."""
+
+    loggers: tuple[str, ...] = ("csv",)
+    experiment: str = _setting("adhoc", "experiment name (the W&B group is EXPERIMENT/PROBLEM/INIT: seeds of one "
+                                        "init together)")
+    wandb_project: str = _setting("initbench", "W&B project")
+    wandb_entity: str | None = _setting(None, "W&B entity (user or team)")
 
 
-def format_value(value: Any) -> str:
-    if isinstance(value, str):
-        return value if re.fullmatch(r"[A-Za-z_]\w*", value) else repr(value)
-    if isinstance(value, list | tuple):
-        return "[" + ", ".join(map(format_value, value)) + "]"
-    if isinstance(value, Mapping):
-        return "{" + ", ".join(f"{format_value(k)}: {format_value(v)}" for k, v in value.items()) + "}"
-    return repr(value)
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that defines one run. Its stable hash (`run_id`) keys the record on disk; `log` says where the
+    curves go and is not part of the identity."""
+
+    model: str = _setting("mlp", "model spec, e.g. simplecnn, 'mlp(hidden=[512, 256], activation=tanh)' or "
+                                 "mypkg.models:build")
+    init: str = _setting("kaiming_normal", "init spec, e.g. kaiming_normal or 'normal(std=0.02)' (see `initbench "
+                                           "list inits`)")
+    dataset: str = _setting("digits", "mnist, fashion-mnist, kmnist, cifar10, cifar100, digits or mypkg.data:load "
+                                      "(default: cifar10 for simplecnn, mnist for mlp, else digits)", shown=False)
+    seed: int = _setting(0, "seed for the init and the data order")
+    init_seed: int | None = _setting(None, "seed for the init alone (default: --seed)")
+    # default: seed; shared across inits within a seed -> paired comparisons
+    data_seed: int | None = _setting(None, "seed for the data order alone (default: --seed)")
+    optimizer: str = _setting("sgd", "optimizer (sgd has momentum)", choices=OPTIMIZERS)
+    lr: float = _setting(0.05, "learning rate")
+    momentum: float = _setting(0.9, "SGD momentum")
+    weight_decay: float = _setting(0.0, "weight decay")
+    schedule: str = _setting("none", "learning-rate schedule", choices=SCHEDULES)
+    batch_size: int = _setting(128, "batch size")
+    epochs: int = _setting(5, "epochs")
+    max_steps: int | None = _setting(None, "stop after this many steps (overrides --epochs when reached first)")
+    limit_train: int | None = _setting(None, "use only N training examples")
+    limit_val: int | None = _setting(None, "use only N validation examples")
+    limit_test: int | None = _setting(None, "use only N test examples")
+    val_fraction: float = _setting(0.1, "fraction of the training set held out for validation")
+    split_seed: int = _setting(0, "seed of the train/val split (keep it fixed across a study)")
+    accelerator: str = _setting("auto", "auto, cpu, gpu, ...")
+    devices: str = _setting("auto", "auto or a number of devices")
+    precision: str = _setting("32-true", "Lightning precision: 32-true, 16-mixed, bf16-mixed, ...")
+    log_every: int = _setting(20, "log train loss/acc and gradient norms every N steps (and at step 0)")
+    log: LogSpec = field(default_factory=LogSpec, compare=False)
+
+    @functools.cached_property
+    def model_call(self) -> tuple[str, dict[str, Any]]:
+        """The model spec, parsed once: (name, params)."""
+        return parse_call(self.model, "model")
+
+    @functools.cached_property
+    def canonical_init(self) -> str:
+        """The init spec in its one canonical spelling (`normal(std=1.0)` -> `normal`), computed once."""
+        from initbench.inits import canonical_init
+
+        return canonical_init(self.init)
+
+    @property
+    def seeds(self) -> tuple[int, int]:
+        return (self.seed if self.init_seed is None else self.init_seed,
+                self.seed if self.data_seed is None else self.data_seed)
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that change the result (loggers and the experiment's name do not), in one spelling:
+        the canonical init (`normal(std=1.0)` == `normal`), float settings as floats, and a derived seed equal
+        to `seed` left out, so every way of writing the same run is one run."""
+        d = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.compare}
+        d["init"] = self.canonical_init
+        for name, (kind, *_) in _FIELDS.items():
+            if kind is float and isinstance(d[name], int) and not isinstance(d[name], bool):
+                d[name] = float(d[name])
+        for derived in ("init_seed", "data_seed"):
+            if d[derived] == d["seed"]:
+                d[derived] = None
+        return d
+
+    def to_record(self) -> dict[str, Any]:
+        """The spec as a record's config.json stores it: every field, the logging settings beside the others."""
+        return {**{f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name != "log"},
+                **dataclasses.asdict(self.log)}
+
+    @classmethod
+    def from_record(cls, spec: Mapping[str, Any]) -> RunSpec:
+        """The RunSpec a record's config.json stored (unknown keys from other versions ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)} - {"log"}
+        logging = {k: v for k, v in spec.items() if k in {f.name for f in dataclasses.fields(LogSpec)}}
+        if isinstance(logging.get("loggers"), list):
+            logging["loggers"] = tuple(logging["loggers"])
+        return cls(**{k: v for k, v in spec.items() if k in known}, log=LogSpec(**logging))
+
+    @functools.cached_property
+    def run_id(self) -> str:
+        return hashlib.sha1(json.dumps(self.identity(), sort_keys=True).encode()).hexdigest()[:12]
+
+    @property
+    def name(self) -> str:
+        """The record's folder name: the canonical init with its parameters, file-name safe, then seed and id,
+        e.g. `normal_std-0.02-seed0-1a2b3c4d` (long specs are cut; the id keeps names unique)."""
+        from initbench.inits import parse_init
+
+        init = parse_init(self.canonical_init)
+        params = {k: v for k, v in init.params.items() if k != "rules"}
+        text = init.name + "".join(f"_{k}-{format_value(v)}" for k, v in params.items())
+        text = re.sub(r"[^\w.+-]+", "-", text.replace("'", "")).strip("-")[:80]
+        rules = "+rules" if init.params.get("rules") else ""
+        return _path_safe(f"{text}{rules}-seed{self.seed}-{self.run_id[:8]}")
+
+    @property
+    def group_key(self) -> str:
+        """Runs with the same key can train as one lockstep group (they see the same batches): everything that
+        defines a run but its init and learning rate."""
+        identity = self.identity()
+        del identity["init"], identity["lr"]
+        return repr(sorted(identity.items()))
+
+    @property
+    def problem(self) -> str:
+        """DeepOBS-style problem name, <dataset>_<model spec>: model variants are different problems."""
+        return f"{self.dataset}_{format_call(*self.model_call)}"
+
+    @property
+    def folder(self) -> str:
+        """The problem's folder under the results dir: <dataset>_<model name> (runs inside are hashed)."""
+        return _path_safe(f"{self.dataset}_{self.model_call[0]}")
+
+    def check_names(self) -> None:
+        """The checks that need neither torch nor Lightning, so a typo is refused at once: every setting's type and
+        range, the spec syntax, and every name (init, model, dataset, optimizer, ...) against the catalog."""
+        from initbench import catalog
+
+        for f in dataclasses.fields(self):
+            if f.compare:
+                _check_field(f.name, getattr(self, f.name))
+        catalog.check_name("dataset", self.dataset)
+        catalog.check_model(self.model)
+        catalog.check_init(self.init)
+        if self.optimizer not in OPTIMIZERS:
+            raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+        if self.schedule not in SCHEDULES:
+            raise InitbenchError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
+        if str(self.devices) not in ("auto", "1"):
+            raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
+                                 f"device; to use several, run sweep shards side by side (--shard i/N)")
+        unknown = [lg for lg in self.log.loggers if lg not in LOGGERS]
+        if unknown:
+            raise InitbenchError(f"unknown logger '{unknown[0]}'; valid: {', '.join(LOGGERS)}")
+
+    def validate(self) -> None:
+        """Check names and numbers before any work or any file is written: the light checks first, then those
+        that load the registries, plug-ins and user code (torch), and the trainer's settings (Lightning)."""
+        from initbench.data import check_dataset
+        from initbench.inits import resolve_init
+        from initbench.models import check_model
+
+        self.check_names()
+        check_dataset(self.dataset)
+        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
+        check_model(self.model)
+        if self.precision not in precisions():
+            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
+        from initbench.runner import check_trainer  # builds a Lightning Trainer once per setting
+
+        check_trainer(self.accelerator, self.precision)
+
+
+def precisions() -> tuple[str, ...]:
+    """The precisions Lightning accepts (read from Lightning, so they follow its version)."""
+    from lightning.fabric.connector import _PRECISION_INPUT_STR
+
+    return typing.get_args(_PRECISION_INPUT_STR)
+
+
+SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact
+# field -> (type, lowest, highest, whether the highest is excluded, how messages name it)
+_FIELDS: dict[str, tuple[type, float | None, float | None, bool, str]] = {
+    "seed": (int, 0, SEED_LIMIT, True, "seed"), "init_seed": (int, 0, SEED_LIMIT, True, "init seed"),
+    "data_seed": (int, 0, SEED_LIMIT, True, "data seed"), "split_seed": (int, 0, SEED_LIMIT, True, "split seed"),
+    "lr": (float, 0, None, False, "learning rate (lr)"), "momentum": (float, 0, 1, True, "momentum"),
+    "weight_decay": (float, 0, None, False, "weight decay (weight_decay)"),
+    "val_fraction": (float, 0, 1, True, "val fraction (val_fraction)"),
+    "batch_size": (int, 1, None, False, "batch size (batch_size)"), "epochs": (int, 1, None, False, "epochs"),
+    "max_steps": (int, 1, None, False, "max steps (max_steps)"),
+    "log_every": (int, 1, None, False, "log every (log_every)"),
+    "limit_train": (int, 1, None, False, "--limit-train"), "limit_val": (int, 1, None, False, "--limit-val"),
+    "limit_test": (int, 1, None, False, "--limit-test"),
+    **{k: (str, None, None, False, k) for k in ("model", "dataset", "optimizer", "schedule", "accelerator",
+                                                  "precision")},
+}
+
+
+def _check_field(name: str, value: Any) -> None:
+    """One setting's type and range; None is allowed where the field is optional (limits, derived seeds)."""
+    kind, low, high, open_high, label = _FIELDS.get(name, (object, None, None, False, name))
+    if value is None and getattr(RunSpec, name, 0) is None:
+        return
+    if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InitbenchError(f"{label} must be a whole number, got {value!r}")
+    if kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise InitbenchError(f"{label} must be a number, got {value!r}")
+        if not math.isfinite(value):
+            raise InitbenchError(f"{label} must be finite, got {value!r}")
+    if kind is str and not isinstance(value, str):
+        raise InitbenchError(f"{label} must be a name, got {value!r}")
+    if name == "lr" and value <= 0:
+        raise InitbenchError(f"learning rate (lr) must be positive, got {value}")
+    if name == "val_fraction" and value <= 0:
+        raise InitbenchError(f"val fraction (val_fraction) must be above 0, got {value}")
+    if low is not None and value < low:
+        raise InitbenchError(f"{label} must be at least {low}, got {value}")
+    if high is not None and (value >= high if open_high else value > high):
+        raise InitbenchError(f"{label} must be {'below' if open_high else 'at most'} {high}, got {value}")
+
+
+def _path_safe(name: str) -> str:
+    """A file name from a name that may be an import path (`mypkg.models:build` -> `mypkg.models-build`)."""
+    return re.sub(r"[^\w.+-]+", "-", name)

@@ -12,7 +12,7 @@ import pytest
 import torch
 from torchvision.datasets import CIFAR10
 
-from initbench.plan import RunSpec
+from initbench.spec import RunSpec
 
 # Never touch the user's cache; each test session gets its own data folder.
 os.environ["INITBENCH_DATA_DIR"] = tempfile.mkdtemp(prefix="initbench-data-")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from initbench.cli import main
-from initbench.plan import RunSpec
+from initbench.spec import RunSpec
 
 TINY = ["--dataset", "digits", "--model", "mlp(hidden=[16])", "--epochs", "1", "--limit-train", "128",
         "--limit-val", "64", "--limit-test", "64", "--accelerator", "cpu", "--no-progress"]

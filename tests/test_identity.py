@@ -9,9 +9,9 @@ import pytest
 
 from initbench import InitbenchError
 from initbench.inits import canonical_init
-from initbench.plan import RunSpec
 from initbench.report import write_report
 from initbench.runner import claim_and_run, record_dir, run, run_dir_for
+from initbench.spec import RunSpec
 
 
 @pytest.mark.parametrize(("a", "b"), [

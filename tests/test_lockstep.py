@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 
 from initbench.cli import main
-from initbench.plan import RunSpec
 from initbench.runner import claim_and_run_group, run
+from initbench.spec import RunSpec
 
 # An identity-activation MLP at an absurd learning rate: kaiming_normal and xavier_uniform diverge within a few steps,
 # zeros does not (its hidden layer stays zero), so one group holds diverging and surviving members.

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 
 from initbench import InitbenchError, apply_init, parse_init
-from initbench.plan import RunSpec
+from initbench.spec import RunSpec
 
 INITBENCH = Path(sys.executable).parent / "initbench"
 

@@ -7,7 +7,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from initbench.spec import format_call
+from initbench.syntax import format_call
 
 
 @dataclass

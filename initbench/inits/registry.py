@@ -17,7 +17,7 @@ from typing import Any
 from initbench.errors import InitbenchError, unknown_name
 from initbench.inits.gains import NONLINEARITIES
 from initbench.plugins import entry_point_group, import_reference
-from initbench.spec import format_call, parse_call
+from initbench.syntax import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
 # PyTorch's own default for Linear/Conv weights: kaiming_uniform_(a=sqrt(5)).

@@ -12,9 +12,9 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
-from initbench.plan import LogSpec
 from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
 from initbench.report.tuning import Tuning, split_runs
+from initbench.spec import LogSpec
 
 # Spec fields that are not training settings: the grid's own axes, seeds, how often and where to log.
 NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every",
@@ -189,7 +189,7 @@ def _sweep_settings(results_dir: Path, skipped: list[str]) -> dict[str, Any]:
 def canonical_id(spec: dict[str, Any]) -> str | None:
     """The run's id in today's canonical spelling, so that a run recorded under two spellings (or by an
     earlier version) counts once; None when the stored spec no longer resolves (e.g. a plug-in is gone)."""
-    from initbench.plan import RunSpec
+    from initbench.spec import RunSpec
 
     try:
         return RunSpec.from_record(spec).run_id
@@ -240,7 +240,7 @@ def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.D
 
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
-    from initbench.spec import format_call, parse_call
+    from initbench.syntax import format_call, parse_call
 
     data = config.get("data", {})
     settings = {k: v for k, v in spec.items() if k not in NOT_SETTINGS}
@@ -272,7 +272,7 @@ def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str
     """A problem is (dataset, model, every training setting but init and seed): runs whose settings
     differ are never pooled. Where one dataset_model has several settings, each problem's name says
     what differs, e.g. `digits_mlp [epochs=1, lr=0.5]`; `split` lists the differing settings."""
-    from initbench.spec import format_value
+    from initbench.syntax import format_value
 
     runs = runs.copy()
     runs["problem"] = runs["dataset"] + "_" + runs["model"]

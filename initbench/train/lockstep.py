@@ -23,8 +23,8 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from initbench.plan import RunSpec
 from initbench.record import RunRecord
+from initbench.spec import RunSpec
 from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence, SteppedModule
 from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed, norm_metrics
 from initbench.train.optim import StackedOptimizer

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.plan import OPTIMIZERS, SCHEDULES
+from initbench.spec import OPTIMIZERS, SCHEDULES
 from initbench.train.monitor import NormMonitor
 
 # name -> (parameters, lr, momentum, weight decay) -> torch optimizer; exactly the names a RunSpec may use.
