@@ -22,9 +22,10 @@ import torch.nn.functional as F
 from lightning.pytorch.loggers import CSVLogger
 
 from initbench.data import TensorBatches
-from initbench.runner import Prepared, _quiet_lightning, make_trainer, prepare
 from initbench.spec import RunSpec
 from initbench.train.monitor import Throughput
+from initbench.train.prepare import Prepared, prepare
+from initbench.train.trainer import make_trainer, quiet_lightning
 
 
 def plain_loop(prepared: Prepared, steps: int, device: torch.device) -> float:
@@ -85,7 +86,7 @@ DEFAULT_STEPS = {"mlp": 1000, "simplecnn": 150}
 
 def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batch_size: int, accelerator: str,
           data_dir: Path | None = None) -> list[dict[str, Any]]:
-    _quiet_lightning()
+    quiet_lightning()
     return [_bench_model(model, dataset, steps or DEFAULT_STEPS.get(model, 300), repeats, batch_size, accelerator,
                          data_dir) for model in models]
 
@@ -183,7 +184,7 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
                    data_dir: Path | None = None) -> dict[str, Any]:
     """K runs of one model (different inits) trained in lockstep and the same K one after another through
     initbench, interleaved; the speedup is the ratio of their wall times for the same steps."""
-    _quiet_lightning()
+    quiet_lightning()
     members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
                                init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
                        diagnose=False) for i in range(k)]

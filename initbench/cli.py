@@ -82,13 +82,13 @@ def _list(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     spec = spec_from_args(args)  # names checked before torch and Lightning load
+    from initbench.execute.units import claim_and_run, refuse_busy
     from initbench.record import RunRecord
-    from initbench.runner import claim_and_run, refuse_busy
 
     if args.engine == "lockstep":  # a group of one: the lockstep engine's numbers for this run
         if args.force:
             raise InitbenchError("--force retrains with the sequential engine; drop --engine lockstep or --force")
-        from initbench.runner import claim_and_run_group
+        from initbench.execute.units import claim_and_run_group
 
         def refuse(note: str) -> None:
             raise InitbenchError(f"--engine lockstep: {note.removeprefix('lockstep: ')}; use --engine sequential")
@@ -158,8 +158,8 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from initbench.execute import completed, dry_run, execute, progress_text
-    from initbench.sweep import load_sweep, parse_shard
+    from initbench.execute.local import completed, dry_run, execute, progress_text
+    from initbench.plan.sweep import load_sweep, parse_shard
 
     sweep = load_sweep(args.file, args.name)
     shard = parse_shard(args.shard)

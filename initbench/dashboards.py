@@ -157,8 +157,7 @@ def log_step(run: Any, metrics: dict[str, float], step: int, epoch: int | None =
 def finish_run(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
     """Summary, the record as an artifact, finish; then the record notes the W&B run in `wandb.json`, so that asking
     for the complete run again never logs it twice to the same project."""
-    from initbench.record import FILES
-    from initbench.results import write_json
+    from initbench.record import FILES, write_json
 
     wandb = _wandb()
     run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})

@@ -17,16 +17,77 @@ import json
 import math
 import os
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.results import write_json
+from initbench.spec import RunSpec
 
 CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
 DIAGNOSTICS = "diagnostics.json"
 FILES = (CONFIG, MANIFEST, DIAGNOSTICS, METRICS, SUMMARY)
 STATUSES = ("ok", "diverged", "collapsed", "failed")
+
+
+def _clean(value: Any) -> Any:
+    """JSON has no NaN/inf: write them as null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
+
+def write_json(path: Path, data: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the whole new one, never a part."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(_clean(data), f, indent=2, sort_keys=False)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+
+
+def run_dir_for(spec: RunSpec, out: Path) -> Path:
+    """Where a run's record is written: <out>/<dataset>_<model>/<init>-seed<seed>-<id>."""
+    return Path(out) / spec.folder / spec.name
+
+
+
+_RECORD_IDS: dict[Path, str | None] = {}  # a record folder -> the canonical id of the run it holds (read once)
+
+def record_dir(spec: RunSpec, out: Path) -> Path:
+    """The folder holding this run's record: its own, or one written under another spelling of the same run
+    (e.g. by an earlier version whose ids were not canonical), so that no run is trained twice."""
+    own = run_dir_for(spec, out)
+    if own.exists() or not own.parent.is_dir():
+        return own
+    for entry in sorted(own.parent.iterdir()):
+        if entry.name.startswith("."):  # locks, and a forced rerun's record before it is swapped in
+            continue
+        if entry not in _RECORD_IDS and entry.is_dir():
+            try:
+                stored = RunRecord(entry).config()["spec"]
+                _RECORD_IDS[entry] = RunSpec.from_record(stored).run_id
+            except (OSError, ValueError, KeyError, TypeError, InitbenchError):
+                continue  # not (yet) a readable record: looked at again next time
+        if _RECORD_IDS.get(entry) == spec.run_id:
+            return entry
+    return own
+
+
 
 
 class RunRecord:

@@ -188,7 +188,7 @@ class RunSpec:
         check_model(self.model)
         if self.precision not in precisions():
             raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
-        from initbench.runner import check_trainer  # builds a Lightning Trainer once per setting
+        from initbench.train.trainer import check_trainer  # builds a Lightning Trainer once per setting
 
         check_trainer(self.accelerator, self.precision)
 

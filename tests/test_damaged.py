@@ -8,8 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from initbench.execute.units import run
+from initbench.record import run_dir_for
 from initbench.report import write_report
-from initbench.runner import run, run_dir_for
 
 
 @pytest.fixture(scope="module")

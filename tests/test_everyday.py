@@ -128,8 +128,8 @@ def test_on_a_terminal_the_sweep_bar_moves_within_runs_weighted_by_cost_and_show
 
     from terminal import on_terminal
 
-    from initbench.execute import preflight, run_cost, run_steps
-    from initbench.sweep import load_sweep
+    from initbench.execute.local import preflight, run_cost, run_steps
+    from initbench.plan.sweep import load_sweep
 
     (tmp_path / "s.yaml").write_text(
         "name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[16])', simplecnn]\ninits: [kaiming_normal]\nseeds: 1\n"

@@ -5,7 +5,7 @@ import json
 import pytest
 import torch
 
-from initbench.runner import run
+from initbench.execute.units import run
 
 
 @pytest.mark.gpu

@@ -8,9 +8,10 @@ import pandas as pd
 import pytest
 
 from initbench import InitbenchError
+from initbench.execute.units import claim_and_run, run
 from initbench.inits import canonical_init
+from initbench.record import record_dir, run_dir_for
 from initbench.report import write_report
-from initbench.runner import claim_and_run, record_dir, run, run_dir_for
 from initbench.spec import RunSpec
 
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 
 from initbench.cli import main
-from initbench.runner import claim_and_run_group, run
+from initbench.execute.units import claim_and_run_group, run
 from initbench.spec import RunSpec
 
 # An identity-activation MLP at an absurd learning rate: kaiming_normal and xavier_uniform diverge within a few steps,
@@ -86,8 +86,8 @@ def test_an_interrupted_group_reruns_only_its_incomplete_members(tmp_path):
 def test_the_loop_mode_gives_the_single_runs_numbers(tmp_path):
     import torch
 
-    from initbench.runner import prepare
     from initbench.train.lockstep import StackedClassifier, _dim_order
+    from initbench.train.prepare import prepare
 
     members = [prepare(RunSpec(init=i, **CALM)) for i in ("kaiming_normal", "orthogonal")]
     module = StackedClassifier([p.module.model for p in members], 10, members[0].spec, lambda *a: None)
@@ -173,7 +173,7 @@ def test_the_bench_counts_a_group_steps_matrix_products():
     import torch
 
     from initbench.bench import group_flops, matmul_peak
-    from initbench.runner import prepare
+    from initbench.train.prepare import prepare
 
     members = [prepare(RunSpec(model="mlp", dataset="digits", init_seed=i, accelerator="cpu"), diagnose=False)
                for i in range(3)]
@@ -276,8 +276,8 @@ ODD_MODELS = textwrap.dedent("""
 
 def test_odd_models_evaluate_in_eval_mode_fall_back_to_the_loop_and_frozen_weights_go_one_by_one(
         tmp_path, monkeypatch):
-    from initbench.runner import prepare
     from initbench.train.lockstep import why_not
+    from initbench.train.prepare import prepare
 
     (tmp_path / "oddnets.py").write_text(ODD_MODELS)
     monkeypatch.syspath_prepend(str(tmp_path))

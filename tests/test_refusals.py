@@ -147,12 +147,13 @@ def test_a_run_that_fails_inside_is_recorded_and_the_sweep_goes_on(tmp_path):
 
 
 def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
-    from initbench.runner import run_dir_for
+    from initbench.record import run_dir_for
 
     spec = tiny_spec()
     run_dir = run_dir_for(spec, tmp_path)
     holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from pathlib import Path; "
-                               "from initbench.results import RunLock; assert RunLock(Path(sys.argv[1])).acquire(); "
+                               "from initbench.execute.claims import RunLock; "
+                               "assert RunLock(Path(sys.argv[1])).acquire(); "
                                "print('held', flush=True); time.sleep(60)", str(run_dir)], stdout=subprocess.PIPE,
                               text=True)
     try:
@@ -172,8 +173,8 @@ def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
 
 
 def test_a_record_without_config_is_rerun(tmp_path, tiny_spec):
+    from initbench.execute.units import run
     from initbench.record import RunRecord
-    from initbench.runner import run
 
     spec = tiny_spec()
     run_dir, _ = run(spec, tmp_path, progress=False)

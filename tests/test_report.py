@@ -12,7 +12,9 @@ import pytest
 from scipy import stats
 
 from initbench.cli import main
-from initbench.execute import execute
+from initbench.execute.local import execute
+from initbench.execute.units import run
+from initbench.plan.sweep import load_sweep
 from initbench.report import (
     holm,
     iqm,
@@ -29,8 +31,6 @@ from initbench.report import (
 )
 from initbench.report.plots import on_scale
 from initbench.report.stats import VERDICTS
-from initbench.runner import run
-from initbench.sweep import load_sweep
 
 
 def test_holm_adjustment_by_hand():

@@ -10,8 +10,8 @@ import torch
 
 from initbench.cli import main
 from initbench.data import TensorBatches, TensorDataModule
+from initbench.execute.units import run
 from initbench.record import RunRecord
-from initbench.runner import run
 from initbench.spec import RunSpec
 
 PAIRS = [(m, d) for m in ("mlp", "simplecnn") for d in ("digits", "mnist", "fashion-mnist", "cifar10")]

@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 
 from initbench.errors import Terminated
-from initbench.results import Claims, RunLock, uninterrupted
+from initbench.execute.claims import Claims, RunLock, uninterrupted
 
 INITBENCH = Path(sys.executable).parent / "initbench"
 SWEEP = """name: sig

@@ -9,7 +9,7 @@ import torch
 
 from initbench import data
 from initbench.data import TensorBatches
-from initbench.runner import claim_and_run_group, run
+from initbench.execute.units import claim_and_run_group, run
 from initbench.train.lockstep import StackedClassifier
 
 TIMES = ("train_time_s", "images_per_s", "wall_time_s")

@@ -15,8 +15,8 @@ import pytest
 
 from initbench.cli import main
 from initbench.errors import InitbenchError
+from initbench.plan.sweep import load_sweep
 from initbench.record import FILES
-from initbench.sweep import load_sweep
 
 TINY_TRAIN = "train: {epochs: 2, batch_size: 64, limit_train: 256, limit_val: 128, limit_test: 128, log_every: 2, " \
              "accelerator: cpu}"

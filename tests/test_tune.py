@@ -17,9 +17,9 @@ import yaml
 
 from initbench.cli import main
 from initbench.errors import InitbenchError
+from initbench.plan.sweep import load_sweep
+from initbench.plan.tune import choose, lr_grid, parse_tune, score, within
 from initbench.record import RunRecord
-from initbench.sweep import load_sweep
-from initbench.tune import choose, lr_grid, parse_tune, score, within
 
 INITBENCH = Path(sys.executable).parent / "initbench"
 STUDY = """

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
+from initbench.record import write_json
 from initbench.report.document import build, to_html, to_markdown
 from initbench.report.load import Study, load_study, steps_to_target
 from initbench.report.plots import plot_all, remove_old_plots
@@ -37,7 +38,6 @@ from initbench.report.stats import (
     seeds_needed,
     smallest_wilcoxon_p,
 )
-from initbench.results import write_json
 
 __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER", "TESTS", "Ranking", "Study",
            "holm", "iqm", "load_study", "mean_ci", "paired_difference", "paired_test", "prob_improvement", "rank",

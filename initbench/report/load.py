@@ -153,7 +153,7 @@ def load_study(results_dir: Path) -> Study:
     settings = _sweep_settings(results_dir, skipped)
     sweep = None
     if settings.get("tune") is not None:  # the study's plan, rebuilt to rank exactly the runs it trained
-        from initbench.sweep import sweep_from_doc
+        from initbench.plan.sweep import sweep_from_doc
 
         sweep = sweep_from_doc(settings, results_dir / "sweep.json", check=False)
     if sweep is not None:  # a tuned study's problems do not split by lr: each init has its own

@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from initbench.sweep import Sweep
-from initbench.tune import Tune, choose, score, within
+from initbench.plan.sweep import Sweep
+from initbench.plan.tune import Tune, choose, score, within
 
 WITHIN_POINTS = 1.0  # tuneability: the lr range whose mean is within this many accuracy points of the best
 

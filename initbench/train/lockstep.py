@@ -264,7 +264,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     """Train prepared runs (`Prepared`, their record folders) that share everything but the init as one stacked
     model; write one record per member and return their summaries, in order. The caller holds their locks."""
     from initbench import dashboards
-    from initbench.runner import _device, make_trainer, versions
+    from initbench.train.trainer import device_name, make_trainer, versions
 
     spec = members[0][0].spec
     data = members[0][0].data
@@ -299,7 +299,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         record.start()
         record.write_config({
             "run_id": prepared.spec.run_id, "spec": prepared.spec.to_record(), "versions": versions(),
-            "device": _device(trainer), "engine": "lockstep", "group_size": len(members), "lockstep_mode": mode,
+            "device": device_name(trainer), "engine": "lockstep", "group_size": len(members), "lockstep_mode": mode,
             "data": {"dataset": spec.dataset, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
                      **data.sizes()},
             "parameters": sum(p.numel() for p in prepared.module.model.parameters())})

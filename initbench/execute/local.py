@@ -10,11 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.record import RunRecord
-from initbench.results import Claims, clear_orphan_lock, write_json
+from initbench.execute.claims import Claims, clear_orphan_lock
+from initbench.plan.sweep import Sweep
+from initbench.plan.tune import score as tune_score
+from initbench.record import RunRecord, write_json
 from initbench.spec import RunSpec
-from initbench.sweep import Sweep
-from initbench.tune import score as tune_score
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
 
@@ -126,7 +126,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
                 print(f"initbench: {dataset}_{model}: {problem.not_lockstep}", file=sys.stderr)
     disconnect = None
     if executor == "ray":  # joined (or started) before anything is written: a bad address leaves nothing behind
-        from initbench.ray_executor import connect
+        from initbench.execute.ray import connect
 
         disconnect = connect(address, gpus_per_task, named[1])
     try:
@@ -150,7 +150,7 @@ def _check_executor(executor: str, address: str | None, cpus: float | None, gpus
         if given:
             raise InitbenchError(f"{given[0]} is for --executor ray (the sequential executor trains here)")
         return
-    from initbench.ray_executor import check_ray
+    from initbench.execute.ray import check_ray
 
     check_ray()
 
@@ -201,7 +201,7 @@ def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tup
 
 def score_of(out: Path, metric: str) -> Callable[[RunSpec], float | None]:
     """A tuning run's score (`tune.score`) read from its record, None while it is not complete."""
-    from initbench.runner import record_dir
+    from initbench.record import record_dir
 
     def score(spec: RunSpec) -> float | None:
         record = RunRecord(record_dir(spec, out))
@@ -233,7 +233,8 @@ class _Stage:
         return sum(v for k, v in self.counts.items() if k != "waiting")
 
     def train(self, runs: tuple[RunSpec, ...], planned: int, stage: str) -> None:
-        from initbench.runner import claim_and_run, claim_and_run_group, record_dir
+        from initbench.execute.units import claim_and_run, claim_and_run_group
+        from initbench.record import record_dir
 
         todo = []
         for r in runs:
@@ -285,8 +286,8 @@ class _Stage:
 
     def _train_remote(self, todo: list[list[RunSpec]], planned: int, stage: str) -> None:
         """Ray: the driver claims every run, submits each unit as a task and writes each record as it returns."""
-        from initbench import ray_executor
-        from initbench.runner import run_dir_for
+        from initbench.execute import ray as ray_executor
+        from initbench.record import run_dir_for
 
         claims, submitted = Claims(), []
         try:
@@ -340,7 +341,7 @@ def completed(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1)) -> tuple
                                                                               tuple[RunSpec, ...]]:
     """The shard's runs planned so far (the tuning runs, then each grid run at its chosen lr where it is known), each
     with whether its record is complete; and the grid runs whose lr waits for tuning runs."""
-    from initbench.runner import record_dir
+    from initbench.record import record_dir
 
     grid = sweep.shard(*shard)
     comparison, waiting = sweep.comparison(score_of(out, sweep.tune.metric if sweep.tune else ""), grid)

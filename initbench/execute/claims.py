@@ -1,46 +1,16 @@
-"""The results folder's mechanics: atomic JSON files and the per-run lock (the record's format is record.py's)."""
+"""Claims on runs: the per-run lock, so that two processes never train (or clear) the same run at once, and the
+signal guard that keeps a clean-up whole."""
 
 from __future__ import annotations
 
 import fcntl
-import json
-import math
 import os
 import signal
 import socket
-import tempfile
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    return value
-
-
-def write_json(path: Path, data: Any) -> None:
-    """Write JSON atomically: a reader sees the old file or the whole new one, never a part."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=2, sort_keys=False)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 class RunLock:
@@ -85,6 +55,7 @@ class RunLock:
             self._fd = None
 
 
+
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """SIGINT and SIGTERM arriving inside the block take effect at its end, so that a clean-up (locks released,
@@ -102,6 +73,7 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         if held:  # delivered again, now to the handlers that were in place: they raise here, after the block
             signal.raise_signal(held[0])
+
 
 
 class Claims:
@@ -126,8 +98,12 @@ class Claims:
                 self.locks.pop().release()
 
 
+
 def clear_orphan_lock(run_dir: Path) -> None:
     """Remove the lock file a killed process left beside a run, if nobody holds it now."""
     lock = RunLock(run_dir)
     if lock.path.exists() and lock.acquire():
         lock.release()
+
+
+

@@ -12,9 +12,9 @@ import yaml
 
 from initbench import catalog
 from initbench.errors import InitbenchError
+from initbench.plan.tune import Tune, choose, parse_tune
 from initbench.spec import LogSpec, RunSpec
 from initbench.syntax import format_call, parse_call
-from initbench.tune import Tune, choose, parse_tune
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
 

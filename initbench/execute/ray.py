@@ -77,7 +77,8 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
     files move to the results path on this worker."""
     import torch
 
-    from initbench.runner import claim_and_run, claim_and_run_group, run_dir_for
+    from initbench.execute.units import claim_and_run, claim_and_run_group
+    from initbench.record import run_dir_for
 
     torch.set_num_threads(max(1, int(cpus)))  # the task's share of the node, never the whole node
     runs = [RunSpec.from_record(s) for s in specs]

@@ -1,0 +1,1 @@
+"""The plan: a sweep file -> its stages (tuning, then comparison) -> RunSpecs. Light: no torch at import."""

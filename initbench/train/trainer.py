@@ -1,0 +1,94 @@
+"""The Lightning Trainer a run or a lockstep group trains under, and what the record says of where it ran: the
+device and the package versions. Settings Lightning rejects are one InitbenchError."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import platform
+import warnings
+from typing import Any
+
+import lightning as L
+import torch
+
+from initbench import __version__
+from initbench.errors import InitbenchError
+from initbench.spec import RunSpec
+
+
+def limit_threads() -> None:
+    """Never more torch threads than the cores this process may use (oversubscribed cores slow every run tenfold)."""
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if torch.get_num_threads() > allowed:
+        torch.set_num_threads(allowed)
+
+
+
+@functools.cache
+def check_trainer(accelerator: str, precision: str) -> None:
+    """Lightning accepts this accelerator and precision here (one trainer built per pair and process)."""
+    make_trainer(RunSpec(accelerator=accelerator, precision=precision), [], [], progress=False)
+
+
+
+def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
+                 validate: bool = True) -> L.Trainer:
+    """The Lightning Trainer for a run; settings Lightning rejects (accelerator, devices, precision) are
+    one InitbenchError."""
+    quiet_lightning()
+    try:
+        return _trainer(spec, callbacks, loggers, progress, validate)
+    except Exception as exc:  # building a Trainer does no training: whatever fails here is a setting
+        message = " ".join(str(exc).split())
+        raise InitbenchError(f"bad trainer settings (accelerator {spec.accelerator!r}, devices {spec.devices!r}, "
+                             f"precision {spec.precision!r}): {message}") from None
+
+
+
+def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
+             validate: bool) -> L.Trainer:
+    return L.Trainer(
+        accelerator=spec.accelerator,
+        devices=1,  # one device per run (validate() refuses more): on a multi-GPU machine "auto" would start DDP
+        precision=spec.precision,
+        max_epochs=spec.epochs,
+        max_steps=spec.max_steps or -1,
+        logger=loggers or False,
+        callbacks=callbacks,
+        log_every_n_steps=spec.log_every,  # step metrics go to the loggers directly (module.log_metrics)
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=progress,
+        num_sanity_val_steps=0,
+        limit_val_batches=None if validate else 0,
+    )
+
+
+
+def quiet_lightning() -> None:
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="lightning")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+
+def device_name(trainer: L.Trainer) -> str:
+    root = trainer.strategy.root_device
+    if root.type == "cuda":
+        return f"cuda: {torch.cuda.get_device_name(root)}"
+    return f"{root.type}: {platform.processor() or platform.machine()}"
+
+
+
+def versions() -> dict[str, str]:
+    import lightning
+    import torchvision
+
+    return {"initbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "lightning": lightning.__version__, "python": platform.python_version()}
+
+
+
