@@ -24,7 +24,7 @@ PATH = Path(__file__).with_name("catalog.json")
 GROUPS = {"init": "initbench.inits", "model": "initbench.models", "dataset": "initbench.datasets"}
 # Where each registry lives once imported (user code may have added to it in this process), and its table.
 _LIVE = {"init": ("initbench.inits.registry", "_REGISTRY"), "model": ("initbench.models", "_MODELS"),
-         "dataset": ("initbench.data", "_LOADERS")}
+         "dataset": ("initbench.data.sources", "_LOADERS")}
 
 
 def _shown(value: Any) -> str:
@@ -35,7 +35,7 @@ def _shown(value: Any) -> str:
 
 def build() -> dict[str, Any]:
     """The catalog, read from the registries (imports torch and Lightning)."""
-    from initbench.data import _LOADERS
+    from initbench.data.sources import _LOADERS
     from initbench.inits import WALK_HELP, list_inits
     from initbench.models import _MODELS, model_params
 

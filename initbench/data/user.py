@@ -13,7 +13,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from initbench.data import Decoded
+from initbench.data.sources import Decoded
 from initbench.errors import InitbenchError
 
 _EXPECTED = ("expected (x_train, y_train, x_test, y_test) arrays, a mapping with those keys, or a (train, test) "

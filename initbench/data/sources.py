@@ -1,0 +1,172 @@
+"""The datasets themselves: MNIST, KMNIST, Fashion-MNIST, CIFAR-10/100 read by torchvision's own dataset classes (which
+download them on a networked machine; Fashion-MNIST also from Debian's `dataset-fashion-mnist`), and `digits`
+(scikit-learn's bundled 8x8 set), which works anywhere, offline. Each decodes once into in-memory tensors."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import io
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from initbench.errors import InitbenchError
+from initbench.plugins import entry_point_group
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+OFFLINE_HINT = ("offline alternatives: --dataset digits (bundled), or --dataset fashion-mnist after "
+                "`apt-get install dataset-fashion-mnist` (Debian)")
+
+
+
+def default_data_dir() -> Path:
+    return Path(os.environ.get("INITBENCH_DATA_DIR", Path.home() / ".cache" / "initbench" / "data"))
+
+
+
+@dataclass
+class Decoded:
+    """A dataset's train and test splits as uint8/float tensors (N, C, H, W) and int64 labels."""
+
+    x_train: Tensor
+    y_train: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    num_classes: int
+
+
+
+_LOADERS: dict[str, Callable[[Path, bool], Decoded]] = {}
+
+DATASET_GROUP = "initbench.datasets"
+
+
+
+def register_dataset(name: str) -> Callable[[Callable[[Path, bool], Decoded]], Callable[[Path, bool], Decoded]]:
+    def decorator(fn: Callable[[Path, bool], Decoded]) -> Callable[[Path, bool], Decoded]:
+        _LOADERS[name] = fn
+        return fn
+
+    return decorator
+
+
+
+def list_datasets() -> list[str]:
+    """Built-in datasets and those installed under the `initbench.datasets` entry-point group."""
+    return sorted({*_LOADERS, *entry_point_group(DATASET_GROUP)[0]})
+
+
+
+def _torchvision(cls: type, root: Path, download: bool, label: str) -> tuple:
+    """Load both splits through torchvision; a failed or impossible download is one clear error."""
+    splits = []
+    for train in (True, False):
+        try:
+            splits.append(cls(str(root), train=train, download=False))
+        except RuntimeError:
+            if not download:
+                raise InitbenchError(f"{label} not found in {root} (download disabled); {OFFLINE_HINT}") from None
+            try:  # torchvision prints its attempts; keep the terminal to our one line
+                with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+                    splits.append(cls(str(root), train=train, download=True))
+            except Exception as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise InitbenchError(
+                    f"{label} not found in {root} and the download failed ({reason}); {OFFLINE_HINT}"
+                ) from None
+    return tuple(splits)
+
+
+
+def _mnist_like(cls: type, root: Path, download: bool, label: str) -> Decoded:
+    train, test = _torchvision(cls, root, download, label)
+    return Decoded(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
+                   len(train.classes))
+
+
+
+@register_dataset("mnist")
+def _mnist(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import MNIST
+
+    return _mnist_like(MNIST, root, download, "MNIST")
+
+
+
+@register_dataset("kmnist")
+def _kmnist(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import KMNIST
+
+    return _mnist_like(KMNIST, root, download, "KMNIST")
+
+
+
+@register_dataset("fashion-mnist")
+def _fashion_mnist(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import FashionMNIST
+
+    raw = root / "FashionMNIST" / "raw"
+    if DEBIAN_FASHION_MNIST.is_dir():  # Debian ships the IDX files gzipped; torchvision reads them unpacked
+        for gz in DEBIAN_FASHION_MNIST.glob("*-ubyte.gz"):
+            target = raw / gz.name[:-3]
+            if not target.exists():
+                raw.mkdir(parents=True, exist_ok=True)
+                tmp = target.with_suffix(".part")
+                with gzip.open(gz, "rb") as src, open(tmp, "wb") as dst:
+                    shutil.copyfileobj(src, dst)
+                tmp.replace(target)
+    return _mnist_like(FashionMNIST, root, download, "Fashion-MNIST")
+
+
+
+def _cifar(cls: type, root: Path, download: bool, label: str) -> Decoded:
+    train, test = _torchvision(cls, root, download, label)
+
+    def images(ds: Any) -> Tensor:
+        return torch.from_numpy(np.ascontiguousarray(ds.data.transpose(0, 3, 1, 2)))
+
+    return Decoded(images(train), torch.tensor(train.targets), images(test), torch.tensor(test.targets),
+                   len(train.classes))
+
+
+
+@register_dataset("cifar10")
+def _cifar10(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import CIFAR10
+
+    return _cifar(CIFAR10, root, download, "CIFAR-10")
+
+
+
+@register_dataset("cifar100")
+def _cifar100(root: Path, download: bool) -> Decoded:
+    from torchvision.datasets import CIFAR100
+
+    return _cifar(CIFAR100, root, download, "CIFAR-100")
+
+
+
+@register_dataset("digits")
+def _digits(root: Path, download: bool) -> Decoded:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.images, dtype=torch.float32).unsqueeze(1)
+    y = torch.tensor(digits.target, dtype=torch.long)
+    # No official test split: a fixed 20% (seed 0), the same for every run anywhere.
+    perm = torch.randperm(len(y), generator=torch.Generator().manual_seed(0))
+    n_test = len(y) // 5
+    test, train = perm[:n_test], perm[n_test:]
+    return Decoded(x[train], y[train], x[test], y[test], 10)
+
+
+
