@@ -23,12 +23,12 @@ def _list(args: argparse.Namespace) -> None:
     """From the catalog (no torch, no Lightning); plug-ins, when any are installed, are loaded to show them."""
     import fnmatch
 
-    from initbench import catalog
+    from initbench import registry
 
     if args.what == "inits":
-        entries = [dict(e, source="builtin") for e in catalog.load()["inits"]]
+        entries = [dict(e, source="builtin") for e in registry.catalog()["inits"]]
         broken: list[str] = []
-        if catalog.plugin_names("init"):
+        if registry.plugin_names("init"):
             from initbench.inits import REQUIRED, broken_plugins, list_inits
 
             entries += [{"name": s.name, "description": s.description, "source": s.source,
@@ -47,14 +47,14 @@ def _list(args: argparse.Namespace) -> None:
         for error in broken:
             print(f"(unusable) {error}")
         print("\nevery init also takes:")
-        for key, help_ in catalog.load()["walk_help"].items():
+        for key, help_ in registry.catalog()["walk_help"].items():
             print(f"  {key:<9} {help_}")
         print("spec syntax: NAME or NAME(key=value, ...), e.g. 'kaiming_normal(mode=fan_out, nonlinearity=relu)'")
         print("             or package.module:function (a function that fills a tensor in place)")
     elif args.what == "models":
-        entries = {e["name"]: (e["description"], e["params"]) for e in catalog.load()["models"]}
+        entries = {e["name"]: (e["description"], e["params"]) for e in registry.catalog()["models"]}
         problems: dict[str, str] = {}
-        if catalog.plugin_names("model"):
+        if registry.plugin_names("model"):
             from initbench.models import list_models, model_params
 
             for name, cls in list_models().items():
@@ -75,7 +75,7 @@ def _list(args: argparse.Namespace) -> None:
             print(f"{name:<12} {doc}\n{'':<12}   params: {params}")
         print("\nyour own: --model package.module:build, a callable (input_shape, num_classes, **params) -> nn.Module")
     else:
-        print("\n".join(sorted({*catalog.builtin_names("dataset"), *catalog.plugin_names("dataset")})))
+        print("\n".join(sorted({*registry.builtin_names("dataset"), *registry.plugin_names("dataset")})))
         print("\nyour own: --dataset package.module:load, returning (x_train, y_train, x_test, y_test) or "
               "(train, test) datasets")
 

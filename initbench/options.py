@@ -48,7 +48,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         log["loggers"] = ("csv", "wandb")
     given["log"] = LogSpec(**log)
     if args.init_rules:
-        from initbench import catalog
+        from initbench import registry
 
         rules = {}
         for text in args.init_rules:
@@ -56,8 +56,8 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             if not sep or not pattern.strip() or not rule.strip():
                 raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
             rules[pattern.strip()] = rule.strip()
-            catalog.check_init(rule.strip())
-        catalog.check_init(given.get("init", RunSpec.init))
+            registry.check_init(rule.strip())
+        registry.check_init(given.get("init", RunSpec.init))
         from initbench.inits import resolve_init
 
         given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)

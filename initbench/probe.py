@@ -42,15 +42,15 @@ class Probe:
 
 def check(probe: Probe) -> Probe:
     """Every name and number checked before any work (InitbenchError, one line); the inits in canonical form."""
-    from initbench import catalog
+    from initbench import registry
     from initbench.errors import InitbenchError
     from initbench.inits import parse_init
     from initbench.models import with_width
 
-    catalog.check_name("dataset", probe.dataset)
-    catalog.check_model(probe.model)
+    registry.check_name("dataset", probe.dataset)
+    registry.check_model(probe.model)
     for init in probe.inits:
-        catalog.check_init(init)
+        registry.check_init(init)
     unknown = [s for s in probe.stats if s not in STATS]
     if unknown:
         raise InitbenchError(f"unknown stat {unknown[0]!r}; valid: {', '.join(STATS)}")

@@ -41,7 +41,6 @@ def _clean(value: Any) -> Any:
     return value
 
 
-
 def write_json(path: Path, data: Any) -> None:
     """Write JSON atomically: a reader sees the old file or the whole new one, never a part."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,12 +57,9 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
-
-
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
     """Where a run's record is written: <out>/<dataset>_<model>/<init>-seed<seed>-<id>."""
     return Path(out) / spec.folder / spec.name
-
 
 
 _RECORD_IDS: dict[Path, str | None] = {}  # a record folder -> the canonical id of the run it holds (read once)
@@ -86,8 +82,6 @@ def record_dir(spec: RunSpec, out: Path) -> Path:
         if _RECORD_IDS.get(entry) == spec.run_id:
             return entry
     return own
-
-
 
 
 class RunRecord:

@@ -156,14 +156,14 @@ class RunSpec:
     def check_names(self) -> None:
         """The checks that need neither torch nor Lightning, so a typo is refused at once: every setting's type and
         range, the spec syntax, and every name (init, model, dataset, optimizer, ...) against the catalog."""
-        from initbench import catalog
+        from initbench import registry
 
         for f in dataclasses.fields(self):
             if f.compare:
                 _check_field(f.name, getattr(self, f.name))
-        catalog.check_name("dataset", self.dataset)
-        catalog.check_model(self.model)
-        catalog.check_init(self.init)
+        registry.check_name("dataset", self.dataset)
+        registry.check_model(self.model)
+        registry.check_init(self.init)
         if self.optimizer not in OPTIMIZERS:
             raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
         if self.schedule not in SCHEDULES:

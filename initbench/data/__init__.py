@@ -10,9 +10,9 @@ from initbench.data.batches import (
     val_count,
 )
 from initbench.data.load import check_dataset, decode
-from initbench.data.sources import Decoded, default_data_dir, list_datasets, register_dataset
+from initbench.data.sources import DATASETS, Decoded, default_data_dir, list_datasets, register_dataset
 
 __all__ = [
-    "EXAMPLES_PER_BATCH", "STEPS_PER_BATCH", "Decoded", "TensorBatches", "TensorDataModule", "check_dataset",
-    "check_limits", "decode", "default_data_dir", "list_datasets", "register_dataset", "val_count",
+    "DATASETS", "EXAMPLES_PER_BATCH", "STEPS_PER_BATCH", "Decoded", "TensorBatches", "TensorDataModule",
+    "check_dataset", "check_limits", "decode", "default_data_dir", "list_datasets", "register_dataset", "val_count",
 ]

@@ -55,7 +55,6 @@ class TensorBatches:
             yield x[i : i + size], y[i : i + size]
 
 
-
 # Optimizer steps per training batch Lightning sees (see TensorBatches): its loop, hooks and wrappers cost about
 # 0.2 ms per batch here, a fifth of a small MLP's step; paid once per 64 steps it is under 0.5%. Large batches,
 # whose steps take long anyway, put fewer steps in one, so that one stays under EXAMPLES_PER_BATCH examples (the
@@ -65,11 +64,9 @@ STEPS_PER_BATCH = 64
 EXAMPLES_PER_BATCH = 16384
 
 
-
 def val_count(pool: int, val_fraction: float) -> int:
     """How many of the training pool's examples the validation split takes."""
     return max(1, round(pool * val_fraction))
-
 
 
 def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int | None, ...]) -> None:
@@ -79,7 +76,6 @@ def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int |
                                    ("--limit-val", limits[1], n_val), ("--limit-test", limits[2], len(d.y_test))):
         if limit is not None and limit > available:
             raise InitbenchError(f"{flag} {limit} is more than the {available} examples {name} has there")
-
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -148,6 +144,5 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.x_test, self.y_test, max(self.batch_size, 512), shuffle=False)
-
 
 

@@ -5,29 +5,25 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from initbench.data.sources import _LOADERS, DATASET_GROUP, Decoded, default_data_dir
+from initbench.data.sources import DATASETS, Decoded, default_data_dir
 from initbench.data.user import user_dataset
 from initbench.errors import InitbenchError
-from initbench.plugins import find
 
 _CACHE: dict[tuple[str, str], Decoded] = {}
 
 
-
 def _loader(name: str) -> Callable[[Path, bool], Decoded]:
-    if name in _LOADERS:
-        return _LOADERS[name]
-    fn = find(name, "dataset", DATASET_GROUP, _LOADERS)
+    fn, source = DATASETS.find(name)
+    if source == "builtin":
+        return fn
     if not callable(fn):
         raise InitbenchError(f"dataset '{name}' is not callable: it must be a function returning "
                              f"(x_train, y_train, x_test, y_test) or (train, test) datasets")
     return lambda root, download: user_dataset(name, fn, root, download)
 
 
-
 def check_dataset(name: str) -> None:
     _loader(name)
-
 
 
 def decode(name: str, data_dir: Path | None = None, download: bool = True) -> Decoded:
@@ -38,6 +34,5 @@ def decode(name: str, data_dir: Path | None = None, download: bool = True) -> De
     if key not in _CACHE:
         _CACHE[key] = loader(root, download)
     return _CACHE[key]
-
 
 

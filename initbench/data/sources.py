@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from initbench.errors import InitbenchError
-from initbench.plugins import entry_point_group
+from initbench.registry import Registry
 
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 
@@ -27,10 +27,8 @@ OFFLINE_HINT = ("offline alternatives: --dataset digits (bundled), or --dataset 
                 "`apt-get install dataset-fashion-mnist` (Debian)")
 
 
-
 def default_data_dir() -> Path:
     return Path(os.environ.get("INITBENCH_DATA_DIR", Path.home() / ".cache" / "initbench" / "data"))
-
 
 
 @dataclass
@@ -44,26 +42,17 @@ class Decoded:
     num_classes: int
 
 
-
-_LOADERS: dict[str, Callable[[Path, bool], Decoded]] = {}
-
-DATASET_GROUP = "initbench.datasets"
-
+DATASETS = Registry("dataset")  # name -> loader(root, download) -> Decoded (plug-ins, references: the user's loaders)
 
 
 def register_dataset(name: str) -> Callable[[Callable[[Path, bool], Decoded]], Callable[[Path, bool], Decoded]]:
-    def decorator(fn: Callable[[Path, bool], Decoded]) -> Callable[[Path, bool], Decoded]:
-        _LOADERS[name] = fn
-        return fn
-
-    return decorator
-
+    """Register `loader(root, download) -> Decoded` as dataset `name`."""
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
     """Built-in datasets and those installed under the `initbench.datasets` entry-point group."""
-    return sorted({*_LOADERS, *entry_point_group(DATASET_GROUP)[0]})
-
+    return list(DATASETS.all())
 
 
 def _torchvision(cls: type, root: Path, download: bool, label: str) -> tuple:
@@ -86,12 +75,10 @@ def _torchvision(cls: type, root: Path, download: bool, label: str) -> tuple:
     return tuple(splits)
 
 
-
 def _mnist_like(cls: type, root: Path, download: bool, label: str) -> Decoded:
     train, test = _torchvision(cls, root, download, label)
     return Decoded(train.data.unsqueeze(1), train.targets.long(), test.data.unsqueeze(1), test.targets.long(),
                    len(train.classes))
-
 
 
 @register_dataset("mnist")
@@ -101,13 +88,11 @@ def _mnist(root: Path, download: bool) -> Decoded:
     return _mnist_like(MNIST, root, download, "MNIST")
 
 
-
 @register_dataset("kmnist")
 def _kmnist(root: Path, download: bool) -> Decoded:
     from torchvision.datasets import KMNIST
 
     return _mnist_like(KMNIST, root, download, "KMNIST")
-
 
 
 @register_dataset("fashion-mnist")
@@ -127,7 +112,6 @@ def _fashion_mnist(root: Path, download: bool) -> Decoded:
     return _mnist_like(FashionMNIST, root, download, "Fashion-MNIST")
 
 
-
 def _cifar(cls: type, root: Path, download: bool, label: str) -> Decoded:
     train, test = _torchvision(cls, root, download, label)
 
@@ -138,7 +122,6 @@ def _cifar(cls: type, root: Path, download: bool, label: str) -> Decoded:
                    len(train.classes))
 
 
-
 @register_dataset("cifar10")
 def _cifar10(root: Path, download: bool) -> Decoded:
     from torchvision.datasets import CIFAR10
@@ -146,13 +129,11 @@ def _cifar10(root: Path, download: bool) -> Decoded:
     return _cifar(CIFAR10, root, download, "CIFAR-10")
 
 
-
 @register_dataset("cifar100")
 def _cifar100(root: Path, download: bool) -> Decoded:
     from torchvision.datasets import CIFAR100
 
     return _cifar(CIFAR100, root, download, "CIFAR-100")
-
 
 
 @register_dataset("digits")
@@ -167,6 +148,5 @@ def _digits(root: Path, download: bool) -> Decoded:
     n_test = len(y) // 5
     test, train = perm[:n_test], perm[n_test:]
     return Decoded(x[train], y[train], x[test], y[test], 10)
-
 
 

@@ -55,7 +55,6 @@ class RunLock:
             self._fd = None
 
 
-
 @contextmanager
 def uninterrupted() -> Iterator[None]:
     """SIGINT and SIGTERM arriving inside the block take effect at its end, so that a clean-up (locks released,
@@ -73,7 +72,6 @@ def uninterrupted() -> Iterator[None]:
             signal.signal(s, signal.SIG_DFL if handler is None else handler)  # None: set outside Python
         if held:  # delivered again, now to the handlers that were in place: they raise here, after the block
             signal.raise_signal(held[0])
-
 
 
 class Claims:
@@ -98,12 +96,10 @@ class Claims:
                 self.locks.pop().release()
 
 
-
 def clear_orphan_lock(run_dir: Path) -> None:
     """Remove the lock file a killed process left beside a run, if nobody holds it now."""
     lock = RunLock(run_dir)
     if lock.path.exists() and lock.acquire():
         lock.release()
-
 
 

@@ -33,12 +33,10 @@ def run(spec: RunSpec, out: Path = Path("results"), *, progress: bool = True, da
     return run_dir, summary
 
 
-
 def refuse_busy(spec: RunSpec, run_dir: Path, outcome: str) -> None:
     """A run another process holds is an error for whoever asked for that one run."""
     if outcome == "busy":
         raise RunBusy(f"run {spec.run_id} is being trained by another process ({run_dir}); nothing was touched")
-
 
 
 def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: Path | None = None,
@@ -80,7 +78,6 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
         claims.release()
 
 
-
 def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep_going: bool,
                       data: TensorDataModule | None = None) -> Prepared | BaseException:
     """The prepared run, or the error to record as its failure: bad input (InitbenchError) raises unless
@@ -95,14 +92,12 @@ def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep
         return exc
 
 
-
 def _claim(claims: Claims, run_dir: Path) -> RunLock | None:
     """The run's lock, held in `claims`, or None when another process holds it."""
     try:
         return claims.take(run_dir)
     except OSError as exc:
         raise InitbenchError(f"cannot write the run record to {run_dir}: {exc.strerror or exc}") from None
-
 
 
 def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = True, data_dir: Path | None = None,
@@ -157,7 +152,6 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
     return [results[s.run_id] for s in specs if s.run_id in results]
 
 
-
 def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: float) -> dict[str, Any]:
     """A run that failed before training: its record says so (config, then summary last)."""
     record = RunRecord(run_dir)
@@ -169,6 +163,5 @@ def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: f
                "wall_time_s": round(time.time() - started, 3)}
     record.finish(summary)
     return summary
-
 
 

@@ -11,7 +11,6 @@ from initbench.inits.gains import NONLINEARITIES, gain, infer_nonlinearity
 from initbench.inits.manifest import Manifest, ParamRecord
 from initbench.inits.registry import (
     DEFAULT_FALLBACK,
-    ENTRY_POINT_GROUP,
     REQUIRED,
     WALK_HELP,
     WALK_PARAMS,
@@ -30,7 +29,7 @@ from initbench.inits.strategies import variance_scaling
 from initbench.inits.walk import Walk, apply_init, canonical_init, resolve_init
 
 __all__ = [
-    "DEFAULT_FALLBACK", "ENTRY_POINT_GROUP", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",
+    "DEFAULT_FALLBACK", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",
     "Manifest", "NotApplicable", "ParamRecord", "Sampled", "Strategy", "Walk", "apply_init", "broken_plugins",
     "canonical_init", "fans_of", "gain", "get_strategy", "infer_nonlinearity", "list_inits", "parse_init",
     "register_init", "resolve_init", "torch_fans", "variance_scaling",

@@ -14,9 +14,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from initbench.errors import InitbenchError, unknown_name
+from initbench.errors import InitbenchError
 from initbench.inits.gains import NONLINEARITIES
-from initbench.plugins import entry_point_group, import_reference
+from initbench.registry import Registry
 from initbench.syntax import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
@@ -34,7 +34,6 @@ WALK_HELP = {
     "rules": "{PATTERN: SPEC, ...}: parameters whose name matches PATTERN (fnmatch, first match wins) get SPEC",
 }
 WALK_CHOICES = {"norm": ("ones", "keep"), "blocks": ("split", "packed"), "fans": ("signal", "torch")}
-ENTRY_POINT_GROUP = "initbench.inits"
 
 
 class NotApplicable(Exception):
@@ -136,7 +135,7 @@ class Sampled:
         return {"family": self.family, **self.params}
 
 
-_REGISTRY: dict[str, Strategy] = {}
+STRATEGIES = Registry("init", suggestions=3)  # name -> Strategy (plug-ins and references: their functions)
 
 
 def register_init(
@@ -155,7 +154,7 @@ def register_init(
     """
 
     def decorator(fn: Callable[..., Any]) -> Callable[..., Any]:
-        _REGISTRY[name] = _make_strategy(name, fn, description, choices, whole_model, walk_defaults,
+        STRATEGIES.builtin[name] = _make_strategy(name, fn, description, choices, whole_model, walk_defaults,
                                          source=fn.__module__, check=check)
         return fn
 
@@ -191,45 +190,29 @@ def _make_strategy(
                     "builtin" if source.startswith("initbench.inits.") else source, check)
 
 
-def _load_entry_points() -> None:
-    """Register the `initbench.inits` plug-ins that loaded; the broken ones are named when asked for."""
-    loaded, _ = entry_point_group(ENTRY_POINT_GROUP)
-    for name, (obj, value) in loaded.items():
-        if name not in _REGISTRY:
-            _REGISTRY[name] = obj if isinstance(obj, Strategy) else _make_strategy(name, obj, source=value)
-
-
 def broken_plugins() -> dict[str, str]:
     """Init plug-ins whose entry point failed to load: name -> the error."""
-    return dict(entry_point_group(ENTRY_POINT_GROUP)[1])
+    return dict(STRATEGIES.plugins()[1])
 
 
 def list_inits(pattern: str = "*") -> list[Strategy]:
     """The registered strategies (built-in and entry points) whose name matches an fnmatch pattern."""
-    _load_entry_points()
-    return [s for n, s in sorted(_REGISTRY.items()) if fnmatch.fnmatch(n, pattern)]
+    return [get_strategy(n) for n in STRATEGIES.all() if fnmatch.fnmatch(n, pattern)]
 
 
 def get_strategy(name: str) -> Strategy:
-    """Look a strategy up by registered name or import it from `package.module:function`."""
-    if ":" in name:
-        return _import_strategy(name)
-    _load_entry_points()
-    broken = broken_plugins()
-    if name in broken and name not in _REGISTRY:
-        raise InitbenchError(broken[name])
-    if name not in _REGISTRY:
-        raise unknown_name("init", name, _REGISTRY, suggestions=3)
-    return _REGISTRY[name]
-
-
-def _import_strategy(ref: str) -> Strategy:
-    obj = import_reference(ref, "init")
+    """Look a strategy up by registered name, entry point, or import it from `package.module:function`."""
+    obj, source = STRATEGIES.find(name)
     if isinstance(obj, Strategy):
         return obj
-    if not callable(obj):
-        raise InitbenchError(f"init '{ref}' is not a function")
-    return _make_strategy(ref, obj, source=ref)
+    if source == name and not callable(obj):  # a reference
+        raise InitbenchError(f"init '{name}' is not a function")
+    if name not in _PLUGINS:
+        _PLUGINS[name] = _make_strategy(name, obj, source=source)
+    return _PLUGINS[name]
+
+
+_PLUGINS: dict[str, Strategy] = {}  # entry points and references made into strategies, once per process
 
 
 # ---------------------------------------------------------------- choosing an init by name

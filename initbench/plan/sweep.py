@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from initbench import catalog
+from initbench import registry
 from initbench.errors import InitbenchError
 from initbench.plan.tune import Tune, choose, parse_tune
 from initbench.spec import LogSpec, RunSpec
@@ -178,11 +178,11 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
     try:  # every name of the grid, before torch and Lightning load
         for dataset, _ in datasets:
-            catalog.check_name("dataset", parse_call(dataset, "dataset")[0])
+            registry.check_name("dataset", parse_call(dataset, "dataset")[0])
         for model, _ in models:
-            catalog.check_model(model)
+            registry.check_model(model)
         for init in _entries(doc, "inits", path):
-            catalog.check_init(init)
+            registry.check_init(init)
     except InitbenchError as exc:
         raise InitbenchError(f"{path}: {exc}") from None
     seeds_doc = doc.get("seeds")

@@ -21,7 +21,6 @@ from initbench.train.trainer import limit_threads
 LSUV_BATCH = 512
 
 
-
 @dataclass
 class Prepared:
     """A run ready to train: its data, the initialised model inside its LightningModule, the manifest."""
@@ -31,7 +30,6 @@ class Prepared:
     module: Classifier
     manifest: Manifest
     diagnostics: dict[str, Any] = field(default_factory=dict)  # step 0's (diagnostics.step0)
-
 
 
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
@@ -58,7 +56,6 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
     return Prepared(spec, data, module, manifest, diagnostics)
 
 
-
 _WARNED: set[str] = set()
 
 def _warn_once(message: str) -> None:
@@ -66,6 +63,5 @@ def _warn_once(message: str) -> None:
     if message not in _WARNED:
         _WARNED.add(message)
         print(f"initbench: {message}", file=sys.stderr)
-
 
 

@@ -81,4 +81,3 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
     return summary
 
 
-

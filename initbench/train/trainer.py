@@ -25,12 +25,10 @@ def limit_threads() -> None:
         torch.set_num_threads(allowed)
 
 
-
 @functools.cache
 def check_trainer(accelerator: str, precision: str) -> None:
     """Lightning accepts this accelerator and precision here (one trainer built per pair and process)."""
     make_trainer(RunSpec(accelerator=accelerator, precision=precision), [], [], progress=False)
-
 
 
 def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
@@ -44,7 +42,6 @@ def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any],
         message = " ".join(str(exc).split())
         raise InitbenchError(f"bad trainer settings (accelerator {spec.accelerator!r}, devices {spec.devices!r}, "
                              f"precision {spec.precision!r}): {message}") from None
-
 
 
 def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
@@ -66,13 +63,11 @@ def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], pro
     )
 
 
-
 def quiet_lightning() -> None:
     for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
         logging.getLogger(name).setLevel(logging.ERROR)
     warnings.filterwarnings("ignore", module="lightning")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-
 
 
 def device_name(trainer: L.Trainer) -> str:
@@ -82,13 +77,11 @@ def device_name(trainer: L.Trainer) -> str:
     return f"{root.type}: {platform.processor() or platform.machine()}"
 
 
-
 def versions() -> dict[str, str]:
     import lightning
     import torchvision
 
     return {"initbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "lightning": lightning.__version__, "python": platform.python_version()}
-
 
 

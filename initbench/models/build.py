@@ -1,15 +1,10 @@
-"""The models under study, built for a dataset's input shape: SimpleCNN, an MLP, and the user's own.
-
-A user model is any callable `build(input_shape, num_classes, **params) -> nn.Module`, named on the
-command line as `package.module:build` or installed under the `initbench.models` entry-point group.
-"""
+"""Models by name, built for a dataset's input shape: the registry (built-ins, the `initbench.models` entry points, and
+`package.module:build` references), a spec's parameters checked, the model built, and its forward cost."""
 
 from __future__ import annotations
 
 import inspect
-import itertools
 import math
-from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -17,31 +12,24 @@ import torch
 from torch import nn
 
 from initbench.errors import InitbenchError
-from initbench.plugins import entry_point_group, find
-from initbench.syntax import parse_call
+from initbench.registry import Registry, check_model_params
+from initbench.syntax import format_call, parse_call
 
-_MODELS: dict[str, Callable[..., nn.Module]] = {}
-MODEL_GROUP = "initbench.models"
+MODELS = Registry("model")  # name -> a class or function built as (input_shape, num_classes, **params)
 
 
 def register_model(name: str) -> Callable[[type[nn.Module]], type[nn.Module]]:
     """Register a model class built as `cls(input_shape, num_classes, **params)`."""
-
-    def decorator(cls: type[nn.Module]) -> type[nn.Module]:
-        _MODELS[name] = cls
-        return cls
-
-    return decorator
+    return MODELS.register(name)
 
 
 def list_models() -> dict[str, Callable[..., nn.Module]]:
     """Built-in models and those installed under the `initbench.models` entry-point group."""
-    plugins = {name: obj for name, (obj, _) in entry_point_group(MODEL_GROUP)[0].items() if name not in _MODELS}
-    return dict(sorted({**_MODELS, **plugins}.items()))
+    return MODELS.all()
 
 
 def _get(name: str) -> Callable[..., nn.Module]:
-    fn = find(name, "model", MODEL_GROUP, _MODELS)
+    fn, _ = MODELS.find(name)
     if not callable(fn):
         raise InitbenchError(f"model '{name}' is not callable: it must be a function or class taking "
                              f"(input_shape, num_classes) and returning a torch.nn.Module")
@@ -69,10 +57,7 @@ def model_params(name: str) -> dict[str, Any] | None:
 def check_model(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
     """Resolve a model spec's name (built-in, entry point or import path) and check its parameters."""
     name, params = parse_call(spec, "model")
-    valid = model_params(name)
-    for key in params:
-        if valid is not None and key not in valid:
-            raise InitbenchError(f"model '{name}' has no parameter '{key}'; valid: {', '.join(valid) or 'none'}")
+    check_model_params(name, params, model_params(name))
     return name, params
 
 
@@ -124,8 +109,6 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
     """The model spec at `width`, for a coordinate check: the MLP's hidden layers all `width` wide, the SimpleCNN's
     channels scaled so the first block has `width` (the others keep their ratio to it), a user model's `width`
     parameter set. A model without a width parameter is refused."""
-    from initbench.syntax import format_call
-
     name, params = check_model(spec)
     valid = model_params(name) or {}
     if name == "mlp":
@@ -142,80 +125,3 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
     return format_call(name, params)
 
 
-_ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
-    # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
-    "relu": (nn.ReLU, "relu"),
-    "leaky_relu": (nn.LeakyReLU, "leaky_relu"),
-    "tanh": (nn.Tanh, "tanh"),
-    "sigmoid": (nn.Sigmoid, "sigmoid"),
-    "selu": (nn.SELU, "selu"),
-    "gelu": (nn.GELU, "gelu"),
-    "silu": (nn.SiLU, "silu"),
-    "elu": (nn.ELU, "elu"),
-    "identity": (nn.Identity, "linear"),
-}
-
-
-@register_model("mlp")
-class MLP(nn.Module):
-    """A multilayer perceptron: flatten, then Linear + activation per hidden layer, then a Linear readout."""
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | int = (256, 128),
-                 activation: str = "relu") -> None:
-        super().__init__()
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-            raise InitbenchError(f"model 'mlp': hidden must be a list of positive integers, got {hidden!r}")
-        if activation not in _ACTIVATIONS:
-            raise InitbenchError(f"model 'mlp': unknown activation '{activation}'; valid: {', '.join(_ACTIVATIONS)}")
-        make_act, self.nonlinearity = _ACTIVATIONS[activation]
-        self.negative_slope = 0.01  # nn.LeakyReLU's default
-        widths = [math.prod(input_shape), *hidden]
-        layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]
-        for i, (a, b) in enumerate(itertools.pairwise(widths), 1):
-            layers += [(f"fc{i}", nn.Linear(a, b)), (f"act{i}", make_act())]
-        layers.append(("out", nn.Linear(widths[-1], num_classes)))
-        self.layers = nn.Sequential(OrderedDict(layers))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layers(x)
-
-
-@register_model("simplecnn")
-class SimpleCNN(nn.Module):
-    """A small CNN: three (3x3 conv, ReLU, 2x2 max-pool) blocks of 32/64/128 channels, FC 512-64-classes.
-
-    The first FC layer's width follows from the input (2048 for 3x32x32, 1152 for 1x28x28, 128 for 8x8).
-    """
-
-    nonlinearity = "relu"
-
-    def __init__(self, input_shape: tuple[int, ...], num_classes: int, channels: list[int] = (32, 64, 128),
-                 fc: list[int] = (512, 64)) -> None:
-        super().__init__()
-        if len(input_shape) != 3:
-            raise InitbenchError(f"model 'simplecnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}")
-        c, h, w = input_shape
-        blocks = len(channels)
-        if min(h, w) < 2**blocks:
-            raise InitbenchError(
-                f"model 'simplecnn' needs images of at least {2**blocks}x{2**blocks} pixels for {blocks} "
-                f"pooling steps, got {h}x{w}"
-            )
-        self.features = nn.Sequential()
-        for i, out in enumerate(channels, 1):
-            self.features.add_module(f"layer{i}", nn.Sequential(OrderedDict([
-                (f"conv{i}", nn.Conv2d(c, out, kernel_size=3, stride=1, padding=1)),
-                (f"relu{i}", nn.ReLU(inplace=True)),
-                (f"pool{i}", nn.MaxPool2d(2, 2)),
-            ])))
-            c, h, w = out, h // 2, w // 2
-        widths = [c * h * w, *fc]
-        head: list[tuple[str, nn.Module]] = []
-        for i, (a, b) in enumerate(itertools.pairwise(widths), 1):
-            head += [(f"fc{i}", nn.Linear(a, b)), (f"fc_relu{i}", nn.ReLU(inplace=True))]
-        head.append((f"fc{len(widths)}", nn.Linear(widths[-1], num_classes)))
-        self.classifier = nn.Sequential(OrderedDict(head))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.classifier(self.features(x).flatten(1))
