@@ -7,7 +7,6 @@ runs go to offline mode, to be uploaded later with `wandb sync`.
 
 from __future__ import annotations
 
-import dataclasses
 import netrc
 import os
 import re
@@ -273,16 +272,16 @@ def emit_sweep_config(sweep: Any, path: Path, out: Path, project: str) -> dict[s
     """A W&B sweep (grid) whose agents call `initbench run` with one grid point each."""
     import yaml
 
+    from initbench.spec import AXES, SETTINGS
+
     first = sweep.runs[0]
-    varying = ("init", "model", "dataset", "seed")
-    shared = {f.name: getattr(first, f.name) for f in dataclasses.fields(first)
-              if f.compare and f.name not in varying}
+    shared = {name: getattr(first, name) for name in SETTINGS}
     for r in sweep.runs:
         differs = [k for k, v in shared.items() if getattr(r, k) != v]
         if differs:
             raise InitbenchError(f"cannot express per-model or per-dataset settings ({', '.join(differs)}) in a W&B "
                                  "grid, whose parameters vary independently: split the sweep file")
-    values = {k: list(dict.fromkeys(getattr(r, k) for r in sweep.runs)) for k in varying}
+    values = {k: list(dict.fromkeys(getattr(r, k) for r in sweep.runs)) for k in AXES}
     parameters: dict[str, Any] = {k: {"values": v} for k, v in values.items()}
     parameters.update({k: {"value": v} for k, v in shared.items() if v is not None})
     entity = first.log.wandb_entity

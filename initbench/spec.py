@@ -21,6 +21,13 @@ LOGGERS = ("csv", "wandb")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
+# The axes of a study: a sweep file's grid lists their values, and the report compares runs that differ in them
+# (paired by seed). Every other field that changes the result is a setting, shared by the runs of one comparison.
+AXES = ("init", "model", "dataset", "seed")
+# Settings that may differ within one comparison: the derived seeds, and how often the curves are logged.
+PER_RUN = ("init_seed", "data_seed", "log_every")
+# What the members of one lockstep group may differ in: they share everything else, down to the batches.
+MEMBER_AXES = ("init", "lr")
 
 
 def _setting(default: Any, help: str, **meta: Any) -> Any:
@@ -140,7 +147,8 @@ class RunSpec:
         """Runs with the same key can train as one lockstep group (they see the same batches): everything that
         defines a run but its init and learning rate."""
         identity = self.identity()
-        del identity["init"], identity["lr"]
+        for axis in MEMBER_AXES:
+            del identity[axis]
         return repr(sorted(identity.items()))
 
     @property
@@ -177,7 +185,9 @@ class RunSpec:
 
     def validate(self) -> None:
         """Check names and numbers before any work or any file is written: the light checks first, then those
-        that load the registries, plug-ins and user code (torch), and the trainer's settings (Lightning)."""
+        that load the registries, plug-ins and user code (torch). Whether Lightning accepts the accelerator and
+        precision here is the trainer's own check (`train.trainer.check_trainer`), made once per pair before a run
+        or a sweep starts."""
         from initbench.data import check_dataset
         from initbench.inits import resolve_init
         from initbench.models import check_model
@@ -188,9 +198,6 @@ class RunSpec:
         check_model(self.model)
         if self.precision not in precisions():
             raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
-        from initbench.train.trainer import check_trainer  # builds a Lightning Trainer once per setting
-
-        check_trainer(self.accelerator, self.precision)
 
 
 def precisions() -> tuple[str, ...]:
@@ -198,6 +205,11 @@ def precisions() -> tuple[str, ...]:
     from lightning.fabric.connector import _PRECISION_INPUT_STR
 
     return typing.get_args(_PRECISION_INPUT_STR)
+
+
+# Fields that change the result, less the axes: what a sweep file may set under `train:`.
+SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.compare and f.name not in AXES)
+LOG_FIELDS = tuple(f.name for f in dataclasses.fields(LogSpec))  # where curves go: never part of a run's identity
 
 
 SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact

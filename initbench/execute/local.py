@@ -34,14 +34,18 @@ class Problem:
 
 
 def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) -> dict[tuple[str, str], Problem]:
-    """Load every dataset and build every (model, dataset) pair once, so that missing data or a user model
-    that does not build stops the sweep now, with nothing written, not at its 50th run; returns their costs."""
+    """Check the trainer's settings, load every dataset and build every (model, dataset) pair once, so that a
+    setting Lightning rejects, missing data or a user model that does not build stops the sweep now, with nothing
+    written, not at its 50th run; returns their costs."""
     import torch
 
     from initbench.data import check_limits, decode
     from initbench.models import build_model, forward_macs
     from initbench.train.lockstep import why_not
+    from initbench.train.trainer import check_trainer
 
+    for accelerator, precision in sorted({(r.accelerator, r.precision) for r in runs}):
+        check_trainer(accelerator, precision)
     problems = {}
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
         d = decode(dataset, data_dir, download)

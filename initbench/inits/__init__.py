@@ -26,11 +26,11 @@ from initbench.inits.registry import (
 )
 from initbench.inits.roles import fans_of, torch_fans
 from initbench.inits.strategies import variance_scaling
-from initbench.inits.walk import Walk, apply_init, canonical_init, resolve_init
+from initbench.inits.walk import Walk, apply_init, canonical_init, display_init, resolve_init
 
 __all__ = [
     "DEFAULT_FALLBACK", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",
     "Manifest", "NotApplicable", "ParamRecord", "Sampled", "Strategy", "Walk", "apply_init", "broken_plugins",
-    "canonical_init", "fans_of", "gain", "get_strategy", "infer_nonlinearity", "list_inits", "parse_init",
-    "register_init", "resolve_init", "torch_fans", "variance_scaling",
+    "canonical_init", "display_init", "fans_of", "gain", "get_strategy", "infer_nonlinearity", "list_inits",
+    "parse_init", "register_init", "resolve_init", "torch_fans", "variance_scaling",
 ]

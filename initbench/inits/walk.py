@@ -270,3 +270,14 @@ def apply_init(model: nn.Module, spec: str | Mapping[str, Any] | InitSpec, data:
             rec.mean = t.mean().item()
             rec.std = t.std().item() if t.numel() > 1 else None
     return walk.manifest
+
+
+def display_init(init: Any) -> str:
+    """An init as the report names it: its canonical spelling where it still resolves, else as written."""
+    try:
+        return canonical_init(init)
+    except InitbenchError:
+        try:
+            return str(parse_init(init))
+        except InitbenchError:
+            return str(init)

@@ -13,7 +13,7 @@ import yaml
 from initbench import registry
 from initbench.errors import InitbenchError
 from initbench.plan.tune import Tune, choose, parse_tune
-from initbench.spec import LogSpec, RunSpec
+from initbench.spec import SETTINGS, LogSpec, RunSpec
 from initbench.syntax import format_call, parse_call
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
@@ -24,10 +24,8 @@ TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "trai
             "wandb", "resources")
 # What each Ray task asks of the cluster (`--executor ray`; the flags of the same names override them).
 RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task")
-# RunSpec fields a sweep file may set under `train:` (and per model/dataset): those that change the
-# result, less the grid's own axes. Logging settings have their own keys (`logger`, `wandb`).
-TRAIN_KEYS = tuple(f.name for f in dataclasses.fields(RunSpec)
-                   if f.compare and f.name not in ("model", "init", "dataset", "seed"))
+# A sweep file sets a run's settings (spec.SETTINGS) under `train:` (and per model/dataset); logging settings have
+# their own keys (`logger`, `wandb`).
 
 
 @dataclass(frozen=True)
@@ -126,7 +124,7 @@ def _block(where: str | Path, key: str, value: Any, valid: tuple[str, ...]) -> d
 def _train_settings(where: str, value: Any) -> dict[str, Any]:
     if value is not None and not isinstance(value, Mapping):  # its keys are many: say what it holds instead
         raise InitbenchError(f"{where}: 'train' must be a mapping of settings, got {value!r}")
-    return _block(where, "train", value, TRAIN_KEYS)
+    return _block(where, "train", value, SETTINGS)
 
 
 def _entries(doc: Mapping[str, Any], key: str, path: Path) -> list[Any]:

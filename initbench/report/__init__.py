@@ -82,7 +82,7 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     if baseline == "best":  # the best scheme of each problem, whatever the sweep file declares
         baseline = None
     elif baseline is not None:
-        from initbench.report.load import display_init
+        from initbench.inits import display_init
 
         baseline = display_init(baseline)  # the canonical spelling, as in the runs
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)

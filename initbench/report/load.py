@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
@@ -14,11 +13,11 @@ import pandas as pd
 from initbench.errors import InitbenchError
 from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
 from initbench.report.tuning import Tuning, split_runs
-from initbench.spec import LogSpec
+from initbench.spec import AXES, LOG_FIELDS, PER_RUN
 
-# Spec fields that are not training settings: the grid's own axes, seeds, how often and where to log.
-NOT_SETTINGS = ("model", "init", "dataset", "seed", "init_seed", "data_seed", "log_every",
-                *(f.name for f in dataclasses.fields(LogSpec)))
+# A stored spec's keys that are not settings runs must share to be compared: the axes, the settings that may differ
+# per run, and where curves go (a key from another version counts as a setting).
+NOT_SETTINGS = (*AXES, *PER_RUN, *LOG_FIELDS)
 
 
 @dataclass
@@ -197,19 +196,6 @@ def canonical_id(spec: dict[str, Any]) -> str | None:
         return None
 
 
-def display_init(init: Any) -> str:
-    """An init as the report names it: its canonical spelling where it still resolves, else as written."""
-    from initbench.inits import canonical_init, parse_init
-
-    try:
-        return canonical_init(init)
-    except InitbenchError:
-        try:
-            return str(parse_init(init))
-        except InitbenchError:
-            return str(init)
-
-
 def _layer_order(run_dir: Path) -> list[str]:
     """Parameter names in model order, from the run's init manifest."""
     try:
@@ -240,6 +226,7 @@ def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.D
 
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
+    from initbench.inits import display_init
     from initbench.syntax import format_call, parse_call
 
     data = config.get("data", {})

@@ -32,7 +32,7 @@ def split_runs(runs: pd.DataFrame, sweep: Sweep) -> tuple[pd.DataFrame, Tuning, 
     """(the main protocol's comparison runs, the Tuning, the records left out with why). The runs are picked by id
     from the plan `sweep.stage2` makes of these same records, so the report ranks exactly what the sweep trained
     and cannot choose another lr. `runs` are named by problem without the lr."""
-    from initbench.report.load import display_init
+    from initbench.inits import display_init
 
     tune = sweep.tune
     assert tune is not None

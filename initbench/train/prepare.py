@@ -16,7 +16,7 @@ from initbench.models import build_model
 from initbench.spec import RunSpec
 from initbench.train.diagnostics import step0
 from initbench.train.module import Classifier
-from initbench.train.trainer import limit_threads
+from initbench.train.trainer import check_trainer, limit_threads
 
 LSUV_BATCH = 512
 
@@ -38,6 +38,7 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
     given, is a data module of a run with the same data settings (a lockstep group shares one). With `diagnose`, the
     step-0 diagnostics its record will hold (callers that write no record leave them out)."""
     spec.validate()
+    check_trainer(spec.accelerator, spec.precision)  # Lightning accepts them here (once per pair and process)
     limit_threads()
     init_seed, data_seed = spec.seeds
     if data is None:
