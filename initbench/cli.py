@@ -123,7 +123,9 @@ def _wandb_for_complete(spec, out: Path, run_dir: Path) -> str:
     from initbench import dashboards
 
     project = spec.log.wandb_project
-    logged = [r for r in dashboards.logged_runs(run_dir) if r.get("project") == project]
+    from initbench.record import RunRecord
+
+    logged = [r for r in RunRecord(run_dir).wandb_runs() if r.get("project") == project]
     if logged and not os.environ.get("WANDB_SWEEP_ID"):
         return (f"  not logged to W&B again: it is already in project {project} (run {logged[-1]['id']}); "
                 "--force trains and logs it again")

@@ -156,7 +156,7 @@ def log_step(run: Any, metrics: dict[str, float], step: int, epoch: int | None =
 def finish_run(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bool = False) -> None:
     """Summary, the record as an artifact, finish; then the record notes the W&B run in `wandb.json`, so that asking
     for the complete run again never logs it twice to the same project."""
-    from initbench.record import FILES, write_json
+    from initbench.record import FILES, RunRecord
 
     wandb = _wandb()
     run.summary.update({k: summary[k] for k in SUMMARY_KEYS if summary.get(k) is not None})
@@ -171,19 +171,7 @@ def finish_run(run: Any, summary: dict[str, Any], run_dir: Path, from_record: bo
     entry = {"project": run.project, "entity": run.entity or None, "id": run.id, "group": run.group,
              "offline": run.offline, "from_record": from_record}
     run.finish(exit_code=0 if summary["status"] != "failed" else 1)
-    write_json(Path(run_dir) / LOGGED, {"runs": [*logged_runs(run_dir), entry]})
-
-
-LOGGED = "wandb.json"  # in a record: the W&B runs it was logged as
-
-
-def logged_runs(run_dir: Path) -> list[dict[str, Any]]:
-    import json
-
-    try:
-        return list(json.loads((Path(run_dir) / LOGGED).read_text())["runs"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return []
+    RunRecord(run_dir).note_wandb_run(entry)
 
 
 def log_from_record(spec: Any, out: Path, run_dir: Path) -> None:
@@ -244,14 +232,13 @@ def log_probe(frame: Any, plots: list[Path], out: Path, project: str, entity: st
 def study_project(results_dir: Path) -> tuple[str, str | None]:
     """The W&B project (and entity) a study's runs were logged to: the sweep file's `wandb:` block, else the one most
     of its W&B-logged records name, else the default `initbench`."""
-    import json
     from collections import Counter
 
-    from initbench.record import CONFIG, RunRecord
+    from initbench.record import CONFIG, RunRecord, study_source
 
     results_dir = Path(results_dir)
     try:
-        source = json.loads((results_dir / "sweep.json").read_text()).get("source", {})
+        source = study_source(results_dir)
         given = source.get("wandb") or {}
         if given.get("project"):
             return str(given["project"]), given.get("entity")

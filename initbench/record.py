@@ -1,13 +1,19 @@
-"""The run record, the one owner of its format: a folder per run holding
+"""The run record and the study file, the one owner of their format. A run's record is a folder holding
 
-- `config.json`: the run's spec, package versions, device, data sizes, parameter count;
+- `config.json`: the run's spec, package versions, device, engine, data sizes, parameter count;
 - `manifest.json`: what the init did to every parameter;
 - `diagnostics.json`: the step-0 diagnostics (`initbench.train.diagnostics`): per layer, and their summary;
 - `metrics.csv`: one row per step (Lightning's CSV logger writes it; `tidy_metrics` merges its rows);
 - `summary.json`: the status and final figures, written last and atomically: a folder without a readable one is an
-  unfinished run, rerun by the next sweep.
+  unfinished run, rerun by the next sweep;
+- `wandb.json`, once the run is logged to W&B: the W&B runs it was logged as.
 
-The runner trains and hands its results here; the sweep, the report, W&B and the CLI read them back from here.
+A results folder of a sweep also holds `sweep.json`: the sweep file's document, its name and size.
+
+Every JSON file is written atomically, with non-finite numbers as the strings "nan", "inf" and "-inf" (JSON has no
+such numbers, and null would lose which one it was); reading turns them back into floats (records written before
+this policy hold null there, read as None). The engines train and hand their results here; the sweep, the report,
+W&B and the CLI read them back from here.
 """
 
 from __future__ import annotations
@@ -25,20 +31,28 @@ from initbench.errors import InitbenchError
 from initbench.spec import RunSpec
 
 CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.csv", "summary.json"
-DIAGNOSTICS = "diagnostics.json"
-FILES = (CONFIG, MANIFEST, DIAGNOSTICS, METRICS, SUMMARY)
+DIAGNOSTICS, WANDB = "diagnostics.json", "wandb.json"
+FILES = (CONFIG, MANIFEST, DIAGNOSTICS, METRICS, SUMMARY)  # every complete record's files (WANDB: once logged there)
 STATUSES = ("ok", "diverged", "collapsed", "failed")
+STUDY = "sweep.json"  # in a sweep's results folder
+NONFINITE = ("nan", "inf", "-inf")  # how JSON files hold non-finite numbers
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN/inf: write them as null."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
+def _nonfinite(value: Any, convert: Any, strings: tuple[str, ...] = ()) -> Any:
+    """`value` with its non-finite floats (or, reading, the strings that stand for them) converted."""
+    if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, str) and value in strings):
+        return convert(value)
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: _nonfinite(v, convert, strings) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [_nonfinite(v, convert, strings) for v in value]
     return value
+
+
+def read_json(path: Path) -> Any:
+    """A JSON file as written by `write_json`: its non-finite numbers as floats (OSError or ValueError when it is
+    missing or malformed)."""
+    return _nonfinite(json.loads(Path(path).read_text()), float, NONFINITE)
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -47,7 +61,7 @@ def write_json(path: Path, data: Any) -> None:
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(_clean(data), f, indent=2, sort_keys=False)
+            json.dump(_nonfinite(data, str), f, indent=2, sort_keys=False)
             f.flush()
             os.fsync(f.fileno())
         os.chmod(tmp, 0o644)
@@ -57,12 +71,36 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
+def write_study(out: Path, name: str, source: dict[str, Any], runs: int) -> None:
+    """The study file of a sweep's results folder: its name, the sweep file's document and the grid's size."""
+    write_json(Path(out) / STUDY, {"name": name, "source": source, "runs": runs})
+
+
+def study_source(results_dir: Path) -> dict[str, Any]:
+    """The sweep file's document stored with a study ({} for a folder of single runs); OSError, ValueError or
+    AttributeError when the study file is unreadable."""
+    path = Path(results_dir) / STUDY
+    if not path.exists():
+        return {}
+    source = read_json(path).get("source", {})
+    if not isinstance(source, dict):
+        raise ValueError("no source mapping")
+    return source
+
+
+def run_config(spec: RunSpec, versions: dict[str, str], device: str | None, **facts: Any) -> dict[str, Any]:
+    """A record's config.json: the run's id and spec, the package versions and device, then what the engine knew
+    (`engine`, `group_size`, `lockstep_mode`, `data`, `parameters`, where it knew them)."""
+    return {"run_id": spec.run_id, "spec": spec.to_record(), "versions": versions, "device": device, **facts}
+
+
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
     """Where a run's record is written: <out>/<dataset>_<model>/<init>-seed<seed>-<id>."""
     return Path(out) / spec.folder / spec.name
 
 
 _RECORD_IDS: dict[Path, str | None] = {}  # a record folder -> the canonical id of the run it holds (read once)
+
 
 def record_dir(spec: RunSpec, out: Path) -> Path:
     """The folder holding this run's record: its own, or one written under another spelling of the same run
@@ -100,15 +138,16 @@ class RunRecord:
         except OSError as exc:
             raise InitbenchError(f"cannot write the run record to {self.path}: {exc.strerror or exc}") from None
 
-    def write_config(self, config: dict[str, Any]) -> None:
+    def begin(self, config: dict[str, Any], manifest: dict[str, Any] | None = None,
+              diagnostics: dict[str, Any] | None = None) -> None:
+        """A new record (what an interrupted earlier attempt left is removed): its config (`run_config`), then what the
+        init did and the step-0 diagnostics, where the run got that far."""
+        self.start()
         write_json(self.path / CONFIG, config)
-
-    def write_manifest(self, manifest: dict[str, Any]) -> None:
-        write_json(self.path / MANIFEST, manifest)
-
-    def write_diagnostics(self, diagnostics: dict[str, Any]) -> None:
-        """Non-finite figures (an init that overflows at step 0) are kept, as the strings "inf", "-inf", "nan"."""
-        write_json(self.path / DIAGNOSTICS, _nonfinite(diagnostics, lambda v: str(v)))
+        if manifest is not None:
+            write_json(self.path / MANIFEST, manifest)
+        if diagnostics is not None:
+            write_json(self.path / DIAGNOSTICS, diagnostics)
 
     def write_whole(self, files: dict[str, bytes]) -> None:
         """The record at once from its files (a record made elsewhere, e.g. by a Ray task): written into a hidden
@@ -126,6 +165,10 @@ class RunRecord:
     def finish(self, summary: dict[str, Any]) -> None:
         """The summary, last: from now on the record is complete."""
         write_json(self.path / SUMMARY, summary)
+
+    def note_wandb_run(self, entry: dict[str, Any]) -> None:
+        """The record was logged as this W&B run (project, entity, id, group, offline, from_record)."""
+        write_json(self.path / WANDB, {"runs": [*self.wandb_runs(), entry]})
 
     def tidy_metrics(self) -> dict[str, Any]:
         """Merge Lightning's one-row-per-logging-call CSV into one row per step (written back atomically), and read
@@ -156,7 +199,7 @@ class RunRecord:
     # reading
     def _json(self, name: str) -> Any:
         """A file of the record, parsed (OSError or ValueError when it is missing or malformed)."""
-        return json.loads((self.path / name).read_text())
+        return read_json(self.path / name)
 
     def config(self) -> Any:
         return self._json(CONFIG)
@@ -171,7 +214,14 @@ class RunRecord:
         """The step-0 diagnostics; {} for a record made before they were recorded."""
         if not (self.path / DIAGNOSTICS).exists():
             return {}
-        return _nonfinite(self._json(DIAGNOSTICS), float, ("inf", "-inf", "nan"))
+        return self._json(DIAGNOSTICS)
+
+    def wandb_runs(self) -> list[dict[str, Any]]:
+        """The W&B runs this record was logged as ([] when none, or when wandb.json is unreadable)."""
+        try:
+            return list(self._json(WANDB)["runs"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return []
 
     def metrics(self) -> Any:
         """metrics.csv as a DataFrame."""
@@ -193,14 +243,3 @@ class RunRecord:
     def recorded_at(self) -> datetime.datetime:
         """When the record was completed (its summary written)."""
         return datetime.datetime.fromtimestamp((self.path / SUMMARY).stat().st_mtime)
-
-
-def _nonfinite(value: Any, convert: Any, strings: tuple[str, ...] = ()) -> Any:
-    """`value` with its non-finite floats (or, reading, the strings that stand for them) converted."""
-    if (isinstance(value, float) and not math.isfinite(value)) or (isinstance(value, str) and value in strings):
-        return convert(value)
-    if isinstance(value, dict):
-        return {k: _nonfinite(v, convert, strings) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_nonfinite(v, convert, strings) for v in value]
-    return value

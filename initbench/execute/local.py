@@ -13,7 +13,7 @@ from initbench.errors import InitbenchError
 from initbench.execute.claims import Claims, clear_orphan_lock
 from initbench.plan.sweep import Sweep
 from initbench.plan.tune import score as tune_score
-from initbench.record import RunRecord, write_json
+from initbench.record import RunRecord, write_study
 from initbench.spec import RunSpec
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
@@ -173,7 +173,7 @@ def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tup
     from tqdm.auto import tqdm
 
     try:
-        write_json(Path(out) / "sweep.json", {"name": sweep.name, "source": sweep.source, "runs": len(sweep.runs)})
+        write_study(out, sweep.name, sweep.source, len(sweep.runs))
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "lost": 0, "waiting": 0}

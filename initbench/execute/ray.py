@@ -8,7 +8,6 @@ that trained the run, under the same results path (`wandb sync` them from there)
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import socket
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.record import RunRecord
+from initbench.record import SUMMARY, RunRecord
 from initbench.spec import RunSpec
 
 RETRIES = 3  # a task whose worker process or node dies is run again this many times, then counted as lost
@@ -128,9 +127,10 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
         results = []
         for spec in unit:
             relative, files = returned.get(spec.run_id, ("", {}))
-            if "summary.json" in files:
-                RunRecord(Path(out) / relative).write_whole(files)
-                results.append((spec, json.loads(files["summary.json"])))
+            if SUMMARY in files:
+                record = RunRecord(Path(out) / relative)
+                record.write_whole(files)
+                results.append((spec, record.summary()))
             else:
                 results.append((spec, None))
         for message in notes:

@@ -14,7 +14,7 @@ from typing import Any
 from initbench.data import TensorDataModule
 from initbench.errors import InitbenchError, RunBusy
 from initbench.execute.claims import Claims, RunLock
-from initbench.record import RunRecord, record_dir, run_dir_for
+from initbench.record import RunRecord, record_dir, run_config, run_dir_for
 from initbench.spec import RunSpec
 from initbench.train.prepare import Prepared, prepare
 from initbench.train.sequential import train_run
@@ -155,9 +155,7 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
 def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: float) -> dict[str, Any]:
     """A run that failed before training: its record says so (config, then summary last)."""
     record = RunRecord(run_dir)
-    record.start()
-    record.write_config({"run_id": spec.run_id, "spec": spec.to_record(), "versions": versions(),
-                         "device": None})
+    record.begin(run_config(spec, versions(), None))
     summary = {"run_id": spec.run_id, "status": "failed", "error": f"{type(exc).__name__}: {exc}",
                "traceback": "".join(traceback.format_exception(exc, limit=5)),
                "wall_time_s": round(time.time() - started, 3)}

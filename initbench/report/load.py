@@ -11,7 +11,7 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
-from initbench.record import CONFIG, METRICS, STATUSES, SUMMARY, RunRecord
+from initbench.record import CONFIG, METRICS, STATUSES, STUDY, SUMMARY, RunRecord, study_source
 from initbench.report.tuning import Tuning, split_runs
 from initbench.spec import AXES, LOG_FIELDS, PER_RUN
 
@@ -154,7 +154,7 @@ def load_study(results_dir: Path) -> Study:
     if settings.get("tune") is not None:  # the study's plan, rebuilt to rank exactly the runs it trained
         from initbench.plan.sweep import sweep_from_doc
 
-        sweep = sweep_from_doc(settings, results_dir / "sweep.json", check=False)
+        sweep = sweep_from_doc(settings, results_dir / STUDY, check=False)
     if sweep is not None:  # a tuned study's problems do not split by lr: each init has its own
         runs["settings"] = [json.dumps({k: v for k, v in json.loads(s).items() if k != "lr"}, sort_keys=True)
                             for s in runs["settings"]]
@@ -171,13 +171,8 @@ def load_study(results_dir: Path) -> Study:
 
 def _sweep_settings(results_dir: Path, skipped: list[str]) -> dict[str, Any]:
     """The sweep file's document from sweep.json ({} for single runs)."""
-    sweep_file = results_dir / "sweep.json"
-    if not sweep_file.exists():
-        return {}
     try:
-        settings = json.loads(sweep_file.read_text()).get("source", {})
-        if not isinstance(settings, dict):
-            raise ValueError("no source mapping")
+        settings = study_source(results_dir)
     except (OSError, ValueError, AttributeError) as exc:
         skipped.append(f"sweep.json: unreadable ({type(exc).__name__}); the sweep file's baseline and tune block are "
                        "not known")

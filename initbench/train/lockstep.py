@@ -23,10 +23,10 @@ from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
-from initbench.record import RunRecord
+from initbench.record import RunRecord, run_config
 from initbench.spec import RunSpec
 from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence, SteppedModule
-from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed, norm_metrics
+from initbench.train.monitor import RunBar, StepReport, Throughput, norm_metrics, run_summary
 from initbench.train.optim import StackedOptimizer
 
 
@@ -296,15 +296,9 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     if use_wandb:
         dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
     for (prepared, _), record in zip(members, records, strict=True):
-        record.start()
-        record.write_config({
-            "run_id": prepared.spec.run_id, "spec": prepared.spec.to_record(), "versions": versions(),
-            "device": device_name(trainer), "engine": "lockstep", "group_size": len(members), "lockstep_mode": mode,
-            "data": {"dataset": spec.dataset, "input_shape": list(data.input_shape), "num_classes": data.num_classes,
-                     **data.sizes()},
-            "parameters": sum(p.numel() for p in prepared.module.model.parameters())})
-        record.write_manifest(prepared.manifest.to_dict())
-        record.write_diagnostics(prepared.diagnostics)
+        record.begin(run_config(prepared.spec, versions(), device_name(trainer), engine="lockstep",
+                                group_size=len(members), lockstep_mode=mode, **prepared.facts()),
+                     prepared.manifest.to_dict(), prepared.diagnostics)
     if use_wandb:  # started once the records exist, as for a run trained alone
         wandb_runs.extend(dashboards.member_run(p.spec, out, p.manifest.to_dict(), r.config())
                           for (p, _), r in zip(members, records, strict=True))
@@ -324,25 +318,16 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt from None
         raise
-    chance = chance_accuracy(data.y_val)
     wall = round((time.time() - started) / len(members), 3)
     summaries = []
     for m, ((prepared, _), record, logger) in enumerate(zip(members, records, loggers, strict=True)):
         logger.finalize("success")
-        summary: dict[str, Any] = {"run_id": prepared.spec.run_id, "status": "ok"}
-        if module.divergence[m].step is not None:
-            summary.update(status="diverged", diverged_step=module.divergence[m].step)
-        test = module.results[m]
-        summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
-        summary.update(record.tidy_metrics())
-        if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
-                                                   data.num_classes, chance, len(data.y_val)):
-            summary.update(status="collapsed", chance_acc=chance)
         stopped = module.stopped[m]
-        summary.update(steps=trainer.global_step if stopped is None else stopped + 1,
-                       epochs=trainer.current_epoch if stopped is None else module.stop_epoch[m],
-                       train_time_s=round(speed.seconds, 3),
-                       images_per_s=speed.images_per_s, wall_time_s=wall)
+        summary = run_summary(prepared.spec.run_id, record.tidy_metrics(), data.y_val, data.num_classes,
+                              test=module.results[m], error=None, diverged_step=module.divergence[m].step,
+                              steps=trainer.global_step if stopped is None else stopped + 1,
+                              epochs=trainer.current_epoch if stopped is None else module.stop_epoch[m], speed=speed,
+                              wall_time_s=wall)
         record.finish(summary)
         if wandb_runs:
             dashboards.finish_run(wandb_runs[m], summary, record.path)

@@ -111,6 +111,29 @@ def collapsed(train_loss_final: float | None, val_acc_final: float | None, num_c
     return near_uniform and at_chance
 
 
+def run_summary(run_id: str, tidy: dict[str, Any], y_val: torch.Tensor, num_classes: int, *,
+                test: dict[str, float] | None, error: tuple[str, str] | None, diverged_step: int | None, steps: int,
+                epochs: int, speed: Throughput, wall_time_s: float) -> dict[str, Any]:
+    """A trained run's summary.json, from either engine: the status (`ok`; `failed` with the error and traceback; then
+    `diverged` at its step, else `collapsed` by the collapse rule), the test figures, the curves' final figures
+    (`tidy`: RunRecord.tidy_metrics), the steps and epochs taken, and the time it took."""
+    summary: dict[str, Any] = {"run_id": run_id, "status": "ok"}
+    if test is not None:
+        summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
+    if error is not None:
+        summary.update(status="failed", error=error[0], traceback=error[1])
+    if diverged_step is not None:
+        summary.update(status="diverged", diverged_step=diverged_step)
+    summary.update(tidy)
+    chance = chance_accuracy(y_val)
+    if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
+                                               num_classes, chance, len(y_val)):
+        summary.update(status="collapsed", chance_acc=chance)
+    summary.update(steps=steps, epochs=epochs, train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
+                   wall_time_s=wall_time_s)
+    return summary
+
+
 class StepReport(Callback):
     """Tells `report(global_step)` after every training step (a sweep's bar advances within a run)."""
 

@@ -31,6 +31,12 @@ class Prepared:
     manifest: Manifest
     diagnostics: dict[str, Any] = field(default_factory=dict)  # step 0's (diagnostics.step0)
 
+    def facts(self) -> dict[str, Any]:
+        """What its record's config says of the run's data and model (`record.run_config`)."""
+        return {"data": {"dataset": self.spec.dataset, "input_shape": list(self.data.input_shape),
+                         "num_classes": self.data.num_classes, **self.data.sizes()},
+                "parameters": sum(p.numel() for p in self.module.model.parameters())}
+
 
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
             data: TensorDataModule | None = None, diagnose: bool = True) -> Prepared:

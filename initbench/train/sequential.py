@@ -13,8 +13,8 @@ from typing import Any
 import torch
 from lightning.pytorch.loggers import CSVLogger
 
-from initbench.record import RunRecord
-from initbench.train.monitor import RunBar, StepReport, Throughput, chance_accuracy, collapsed
+from initbench.record import RunRecord, run_config
+from initbench.train.monitor import RunBar, StepReport, Throughput, run_summary
 from initbench.train.prepare import Prepared
 from initbench.train.trainer import device_name, make_trainer, quiet_lightning, versions
 
@@ -34,30 +34,20 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
                  *([StepReport(on_step)] if on_step else [])]
     trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     record = RunRecord(run_dir)
-    record.start()  # an interrupted earlier attempt is started over
-    config = {
-        "run_id": spec.run_id, "spec": spec.to_record(), "versions": versions(), "device": device_name(trainer),
-        "engine": "sequential", "data": {"dataset": spec.dataset, "input_shape": list(prepared.data.input_shape),
-                 "num_classes": prepared.data.num_classes, **prepared.data.sizes()},
-        "parameters": sum(p.numel() for p in prepared.module.model.parameters()),
-    }
-    record.write_config(config)
-    record.write_manifest(prepared.manifest.to_dict())
-    record.write_diagnostics(prepared.diagnostics)
+    config = run_config(spec, versions(), device_name(trainer), engine="sequential", **prepared.facts())
+    record.begin(config, prepared.manifest.to_dict(), prepared.diagnostics)  # an interrupted attempt starts over
     if use_wandb:  # started once the record exists; the device it names comes from the trainer
         wandb_logger = dashboards.train_logger(spec, out, prepared.manifest.to_dict(), config)
         trainer.loggers = [*trainer.loggers, wandb_logger]
-    summary: dict[str, Any] = {"run_id": spec.run_id, "status": "ok"}
+    test, error = None, None
     torch.manual_seed(spec.seeds[1])  # any randomness inside training (e.g. dropout) follows the data seed
     try:
         trainer.validate(prepared.module, datamodule=prepared.data, verbose=False)  # the init's val acc, step 0
         trainer.fit(prepared.module, datamodule=prepared.data)
         trainer.test(prepared.module, datamodule=prepared.data, verbose=False)
         test = module.results["test"]
-        summary.update({"test_loss": test["test/loss"], "test_acc": test["test/acc"]})
     except Exception as exc:  # a crash inside training is a result too: recorded, not lost
-        summary.update(status="failed", error=f"{type(exc).__name__}: {exc}",
-                       traceback=traceback.format_exc(limit=5))
+        error = (f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); the run stays unfinished, rerun later
             signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -65,16 +55,9 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
         raise
     for logger in trainer.loggers:
         logger.finalize("success")
-    if module.divergence.step is not None:
-        summary.update(status="diverged", diverged_step=module.divergence.step)
-    summary.update(record.tidy_metrics())
-    chance = chance_accuracy(prepared.data.y_val)
-    if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
-                                               prepared.data.num_classes, chance, len(prepared.data.y_val)):
-        summary.update(status="collapsed", chance_acc=chance)
-    summary.update(steps=trainer.global_step, epochs=trainer.current_epoch,
-                   train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
-                   wall_time_s=round(time.time() - started, 3))
+    summary = run_summary(spec.run_id, record.tidy_metrics(), prepared.data.y_val, prepared.data.num_classes,
+                          test=test, error=error, diverged_step=module.divergence.step, steps=trainer.global_step,
+                          epochs=trainer.current_epoch, speed=speed, wall_time_s=round(time.time() - started, 3))
     record.finish(summary)
     if use_wandb:
         dashboards.finish_train_logger(trainer.loggers[-1], summary, run_dir)
