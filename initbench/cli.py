@@ -9,8 +9,9 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from initbench import options  # the options several commands share, each declared once
 from initbench.errors import InitbenchError, Terminated
-from initbench.options import add_run_options, spec_from_args
+from initbench.train.diagnostics import STATS  # light: the probe's stats, named in its --help
 
 
 class _Parser(argparse.ArgumentParser):
@@ -81,7 +82,7 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    spec = spec_from_args(args)  # names checked before torch and Lightning load
+    spec = options.spec_from_args(args)  # names checked before torch and Lightning load
     from initbench.execute.units import claim_and_run, refuse_busy
     from initbench.record import RunRecord
 
@@ -138,17 +139,16 @@ def _f(x: float | None) -> str:
 
 
 def _bench(args: argparse.Namespace) -> None:
+    for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size),
+                        ("--lockstep", args.lockstep)):  # refused before torch loads
+        if value is not None and value < 1:
+            raise InitbenchError(f"{flag} must be at least 1, got {value}")
     from initbench.bench import bench, format_rows
     from initbench.spec import RunSpec
 
-    for flag, value in (("--steps", args.steps), ("--repeats", args.repeats), ("--batch-size", args.batch_size)):
-        if value is not None and value < 1:
-            raise InitbenchError(f"{flag} must be at least 1, got {value}")
     if args.lockstep is not None:
         from initbench.bench import DEFAULT_STEPS, bench_lockstep, format_lockstep
 
-        if args.lockstep < 1:
-            raise InitbenchError(f"--lockstep must be at least 1, got {args.lockstep}")
         for model in args.models:
             row = bench_lockstep(model, args.dataset, args.lockstep, args.steps or DEFAULT_STEPS.get(model, 300) // 5,
                                  args.repeats, args.batch_size, args.accelerator, args.data_dir)
@@ -219,6 +219,12 @@ def _report(args: argparse.Namespace) -> None:
         print(f"W&B: report runs (job_type=report) in project {wandb[0]}")
 
 
+def _probe(args: argparse.Namespace) -> None:
+    from initbench.probe import command
+
+    command(args)
+
+
 EXAMPLES = """examples:
   initbench run --init kaiming_normal --model simplecnn --dataset digits
   initbench run --init 'normal(std=0.02)' --init-rule 'classifier.fc3.*=zeros' --model simplecnn
@@ -238,39 +244,36 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_list)
 
     p = sub.add_parser("run", help="train one (init, model, dataset, seed) and write its run record")
-    add_run_options(p)
-    p.add_argument("--out", type=Path, default=Path("results"), help="results folder (default: results/)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    options.add_run_options(p)
+    options.add_out_option(p, Path("results"), "results folder (default: results/)")
+    options.add_progress_option(p)
     p.add_argument("--force", action="store_true",
                    help="train the run again even if its record is complete (the old record is replaced once the "
                         "new one is whole)")
     p.add_argument("--engine", choices=["sequential", "lockstep"], default="sequential",
                    help="sequential (default) or lockstep: the run as a lockstep group of one, with the numbers a "
                         "sweep's lockstep group gives it")
-    p.add_argument("--logger", choices=["csv", "wandb"], default="csv",
-                   help="csv (always written) or wandb (CSV plus a W&B run; offline without credentials); default: csv")
+    options.add_logger_option(p, "csv (always written) or wandb (CSV plus a W&B run; offline without credentials); "
+                                 "default: csv")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("sweep", help="run every (dataset, model, init, seed) of an experiment file; resumable")
     p.add_argument("file", type=Path, help="experiment YAML, e.g. experiments/quickstart.yaml")
-    p.add_argument("--out", type=Path, default=None, help="results folder (default: results/<experiment name>)")
+    options.add_out_option(p, None, "results folder (default: results/<experiment name>)")
     p.add_argument("--name", default=None, help="experiment name (default: the file's `name`)")
     p.add_argument("--shard", default=None, help="run only shard i of N (1-based), e.g. --shard 2/4")
     p.add_argument("--dry-run", action="store_true", help="list the runs and whether each is done; train nothing")
     p.add_argument("--no-report", action="store_true", help="do not write the report when the grid is complete")
     p.add_argument("--emit-wandb-sweep", type=Path, default=None, metavar="SWEEP.yaml",
                    help="write a W&B sweep config whose agents run this grid with `initbench run`, and exit")
-    p.add_argument("--no-progress", action="store_true",
-                   help="no progress bar on a terminal, and no per-run lines without one")
+    options.add_progress_option(p, "no progress bar on a terminal, and no per-run lines without one")
     p.add_argument("--engine", default="auto", choices=["auto", "lockstep", "sequential"],
                    help="lockstep trains the runs that differ only in their init as one stacked model; auto (the "
                         "default) does so where the model allows and says why not elsewhere; sequential one by one")
     p.add_argument("--lockstep-max", type=int, default=64, metavar="K",
                    help="at most K runs per lockstep group: inits x learning rates of one (problem, seed) (default: "
                         "64)")
-    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
-                   "or ~/.cache/initbench/data)")
-    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    options.add_data_options(p)
     p.add_argument("--executor", default="sequential", choices=["sequential", "ray"],
                    help="sequential (the default) trains here, one unit after another; ray runs each run or lockstep "
                         "group as a Ray task (pip install 'initbench[ray]')")
@@ -299,18 +302,37 @@ def build_parser() -> argparse.ArgumentParser:
                    help="paired test against the reference: wilcoxon or ttest (default: wilcoxon)")
     p.add_argument("--target", type=float, default=None,
                    help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
-    p.add_argument("--out", type=Path, default=None, help="where to write the report (default: RESULTS_DIR)")
+    options.add_out_option(p, None, "where to write the report (default: RESULTS_DIR)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")
-    p.add_argument("--wandb-project", default=None,
-                   help="W&B project (default: the sweep file's wandb project, else the one the runs were logged to, "
-                        "else initbench)")
-    p.add_argument("--wandb-entity", default=None, help="W&B entity (default: as the project)")
+    options.add_wandb_options(p, None, "W&B project (default: the sweep file's wandb project, else the one the runs "
+                              "were logged to, else initbench)", "W&B entity (default: as the project)")
     p.set_defaults(func=_report)
 
-    from initbench.probe import add_parser as add_probe
-
-    add_probe(sub)
+    p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps and widths")
+    p.add_argument("--model", default="mlp",
+                   help="model spec, e.g. simplecnn or 'mlp(hidden=[256, 256, 256])' (default: mlp)")
+    p.add_argument("--dataset", default="digits", help="dataset whose batches go through the model (default: digits)")
+    p.add_argument("--inits", nargs="+", required=True, metavar="INIT", help="init specs to compare, e.g. "
+                   "kaiming_normal xavier_normal 'normal(std=1)'")
+    p.add_argument("--seeds", type=int, default=3, help="seeds per init, 0..N-1; plots show their mean (default: 3)")
+    p.add_argument("--steps", type=int, default=0, metavar="K",
+                   help="also measure after each of the first K training steps (default: 0, step 0 only)")
+    p.add_argument("--widths", nargs="+", type=int, default=[], metavar="W",
+                   help="a coordinate check over these widths (mlp: every hidden layer; simplecnn: the first block's "
+                        "channels; your model: its width parameter) (default: the model as given)")
+    p.add_argument("--stats", nargs="+", default=list(STATS), metavar="STAT",
+                   help=f"stats to record: {', '.join(STATS)} (default: all)")
+    p.add_argument("--jacobian", type=int, default=0, metavar="N",
+                   help="also the singular values of the input-output Jacobian on N examples at step 0, into "
+                        "jacobian.csv and jacobian_spectrum.png (all near 1: dynamical isometry) (default: 0, none)")
+    options.add_batch_size_option(p)
+    p.add_argument("--lr", type=float, default=0.05, help="learning rate of the K steps, constant (default: 0.05)")
+    options.add_out_option(p, Path("results/probe"), "output folder (default: results/probe)")
+    options.add_logger_option(p, "wandb also logs the table and plots as a W&B run, job_type probe (default: csv)")
+    options.add_wandb_options(p, "initbench", "W&B project (default: initbench)", "W&B entity (default: yours)")
+    options.add_data_options(p)
+    p.set_defaults(func=_probe)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
     p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"], help="models to measure (default: mlp "
@@ -322,10 +344,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", type=int, default=None, metavar="K",
                    help="instead: K runs of each model trained in lockstep against the same K one by one, and the "
                         "speedup")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
+    options.add_batch_size_option(p)
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ... (default: auto)")
-    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
-                   "or ~/.cache/initbench/data)")
+    options.add_data_options(p, download=False)
     p.set_defaults(func=_bench)
     return parser
 

@@ -1,5 +1,7 @@
-"""The `run` command's options, made from RunSpec's and LogSpec's own fields (help, choices, defaults), and the
-RunSpec they describe. Light: no torch or Lightning at import."""
+"""The command line's options, each declared once: the ones several commands share (`add_data_options`,
+`add_out_option`, `add_progress_option`, `add_logger_option`, `add_wandb_options`, `add_batch_size_option`), taking a
+command's own help text or default where those differ; the `run` command's, made from RunSpec's and LogSpec's own
+fields (help, choices, defaults); and the RunSpec they describe. Light: no torch or Lightning at import."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import dataclasses
 from pathlib import Path
 
 from initbench.errors import InitbenchError
-from initbench.spec import DEFAULT_DATASET, LogSpec, RunSpec
+from initbench.spec import DEFAULT_DATASET, LOGGERS, LogSpec, RunSpec
 
 
 def _flag_fields(cls: type) -> list[dataclasses.Field]:
@@ -17,6 +19,39 @@ def _flag_fields(cls: type) -> list[dataclasses.Field]:
 
 
 _FLAG_TYPES = {"int": int, "float": float, "str": str}
+
+
+def add_data_options(p: argparse.ArgumentParser, *, download: bool = True) -> None:
+    """--data-dir, and --no-download unless `download` is False (a command that does not take it)."""
+    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
+                   "or ~/.cache/initbench/data)")
+    if download:
+        p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+
+
+def add_out_option(p: argparse.ArgumentParser, default: Path | None, help: str) -> None:
+    """--out, the folder a command writes into: its default and help are the command's own."""
+    p.add_argument("--out", type=Path, default=default, help=help)
+
+
+def add_progress_option(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
+    p.add_argument("--no-progress", action="store_true", help=help)
+
+
+def add_logger_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--logger, one of spec.LOGGERS (default: csv); what wandb adds is the command's own help."""
+    p.add_argument("--logger", choices=LOGGERS, default="csv", help=help)
+
+
+def add_wandb_options(p: argparse.ArgumentParser, project: str | None, project_help: str, entity_help: str) -> None:
+    """--wandb-project (default `project`) and --wandb-entity (default: none), with the command's own help."""
+    p.add_argument("--wandb-project", default=project, help=project_help)
+    p.add_argument("--wandb-entity", default=None, help=entity_help)
+
+
+def add_batch_size_option(p: argparse.ArgumentParser, default: int = 128) -> None:
+    """--batch-size of a command outside RunSpec's flags (`run` takes RunSpec's own)."""
+    p.add_argument("--batch-size", type=int, default=default, help=f"batch size (default: {default})")
 
 
 def add_run_options(p: argparse.ArgumentParser) -> None:
@@ -32,9 +67,7 @@ def add_run_options(p: argparse.ArgumentParser) -> None:
             help_ = f"{help_} (default: {f.default})"
         kind = _FLAG_TYPES[str(f.type).split(" |")[0]]  # `int | None` -> int
         p.add_argument(*flags, dest=name, type=kind, default=None, help=help_)
-    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
-                   "or ~/.cache/initbench/data)")
-    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
+    add_data_options(p)
     p.add_argument("--init-rule", dest="init_rules", action="append", metavar="PATTERN=SPEC",
                    help="parameters whose name matches PATTERN (fnmatch) get SPEC instead of --init; repeatable, "
                         "first match wins (e.g. 'classifier.fc3.*=zeros')")

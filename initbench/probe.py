@@ -44,13 +44,14 @@ def check(probe: Probe) -> Probe:
     """Every name and number checked before any work (InitbenchError, one line); the inits in canonical form."""
     from initbench import registry
     from initbench.errors import InitbenchError
-    from initbench.inits import parse_init
-    from initbench.models import with_width
 
-    registry.check_name("dataset", probe.dataset)
+    registry.check_name("dataset", probe.dataset)  # the names before torch loads
     registry.check_model(probe.model)
     for init in probe.inits:
         registry.check_init(init)
+    from initbench.inits import parse_init
+    from initbench.models import with_width
+
     unknown = [s for s in probe.stats if s not in STATS]
     if unknown:
         raise InitbenchError(f"unknown stat {unknown[0]!r}; valid: {', '.join(STATS)}")
@@ -257,39 +258,8 @@ def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download:
     return files
 
 
-def add_parser(sub: Any) -> None:
-    """The `probe` command's options (its own module keeps the command line's file small)."""
-    p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps and widths")
-    p.add_argument("--model", default="mlp",
-                   help="model spec, e.g. simplecnn or 'mlp(hidden=[256, 256, 256])' (default: mlp)")
-    p.add_argument("--dataset", default="digits", help="dataset whose batches go through the model (default: digits)")
-    p.add_argument("--inits", nargs="+", required=True, metavar="INIT", help="init specs to compare, e.g. "
-                   "kaiming_normal xavier_normal 'normal(std=1)'")
-    p.add_argument("--seeds", type=int, default=3, help="seeds per init, 0..N-1; plots show their mean (default: 3)")
-    p.add_argument("--steps", type=int, default=0, metavar="K",
-                   help="also measure after each of the first K training steps (default: 0, step 0 only)")
-    p.add_argument("--widths", nargs="+", type=int, default=[], metavar="W",
-                   help="a coordinate check over these widths (mlp: every hidden layer; simplecnn: the first block's "
-                        "channels; your model: its width parameter) (default: the model as given)")
-    p.add_argument("--stats", nargs="+", default=list(STATS), metavar="STAT",
-                   help=f"stats to record: {', '.join(STATS)} (default: all)")
-    p.add_argument("--jacobian", type=int, default=0, metavar="N",
-                   help="also the singular values of the input-output Jacobian on N examples at step 0, into "
-                        "jacobian.csv and jacobian_spectrum.png (all near 1: dynamical isometry) (default: 0, none)")
-    p.add_argument("--batch-size", type=int, default=128, help="batch size (default: 128)")
-    p.add_argument("--lr", type=float, default=0.05, help="learning rate of the K steps, constant (default: 0.05)")
-    p.add_argument("--out", type=Path, default=Path("results/probe"), help="output folder (default: results/probe)")
-    p.add_argument("--logger", default="csv", choices=["csv", "wandb"],
-                   help="wandb also logs the table and plots as a W&B run, job_type probe (default: csv)")
-    p.add_argument("--wandb-project", default="initbench", help="W&B project (default: initbench)")
-    p.add_argument("--wandb-entity", default=None, help="W&B entity (default: yours)")
-    p.add_argument("--data-dir", type=Path, default=None, help="where datasets live (default: $INITBENCH_DATA_DIR "
-                   "or ~/.cache/initbench/data)")
-    p.add_argument("--no-download", action="store_true", help="never try to download a missing dataset")
-    p.set_defaults(func=command)
-
-
 def command(args: argparse.Namespace) -> None:
+    """`initbench probe`, its options parsed (declared in cli.py): checked, run, written, and said in two lines."""
     probe = check(Probe(args.model, args.dataset, tuple(args.inits), args.seeds, args.steps, tuple(args.widths),
                         tuple(args.stats), args.batch_size, args.lr, args.jacobian))
     wandb = None

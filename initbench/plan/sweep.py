@@ -13,12 +13,11 @@ import yaml
 from initbench import registry
 from initbench.errors import InitbenchError
 from initbench.plan.tune import Tune, choose, parse_tune
-from initbench.spec import SETTINGS, LogSpec, RunSpec
+from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec
 from initbench.syntax import format_call, parse_call
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
 
-LOGGERS = ("csv", "wandb")
 WANDB_KEYS = ("project", "entity")
 TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "tune", "baseline", "logger",
             "wandb", "resources")
