@@ -8,7 +8,6 @@ import hashlib
 import json
 import math
 import re
-import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -20,6 +19,10 @@ from initbench.syntax import format_call, format_value, parse_call
 LOGGERS = ("csv", "wandb")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine")
+# The precisions Lightning's Trainer accepts (Lightning 2.6's list; whether this machine can run one is the trainer's
+# check, made before a run starts).
+PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
+              "32-true", "64-true")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
 # The axes of a study: a sweep file's grid lists their values, and the report compares runs that differ in them
 # (paired by seed). Every other field that changes the result is a setting, shared by the runs of one comparison.
@@ -196,15 +199,8 @@ class RunSpec:
         check_dataset(self.dataset)
         resolve_init(self.init)  # the scheme, its parameters, fallback and rules
         check_model(self.model)
-        if self.precision not in precisions():
-            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(precisions())}")
-
-
-def precisions() -> tuple[str, ...]:
-    """The precisions Lightning accepts (read from Lightning, so they follow its version)."""
-    from lightning.fabric.connector import _PRECISION_INPUT_STR
-
-    return typing.get_args(_PRECISION_INPUT_STR)
+        if self.precision not in PRECISIONS:
+            raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
 
 # Fields that change the result, less the axes: what a sweep file may set under `train:`.

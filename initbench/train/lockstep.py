@@ -325,7 +325,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         stopped = module.stopped[m]
         summary = run_summary(prepared.spec.run_id, record.tidy_metrics(), data.y_val, data.num_classes,
                               test=module.results[m], error=None, diverged_step=module.divergence[m].step,
-                              steps=trainer.global_step if stopped is None else stopped + 1,
+                              steps=module.steps_done if stopped is None else stopped + 1,
                               epochs=trainer.current_epoch if stopped is None else module.stop_epoch[m], speed=speed,
                               wall_time_s=wall)
         record.finish(summary)

@@ -55,14 +55,16 @@ class SteppedModule(L.LightningModule):
 
     Lightning still owns the loop: epochs, validation, devices, precision, loggers and `should_stop`; the step that
     ends the run (the last epoch's last, or max_steps', which may fall inside a slice) stops the slice there and
-    asks Lightning to stop, so every run is validated at its last step. Validation and test metrics are tallied
-    here and logged where Lightning logs a run's epoch-end metrics (validation at the last training step, the test
-    after it).
+    asks Lightning to stop, so every run is validated at its last step. The module counts its optimizer steps itself
+    (`steps_done`): torch's backward and step run without Lightning's per-step wrappers, so Lightning's own step
+    counter (`global_step`) is not what a run reports. Validation and test metrics are tallied here and logged where
+    a run's epoch-end metrics belong (validation at the last training step, the test after it).
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.steps_done = 0  # optimizer steps taken in this fit
         self.last_train_loss: float | None = None
         self._last_step = -1
         self._plain = True
@@ -102,7 +104,7 @@ class SteppedModule(L.LightningModule):
         xs, ys = batch
         opt = self.optimizers()
         size = self.trainer.datamodule.batch_size
-        step, trained = self.global_step, 0
+        step, trained = self.steps_done, 0
         for x, y in zip(xs.split(size), ys.split(size), strict=True):
             self.train_step(x, y, step, opt)
             step, trained = step + 1, trained + len(y)
@@ -141,18 +143,17 @@ class SteppedModule(L.LightningModule):
 
     def backward_and_step(self, loss: torch.Tensor, opt: Any, before_update: Any = None) -> None:
         """Backward, then `before_update()` (gradients final, weights not yet updated), then one optimizer step,
-        counted as Lightning counts steps (its global_step)."""
+        counted in `steps_done`."""
         if self._plain:
             loss.backward()
             if before_update is not None:
                 before_update()
-            opt._on_before_step()  # Lightning's step counter, as LightningOptimizer.step would move it
             opt.optimizer.step()
-            opt._on_after_step()
         else:
             self.manual_backward(loss)
             self._before_update = before_update  # called once the scaler has unscaled the gradients
             opt.step()
+        self.steps_done += 1
 
     def on_before_optimizer_step(self, optimizer: Any) -> None:
         if self._before_update is not None:
@@ -188,13 +189,13 @@ class SteppedModule(L.LightningModule):
         self._tally_eval(batch)
 
     def on_validation_epoch_end(self) -> None:
-        self._eval_end("val", max(self.global_step - 1, 0))  # where Lightning logs a run's epoch-end metrics
+        self._eval_end("val", max(self.steps_done - 1, 0))  # at the last training step
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self._tally_eval(batch)
 
     def on_test_epoch_end(self) -> None:
-        self._eval_end("test", self.global_step)
+        self._eval_end("test", self.steps_done)
 
 
 class Classifier(SteppedModule):

@@ -135,13 +135,14 @@ def run_summary(run_id: str, tidy: dict[str, Any], y_val: torch.Tensor, num_clas
 
 
 class StepReport(Callback):
-    """Tells `report(global_step)` after every training step (a sweep's bar advances within a run)."""
+    """Tells `report(steps)` after every training batch, with the optimizer steps taken so far (a sweep's bar advances
+    within a run)."""
 
     def __init__(self, report: Any) -> None:
         self.report = report
 
-    def on_train_batch_end(self, trainer: L.Trainer, *args: Any) -> None:
-        self.report(trainer.global_step)
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        self.report(pl_module.steps_done)
 
 
 class RunBar(TQDMProgressBar):
@@ -160,17 +161,17 @@ class RunBar(TQDMProgressBar):
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         super().on_train_epoch_start(trainer, pl_module)
-        self._epoch_start = trainer.global_step
+        self._epoch_start = pl_module.steps_done
         self.train_progress_bar.set_description(f"epoch {trainer.current_epoch + 1}/{trainer.max_epochs}")
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        n = trainer.global_step - self._epoch_start
+        n = pl_module.steps_done - self._epoch_start
         self.train_progress_bar.n = n
         self.train_progress_bar.set_postfix(self.get_metrics(trainer, pl_module))  # refreshes the bar
 
     def get_metrics(self, trainer: L.Trainer, pl_module: L.LightningModule) -> dict[str, Any]:
-        out: dict[str, Any] = {"step": trainer.global_step}
+        out: dict[str, Any] = {"step": pl_module.steps_done}
         loss = self.last_loss()
         if loss is not None:
             out["loss"] = f"{loss:.3f}"

@@ -56,7 +56,7 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
     for logger in trainer.loggers:
         logger.finalize("success")
     summary = run_summary(spec.run_id, record.tidy_metrics(), prepared.data.y_val, prepared.data.num_classes,
-                          test=test, error=error, diverged_step=module.divergence.step, steps=trainer.global_step,
+                          test=test, error=error, diverged_step=module.divergence.step, steps=module.steps_done,
                           epochs=trainer.current_epoch, speed=speed, wall_time_s=round(time.time() - started, 3))
     record.finish(summary)
     if use_wandb:
