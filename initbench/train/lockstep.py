@@ -26,7 +26,7 @@ from torch.func import functional_call, stack_module_state, vmap
 from initbench.record import RunRecord, run_config
 from initbench.spec import RunSpec
 from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence, SteppedModule
-from initbench.train.monitor import RunBar, StepReport, Throughput, norm_metrics, run_summary
+from initbench.train.monitor import NormMonitor, RunBar, StepReport, Throughput, run_summary
 from initbench.train.optim import StackedOptimizer
 
 
@@ -82,7 +82,7 @@ class StackedClassifier(SteppedModule):
         self.stop_epoch: list[int | None] = [None] * self.k  # the epoch count its run would end with
         self._val_after_stop = [False] * self.k
         self._frozen: dict[int, list[torch.Tensor]] = {}  # a stopped member's parameters, kept as they were
-        self._norms: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
+        self.monitor: NormMonitor | None = None  # made when training starts, on the parameters as laid out then
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """[K, batch, classes]: every member's forward pass on the shared batch, as one `vmap` (`mode="vmap"`) or
@@ -138,6 +138,10 @@ class StackedClassifier(SteppedModule):
         self.mode = mode
         self._relayout(self._layouts[mode])
 
+    def on_train_start(self) -> None:
+        super().on_train_start()
+        self.monitor = NormMonitor(self.names, list(self.stacked), members=self.k)
+
     def _arrival_layouts(self, x: torch.Tensor, y: torch.Tensor) -> list[tuple[int, ...] | None]:
         """Per stacked parameter, the order of its dimensions in memory (outermost first) in which one backward pass
         delivers its gradient (None for a layout that is no permutation of a dense one)."""
@@ -177,7 +181,7 @@ class StackedClassifier(SteppedModule):
         losses = self._member_losses(logits, y)
         monitor = step % self.spec.log_every == 0
         # each member's gradient is its own loss's: nothing crosses members
-        self.backward_and_step(losses.sum(), opt, self._norms_before if monitor else None)
+        self.backward_and_step(losses.sum(), opt, self.monitor.before_update if monitor else None)
         if self._frozen:  # a member that diverged keeps the parameters its run alone would end with
             with torch.no_grad():
                 for m, kept in self._frozen.items():
@@ -186,7 +190,7 @@ class StackedClassifier(SteppedModule):
         if self.spec.schedule != "none":
             self.schedule_step()
         if monitor:
-            self._norms_after(step)
+            self._log_norms(step)
         self.keep(losses, logits, y)
         if monitor or step == self._last_step:
             self._flush(step)
@@ -210,23 +214,11 @@ class StackedClassifier(SteppedModule):
             self.trainer.should_stop = True
         self.last_train_loss = rows[0][active[0]] if active else None
 
-    def _norms_before(self) -> None:
-        grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.stacked]
-        grad_norms = torch.stack([g.flatten(1).norm(dim=1) for g in grads])  # [params, K]
-        weight_norms = torch.stack([p.detach().flatten(1).norm(dim=1) for p in self.stacked])
-        self._norms = (grad_norms, weight_norms, [p.detach().clone() for p in self.stacked])
-
-    def _norms_after(self, step: int) -> None:
-        """grad_norm/<name> (and /total), weight_norm/<name> and update_ratio/<name> per member, as NormMonitor."""
-        grad_norms, weight_norms, before = self._norms  # type: ignore[misc]
-        self._norms = None
-        updates = torch.stack([(p.detach() - b).flatten(1).norm(dim=1) for p, b in zip(self.stacked, before,
-                                                                                       strict=True)])
-        ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)
-        table = torch.cat([grad_norms, grad_norms.norm(dim=0, keepdim=True), weight_norms, ratios]).T.tolist()
-        for m, values in enumerate(table):
+    def _log_norms(self, step: int) -> None:
+        """grad_norm/<name> (and /total), weight_norm/<name> and update_ratio/<name> of every member still training."""
+        for m, metrics in enumerate(self.monitor.after_update()):
             if self.stopped[m] is None:
-                self.log_member(m, norm_metrics(self.names, values), step, None)
+                self.log_member(m, metrics, step, None)
 
     def eval_outputs(self, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.logits(x)

@@ -217,7 +217,7 @@ class Classifier(SteppedModule):
         self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
         self.weight_decay, self.schedule, self.log_every = weight_decay, schedule, log_every
         self.divergence = Divergence()
-        self.monitor = NormMonitor(model)
+        self.monitor = NormMonitor.of(model)
         self.results: dict[str, dict[str, float]] = {}  # stage -> its last metrics
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -232,7 +232,7 @@ class Classifier(SteppedModule):
         if self.schedule != "none":
             self.schedule_step()
         if watch:
-            log_metrics(self.trainer.loggers, self.monitor.after_update(), step)
+            log_metrics(self.trainer.loggers, self.monitor.after_update()[0], step)
         self.keep(loss, logits, y)
         if step % self.log_every == 0 or step == self._last_step:
             self._flush(step)

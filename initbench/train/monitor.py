@@ -13,31 +13,50 @@ from lightning.pytorch.callbacks import Callback, TQDMProgressBar
 
 
 class NormMonitor:
-    """Per parameter tensor of `model`, for one optimizer step: `grad_norm/<name>` (plus `grad_norm/total`),
-    `weight_norm/<name>` and `update_ratio/<name>` (|step update| / |weight|, NaN while the weight is all zeros).
-    The training module calls `before_update()` once the step's gradients are final and `after_update()` once the
-    weights are updated, on the steps it logs. All norms come from one `torch._foreach_norm` call each and reach
-    the host in one transfer; steps in between cost nothing."""
+    """Per parameter tensor, for one optimizer step: `grad_norm/<name>` (plus `grad_norm/total`), `weight_norm/<name>`
+    and `update_ratio/<name>` (|step update| / |weight|, NaN while the weight is all zeros). The training module calls
+    `before_update()` once the step's gradients are final and `after_update()` once the weights are updated, on the
+    steps it logs; steps in between cost nothing. The norms reach the host in one transfer.
 
-    def __init__(self, model: torch.nn.Module) -> None:
-        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        self.names = [n for n, _ in named]
-        self.params = [p for _, p in named]
+    One monitor serves both engines: a run's model (`NormMonitor.of(model)`), or a lockstep group's stacked
+    parameters (`members=K`: each tensor holds K members along its first dimension, and every figure is per member).
+    """
+
+    def __init__(self, names: list[str], params: list[torch.Tensor], members: int | None = None) -> None:
+        self.names, self.params, self.members = names, params, members
         self._pending: tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]] | None = None
+
+    @classmethod
+    def of(cls, model: torch.nn.Module) -> NormMonitor:
+        """The monitor of a model's trainable parameters."""
+        named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+        return cls([n for n, _ in named], [p for _, p in named])
+
+    def _norms(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """[params] (one run: one `torch._foreach_norm` call) or [params, members]."""
+        if self.members is None:
+            return torch.stack(torch._foreach_norm(tensors))
+        return torch.stack([t.flatten(1).norm(dim=1) for t in tensors])
 
     def before_update(self) -> None:
         grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in self.params]
-        grad_norms = torch.stack(torch._foreach_norm(grads))
-        weight_norms = torch.stack(torch._foreach_norm(self.params))
-        self._pending = (grad_norms, weight_norms, [p.detach().clone() for p in self.params])
+        weights = [p.detach() for p in self.params]
+        self._pending = (self._norms(grads), self._norms(weights), [w.clone() for w in weights])
 
-    def after_update(self) -> dict[str, float]:
+    def after_update(self) -> list[dict[str, float]]:
+        """The step's figures, per member (one run: a list of one)."""
         grad_norms, weight_norms, before = self._pending  # type: ignore[misc]
         self._pending = None
-        updates = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before)))
+        weights = [p.detach() for p in self.params]
+        if self.members is None:
+            updates, total = self._norms(torch._foreach_sub(weights, before)), grad_norms.norm().view(1)
+        else:
+            updates = self._norms([w - b for w, b in zip(weights, before, strict=True)])
+            total = grad_norms.norm(dim=0, keepdim=True)
         ratios = torch.where(weight_norms > 0, updates / weight_norms, torch.nan)  # undefined for all-zero weights
-        return norm_metrics(self.names, torch.cat([grad_norms, grad_norms.norm().view(1), weight_norms,
-                                                   ratios]).tolist())
+        table = torch.cat([grad_norms, total, weight_norms, ratios])
+        rows = [table.tolist()] if self.members is None else table.T.tolist()
+        return [norm_metrics(self.names, row) for row in rows]
 
 
 def norm_metrics(names: list[str], values: list[float]) -> dict[str, float]:
