@@ -88,11 +88,9 @@ def _start_train_run(spec: Any, out: Path, manifest: dict[str, Any], config: dic
     manifest is a table (`init/manifest`)."""
     from collections import Counter
 
-    from initbench.inits import parse_init
-
     wandb = _wandb()
     init = spec.canonical_init  # one spelling per scheme, as in the report
-    init_name, model_name = parse_init(init).name, spec.model_call[0]
+    init_name, model_name = spec.init_spec.name, spec.model_call[0]
     run = _init(
         wandb_dir(out), reinit, project=spec.log.wandb_project, entity=spec.log.wandb_entity,
         group=f"{spec.log.experiment}/{spec.problem}/{init}", name=f"{init}-seed{spec.seed}", job_type="train",

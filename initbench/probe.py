@@ -94,7 +94,7 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     from initbench.models import with_width
     from initbench.spec import RunSpec
     from initbench.train.diagnostics import jacobian_singular_values, measure
-    from initbench.train.module import OPTIMIZER_TABLE
+    from initbench.train.optim import OPTIMIZER_TABLE
     from initbench.train.prepare import prepare
 
     rows: list[dict[str, Any]] = []

@@ -89,11 +89,25 @@ class RunSpec:
         return parse_call(self.model, "model")
 
     @functools.cached_property
+    def init_spec(self) -> Any:
+        """The init spec as given, parsed once (an `inits.InitSpec`: what the walk applies and the manifest names)."""
+        from initbench.inits import parse_init
+
+        return parse_init(self.init)
+
+    @functools.cached_property
     def canonical_init(self) -> str:
         """The init spec in its one canonical spelling (`normal(std=1.0)` -> `normal`), computed once."""
         from initbench.inits import canonical_init
 
-        return canonical_init(self.init)
+        return canonical_init(self.init_spec)
+
+    @functools.cached_property
+    def canonical_init_spec(self) -> Any:
+        """The canonical spelling, parsed (an `inits.InitSpec`): what the record's folder is named by."""
+        from initbench.inits import parse_init
+
+        return parse_init(self.canonical_init)
 
     @property
     def seeds(self) -> tuple[int, int]:
@@ -136,9 +150,7 @@ class RunSpec:
     def name(self) -> str:
         """The record's folder name: the canonical init with its parameters, file-name safe, then seed and id,
         e.g. `normal_std-0.02-seed0-1a2b3c4d` (long specs are cut; the id keeps names unique)."""
-        from initbench.inits import parse_init
-
-        init = parse_init(self.canonical_init)
+        init = self.canonical_init_spec
         params = {k: v for k, v in init.params.items() if k != "rules"}
         text = init.name + "".join(f"_{k}-{format_value(v)}" for k, v in params.items())
         text = re.sub(r"[^\w.+-]+", "-", text.replace("'", "")).strip("-")[:80]
@@ -197,8 +209,8 @@ class RunSpec:
 
         self.check_names()
         check_dataset(self.dataset)
-        resolve_init(self.init)  # the scheme, its parameters, fallback and rules
-        check_model(self.model)
+        resolve_init(self.init_spec)  # the scheme, its parameters, fallback and rules
+        check_model(self.model_call)
         if self.precision not in PRECISIONS:
             raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 

@@ -12,12 +12,15 @@ from initbench.errors import InitbenchError
 _CALL_RE = re.compile(r"\s*([A-Za-z_][\w.-]*(?::[A-Za-z_]\w*)?)\s*(?:\((.*)\))?\s*", re.S)
 
 
-def parse_call(spec: str | Mapping[str, Any], what: str) -> tuple[str, dict[str, Any]]:
-    """Parse `NAME`, `NAME(key=value, ...)` or a mapping `{name: NAME, key: value}` into (name, params).
+def parse_call(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]], what: str) -> tuple[str, dict[str, Any]]:
+    """Parse `NAME`, `NAME(key=value, ...)` or a mapping `{name: NAME, key: value}` into (name, params); a pair
+    already parsed (e.g. `RunSpec.model_call`) comes back as it is, its params a fresh dict.
 
     Values are Python/YAML literals; bare words are strings (`mode=fan_out`), and a nested call
     (`fallback=normal(std=0.01)`) is kept as its text.
     """
+    if isinstance(spec, tuple):
+        return spec[0], dict(spec[1])
     if isinstance(spec, Mapping):
         params = dict(spec)
         name = params.pop("name", None)

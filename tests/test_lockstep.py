@@ -189,8 +189,7 @@ def test_the_bench_counts_a_group_steps_matrix_products():
 def test_per_member_learning_rates_update_each_member_as_torch_optim_does(kind, momentum, decay):
     import torch
 
-    from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE
-    from initbench.train.optim import StackedOptimizer
+    from initbench.train.optim import OPTIMIZER_TABLE, SCHEDULE_TABLE, StackedOptimizer
 
     gen = torch.Generator().manual_seed(0)
     lrs = [0.1, 0.003, 0.3]

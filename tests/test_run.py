@@ -224,7 +224,7 @@ def test_each_optimizer_name_builds_exactly_that_torch_optimizer(tmp_path, tiny_
     spec = tiny_spec(optimizer=name, lr=0.01, weight_decay=0.001, schedule="cosine", epochs=1)
     _, summary = run(spec, tmp_path, progress=False)
     assert summary["status"] in ("ok", "collapsed")
-    from initbench.train.module import OPTIMIZER_TABLE
+    from initbench.train.optim import OPTIMIZER_TABLE
 
     opt = OPTIMIZER_TABLE[name]([torch.nn.Parameter(torch.zeros(2))], 0.01, 0.9, 0.001)
     assert type(opt).__name__ == cls and opt.defaults["lr"] == 0.01 and opt.defaults["weight_decay"] == 0.001

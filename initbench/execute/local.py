@@ -54,7 +54,7 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
             check_limits(dataset, d, val_fraction, tuple(limits))
         first = next(r for r in runs if (r.dataset, r.model) == (dataset, model))
         with torch.random.fork_rng(devices=[]):
-            built = build_model(model, tuple(d.x_train.shape[1:]), d.num_classes)
+            built = build_model(first.model_call, tuple(d.x_train.shape[1:]), d.num_classes)
             problems[(dataset, model)] = Problem(len(d.y_train), forward_macs(built, d.x_train[:1].float()),
                                                  why_not(first, built))
     return problems
@@ -62,7 +62,9 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
 
 def run_steps(spec: RunSpec, examples: int) -> int:
     """The training steps a run will take (fewer if it diverges): epochs x batches of its training split."""
-    train = examples - max(1, round(examples * spec.val_fraction))
+    from initbench.data import val_count
+
+    train = examples - val_count(examples, spec.val_fraction)
     if spec.limit_train is not None:
         train = min(train, spec.limit_train)
     steps = spec.epochs * -(-train // spec.batch_size)

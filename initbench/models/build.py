@@ -54,16 +54,17 @@ def model_params(name: str) -> dict[str, Any] | None:
     return {p.name: p.default for p in [*extra, *(p for p in params if p.kind is p.KEYWORD_ONLY)]}
 
 
-def check_model(spec: str | Mapping[str, Any]) -> tuple[str, dict[str, Any]]:
+def check_model(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]]) -> tuple[str, dict[str, Any]]:
     """Resolve a model spec's name (built-in, entry point or import path) and check its parameters."""
     name, params = parse_call(spec, "model")
     check_model_params(name, params, model_params(name))
     return name, params
 
 
-def build_model(spec: str | Mapping[str, Any], input_shape: tuple[int, ...], num_classes: int) -> nn.Module:
-    """Build `simplecnn`, `mlp(hidden=[512, 256], activation=tanh)`, `mypkg.models:build`, ... for inputs of
-    `input_shape` (C, H, W) and `num_classes` outputs."""
+def build_model(spec: str | Mapping[str, Any] | tuple[str, Mapping[str, Any]], input_shape: tuple[int, ...],
+                num_classes: int) -> nn.Module:
+    """Build `simplecnn`, `mlp(hidden=[512, 256], activation=tanh)`, `mypkg.models:build`, ... (or a spec's parsed
+    `model_call`) for inputs of `input_shape` (C, H, W) and `num_classes` outputs."""
     name, params = check_model(spec)
     try:
         model = _get(name)(tuple(input_shape), num_classes, **params)

@@ -25,9 +25,9 @@ from torch.func import functional_call, stack_module_state, vmap
 
 from initbench.record import RunRecord, run_config
 from initbench.spec import RunSpec
-from initbench.train.module import OPTIMIZER_TABLE, SCHEDULE_TABLE, Divergence, SteppedModule
+from initbench.train.module import Divergence, SteppedModule
 from initbench.train.monitor import NormMonitor, RunBar, StepReport, Throughput, run_summary
-from initbench.train.optim import StackedOptimizer
+from initbench.train.optim import OPTIMIZER_TABLE, SCHEDULE_TABLE, StackedOptimizer
 
 
 class LockstepFailed(Exception):

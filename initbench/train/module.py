@@ -9,21 +9,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from initbench.spec import OPTIMIZERS, SCHEDULES
 from initbench.train.monitor import NormMonitor
-
-# name -> (parameters, lr, momentum, weight decay) -> torch optimizer; exactly the names a RunSpec may use.
-OPTIMIZER_TABLE: dict[str, Any] = {
-    "sgd": lambda params, lr, momentum, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd),
-    "adam": lambda params, lr, momentum, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
-    "adamw": lambda params, lr, momentum, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
-}
-# name -> (optimizer, total steps) -> learning-rate scheduler stepped every step, or None.
-SCHEDULE_TABLE: dict[str, Any] = {
-    "none": lambda opt, steps: None,
-    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)),
-}
-assert tuple(OPTIMIZER_TABLE) == OPTIMIZERS and tuple(SCHEDULE_TABLE) == SCHEDULES
+from initbench.train.optim import OPTIMIZER_TABLE, SCHEDULE_TABLE
 
 
 def log_metrics(loggers: Any, metrics: dict[str, float], step: int) -> None:

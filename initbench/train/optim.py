@@ -1,8 +1,10 @@
-"""Optimizers for stacked lockstep members whose learning rates differ: SGD (with momentum), Adam and AdamW, each
-member's slice updated as `torch.optim` updates a single run (its single-tensor code path, step for step).
+"""The optimizers and learning-rate schedules a run may name (spec.OPTIMIZERS, spec.SCHEDULES), as torch builds them;
+and, for stacked lockstep members whose learning rates differ, SGD (with momentum), Adam and AdamW with each member's
+slice updated as `torch.optim` updates a single run (its single-tensor code path, step for step).
 
-Every tensor holds K members along its first dimension; `lrs` holds their learning rates. The param group's `lr`
-is a multiplier (1.0 at the start) that a learning-rate scheduler may anneal: member k's rate is lrs[k] x lr.
+In StackedOptimizer every tensor holds K members along its first dimension; `lrs` holds their learning rates. The
+param group's `lr` is a multiplier (1.0 at the start) that a learning-rate scheduler may anneal: member k's rate
+is lrs[k] x lr.
 """
 
 from __future__ import annotations
@@ -12,11 +14,26 @@ from typing import Any
 
 import torch
 
+from initbench.spec import OPTIMIZERS, SCHEDULES
+
+# name -> (parameters, lr, momentum, weight decay) -> torch optimizer; exactly the names a RunSpec may use.
+OPTIMIZER_TABLE: dict[str, Any] = {
+    "sgd": lambda params, lr, momentum, wd: torch.optim.SGD(params, lr=lr, momentum=momentum, weight_decay=wd),
+    "adam": lambda params, lr, momentum, wd: torch.optim.Adam(params, lr=lr, weight_decay=wd),
+    "adamw": lambda params, lr, momentum, wd: torch.optim.AdamW(params, lr=lr, weight_decay=wd),
+}
+# name -> (optimizer, total steps) -> learning-rate scheduler stepped every step, or None.
+SCHEDULE_TABLE: dict[str, Any] = {
+    "none": lambda opt, steps: None,
+    "cosine": lambda opt, steps: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, steps)),
+}
+assert tuple(OPTIMIZER_TABLE) == OPTIMIZERS and tuple(SCHEDULE_TABLE) == SCHEDULES
+
 
 class StackedOptimizer(torch.optim.Optimizer):
     def __init__(self, params: Any, kind: str, lrs: list[float], momentum: float = 0.0, weight_decay: float = 0.0,
                  betas: tuple[float, float] = (0.9, 0.999), eps: float = 1e-8) -> None:
-        if kind not in ("sgd", "adam", "adamw"):
+        if kind not in OPTIMIZERS:
             raise KeyError(kind)
         super().__init__(params, {"lr": 1.0, "momentum": momentum, "weight_decay": weight_decay, "betas": betas,
                                   "eps": eps})

@@ -52,9 +52,9 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
                                 spec.limit_train, spec.limit_val, spec.limit_test, data_dir, download)
         data.setup()
     torch.manual_seed(init_seed)
-    model = build_model(spec.model, data.input_shape, data.num_classes)
+    model = build_model(spec.model_call, data.input_shape, data.num_classes)
     batch = data.sample(min(LSUV_BATCH, len(data.y_train)), init_seed)
-    manifest = apply_init(model, spec.init, data=batch)
+    manifest = apply_init(model, spec.init_spec, data=batch)
     for warning in manifest.warnings:
         _warn_once(warning)
     module = Classifier(model, data.num_classes, spec.optimizer, spec.lr, spec.momentum, spec.weight_decay,
