@@ -11,7 +11,7 @@ import pytest
 from scipy import stats
 
 from initbench.cli import main
-from initbench.report.diagnostics import outcomes, relate, spearman, spearman_ci
+from initbench.report.predictors import outcomes, relate, spearman, spearman_ci
 
 
 def test_spearman_matches_known_answers_and_scipy():

@@ -94,7 +94,7 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
                      baseline if baseline in set(alternative["init"]) else None, margin_points / 100)
         study.tuning.protocols = compare_protocols(ranking.per_problem, other.per_problem)
     if study.runs.filter(like="step0_").notna().any().any():  # records made before step-0 diagnostics have none
-        from initbench.report.diagnostics import relate
+        from initbench.report.predictors import relate
 
         study.predictors = relate(study.runs, metric)
     out = Path(out or results_dir)

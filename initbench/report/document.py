@@ -123,7 +123,7 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
 
 def _step0_blocks(study: Study, metric: str) -> list[Block]:
     """What predicted the outcome: each step-0 diagnostic against the metric, and the failed runs' step-0 figures."""
-    from initbench.report.diagnostics import LEVEL, RESAMPLES, failures, paragraph
+    from initbench.report.predictors import LEVEL, RESAMPLES, failures, paragraph
 
     assert study.predictors is not None
     blocks = [Block("h2", "What predicted the outcome"),

@@ -34,7 +34,7 @@ class Study:
     partial: list[str] = field(default_factory=list)  # records that entered with some numbers left out, and why
     tuning: Tuning | None = None  # a tuned study: its tuning runs, chosen lrs and the second protocol's runs
     excluded: list[str] = field(default_factory=list)  # whole records outside the study's protocol, and why
-    predictors: pd.DataFrame | None = None  # step-0 diagnostics against the outcome (report.diagnostics.relate)
+    predictors: pd.DataFrame | None = None  # step-0 diagnostics against the outcome (report.predictors.relate)
 
     @property
     def grads0(self) -> pd.DataFrame:

@@ -86,7 +86,7 @@ def plot_all(study: Study, ranking: Ranking, out: Path) -> dict[str, list[Path]]
                     paths.append(_dynamics(plt, problem, layers, stat, what, order, sane, colors,
                                            out / f"{stat.split('_')[0]}_{name}.png"))
         if study.predictors is not None:
-            from initbench.report.diagnostics import plot_step0
+            from initbench.report.predictors import plot_step0
 
             paths.append(plot_step0(plt, problem, runs, study.predictors, ranking.metric, colors,
                                     out / f"step0_{name}.png"))
