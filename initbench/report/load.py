@@ -45,6 +45,7 @@ class Study:
 
 NUMBERS = ("test_acc", "test_loss", "best_val_acc", "val_acc_final", "train_loss_final", "diverged_step", "steps",
            "wall_time_s", "images_per_s")
+DIVERGED_LOSSES = ("test_loss", "train_loss_final")  # non-finite in a diverged run's summary: what diverging means
 
 
 class Damaged(Exception):
@@ -84,7 +85,8 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise Damaged(f"{SUMMARY}: {key} is {value!r}, not a number")
         if not math.isfinite(value):
-            problems.append(f"{key} is {value}")
+            if not (summary["status"] == "diverged" and key in DIVERGED_LOSSES):
+                problems.append(f"{key} is {value}")
             summary[key] = None
     metrics = pd.DataFrame()
     if summary["status"] != "failed":
