@@ -11,9 +11,11 @@
 A results folder of a sweep also holds `sweep.json`: the sweep file's document, its name and size.
 
 Every JSON file is written atomically, with non-finite numbers as the strings "nan", "inf" and "-inf" (JSON has no
-such numbers, and null would lose which one it was); reading turns them back into floats (records written before
-this policy hold null there, read as None). The engines train and hand their results here; the sweep, the report,
-W&B and the CLI read them back from here.
+such numbers, and null would lose which one it was); reading the files that hold figures (summary, manifest,
+diagnostics) turns them back into floats (records written before this policy hold null there, read as None).
+
+The engines write through RunRecord as they train (the metrics stream into metrics.csv through Lightning's CSV
+logger); the sweep, the report, W&B and the CLI read everything back from here.
 """
 
 from __future__ import annotations
@@ -49,10 +51,11 @@ def _nonfinite(value: Any, convert: Any, strings: tuple[str, ...] = ()) -> Any:
     return value
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file as written by `write_json`: its non-finite numbers as floats (OSError or ValueError when it is
-    missing or malformed)."""
-    return _nonfinite(json.loads(Path(path).read_text()), float, NONFINITE)
+def read_json(path: Path, numbers: bool = True) -> Any:
+    """A JSON file as written by `write_json`, with (`numbers`) its non-finite numbers as floats; a file of names and
+    settings is read as written. OSError or ValueError when it is missing or malformed."""
+    data = json.loads(Path(path).read_text())
+    return _nonfinite(data, float, NONFINITE) if numbers else data
 
 
 def write_json(path: Path, data: Any) -> None:
@@ -82,7 +85,7 @@ def study_source(results_dir: Path) -> dict[str, Any]:
     path = Path(results_dir) / STUDY
     if not path.exists():
         return {}
-    source = read_json(path).get("source", {})
+    source = read_json(path, numbers=False).get("source", {})
     if not isinstance(source, dict):
         raise ValueError("no source mapping")
     return source
@@ -198,8 +201,9 @@ class RunRecord:
 
     # reading
     def _json(self, name: str) -> Any:
-        """A file of the record, parsed (OSError or ValueError when it is missing or malformed)."""
-        return read_json(self.path / name)
+        """A file of the record, parsed (OSError or ValueError when it is missing or malformed); the files that hold
+        figures (summary, manifest, diagnostics) with their non-finite numbers as floats."""
+        return read_json(self.path / name, numbers=name in (SUMMARY, MANIFEST, DIAGNOSTICS))
 
     def config(self) -> Any:
         return self._json(CONFIG)

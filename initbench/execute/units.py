@@ -47,7 +47,7 @@ def claim_and_run(spec: RunSpec, out: Path, *, progress: bool = True, data_dir: 
     With `keep_going` (a sweep), a run whose preparation fails after validation (a plug-in that
     raises, a layer LSUV cannot run) is recorded as failed instead of stopping the caller. With
     `force`, a complete run is trained again; its old record is replaced only once the new one is whole.
-    `on_step(global_step)` is called after every training step.
+    `on_step(steps)` is called after every training batch with the optimizer steps taken so far.
     """
     existing = RunRecord(record_dir(spec, out))
     if existing.complete and not force:

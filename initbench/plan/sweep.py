@@ -212,6 +212,8 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     wandb_doc = _block(path, "wandb", doc.get("wandb") or None, WANDB_KEYS)
     log = LogSpec(loggers, experiment, **{f"wandb_{k}": v for k, v in wandb_doc.items()})
     resources = _resources(doc.get("resources"), path)
+    if check:
+        from initbench.train.trainer import check_trainer
     runs = []
     for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
         for dataset, d_over in datasets:
@@ -222,6 +224,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
                         spec = RunSpec(model=model, init=init, dataset=dataset, seed=seed, log=log, **settings)
                         if check:
                             spec.validate()
+                            check_trainer(spec.accelerator, spec.precision)  # once per pair (cached)
                     except (TypeError, InitbenchError) as exc:
                         raise InitbenchError(f"{path}: {exc}") from None
                     runs.append(spec)
