@@ -19,9 +19,9 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import CSVLogger
 
 from initbench.data import TensorBatches
+from initbench.record import RunRecord
 from initbench.spec import RunSpec
 from initbench.train.monitor import Throughput
 from initbench.train.prepare import Prepared, prepare
@@ -57,7 +57,7 @@ def initbench_loop(prepared: Prepared, steps: int, workdir: Path) -> float:
     spec = dataclasses.replace(prepared.spec, max_steps=steps, epochs=10**6)
     module = copy.deepcopy(prepared.module)
     speed = Throughput()
-    trainer = make_trainer(spec, [speed], [CSVLogger(workdir, name="", version="")], progress=False,
+    trainer = make_trainer(spec, [speed], [RunRecord(workdir).metrics_logger()], progress=False,
                            validate=False)
     trainer.fit(module, datamodule=prepared.data)
     return speed.images_per_s or 0.0
@@ -129,7 +129,7 @@ def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[f
     from initbench.train.lockstep import StackedClassifier
 
     spec = dataclasses.replace(members[0].spec, max_steps=steps, epochs=10**6)
-    loggers = [CSVLogger(workdir / str(m), name="", version="") for m in range(len(members))]
+    loggers = [RunRecord(workdir / str(m)).metrics_logger() for m in range(len(members))]
 
     def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:
         loggers[member].log_metrics(metrics, step=step)

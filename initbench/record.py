@@ -165,6 +165,13 @@ class RunRecord:
             shutil.rmtree(self.path)
         os.rename(stage, self.path)
 
+    def metrics_logger(self) -> Any:
+        """The Lightning logger that streams the run's curves into metrics.csv (a row per logging call, merged into one
+        row per step by `tidy_metrics`)."""
+        from lightning.pytorch.loggers import CSVLogger
+
+        return CSVLogger(self.path, name="", version="")
+
     def finish(self, summary: dict[str, Any]) -> None:
         """The summary, last: from now on the record is complete."""
         write_json(self.path / SUMMARY, summary)

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from lightning.pytorch.loggers import CSVLogger
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
@@ -261,7 +260,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     spec = members[0][0].spec
     data = members[0][0].data
     records = [RunRecord(run_dir) for _, run_dir in members]
-    loggers = [CSVLogger(r.path, name="", version="") for r in records]
+    loggers = [r.metrics_logger() for r in records]
     wandb_runs: list[Any] = []  # one W&B run per member, open side by side, when the runs log to W&B
 
     def log(member: int, metrics: dict[str, float], step: int, epoch: int | None) -> None:

@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from lightning.pytorch.loggers import CSVLogger
 
 from initbench.record import RunRecord, run_config
 from initbench.train.monitor import RunBar, StepReport, Throughput, run_summary
@@ -32,8 +31,8 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
     module = prepared.module
     callbacks = [speed, *([RunBar(lambda: module.last_train_loss, prepared.data.steps_per_epoch)] if progress else []),
                  *([StepReport(on_step)] if on_step else [])]
-    trainer = make_trainer(spec, callbacks, [CSVLogger(run_dir, name="", version="")], progress)
     record = RunRecord(run_dir)
+    trainer = make_trainer(spec, callbacks, [record.metrics_logger()], progress)
     config = run_config(spec, versions(), device_name(trainer), engine="sequential", **prepared.facts())
     record.begin(config, prepared.manifest.to_dict(), prepared.diagnostics)  # an interrupted attempt starts over
     if use_wandb:  # started once the record exists; the device it names comes from the trainer
