@@ -183,7 +183,8 @@ def _sweep(args: argparse.Namespace) -> int:
     try:
         counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress,
                          engine=args.engine, lockstep_max=args.lockstep_max, executor=args.executor,
-                         address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task)
+                         address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
+                         lockstep_mode=args.lockstep_mode)
     except (KeyboardInterrupt, Terminated) as stop:
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         print(f"initbench: {how} with {progress_text(sweep, out)} runs complete; rerun the same command "
@@ -273,6 +274,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep-max", type=int, default=64, metavar="K",
                    help="at most K runs per lockstep group: inits x learning rates of one (problem, seed) (default: "
                         "64)")
+    p.add_argument("--lockstep-mode", default="auto", choices=["auto", "vmap", "loop"],
+                   help="how a lockstep group computes its members: auto (the default) by a fixed rule of model and "
+                        "device, never by timing; vmap or loop for every group")
     options.add_data_options(p)
     p.add_argument("--executor", default="sequential", choices=["sequential", "ray"],
                    help="sequential (the default) trains here, one unit after another; ray runs each run or lockstep "

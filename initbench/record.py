@@ -74,9 +74,10 @@ def write_json(path: Path, data: Any) -> None:
         raise
 
 
-def write_study(out: Path, name: str, source: dict[str, Any], runs: int) -> None:
-    """The study file of a sweep's results folder: its name, the sweep file's document and the grid's size."""
-    write_json(Path(out) / STUDY, {"name": name, "source": source, "runs": runs})
+def write_study(out: Path, name: str, source: dict[str, Any], runs: int, **how: Any) -> None:
+    """The study file of a sweep's results folder: its name, the sweep file's document, the grid's size, and how it
+    was trained where that is not in the document (`lockstep_mode`)."""
+    write_json(Path(out) / STUDY, {"name": name, "source": source, "runs": runs, **how})
 
 
 def study_source(results_dir: Path) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from initbench.syntax import format_call, format_value, parse_call
 LOGGERS = ("csv", "wandb")
 OPTIMIZERS = ("sgd", "adam", "adamw")
 SCHEDULES = ("none", "cosine")
+LOCKSTEP_MODES = ("vmap", "loop")  # how a lockstep group computes its members (not part of a run's identity)
 # The precisions Lightning's Trainer accepts (Lightning 2.6's list; whether this machine can run one is the trainer's
 # check, made before a run starts).
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",

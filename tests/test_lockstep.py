@@ -322,3 +322,41 @@ def test_a_group_that_cannot_train_together_trains_one_by_one_and_bad_input_writ
         claim_and_run_group([missing], tmp_path / "bad", progress=False, data_dir=tmp_path / "nodata",
                             download=False)
     assert not list((tmp_path / "bad").rglob("*.json"))
+
+
+def test_the_mode_follows_a_rule_of_model_and_device_never_a_clock(monkeypatch):
+    import torch
+
+    from initbench.models import build_model
+    from initbench.train import lockstep
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert lockstep.rule_mode(build_model("mlp", (1, 28, 28), 10), (1, 28, 28), cpu) == "vmap"
+    assert lockstep.rule_mode(build_model("simplecnn", (1, 8, 8), 10), (1, 8, 8), cpu) == "vmap"
+    assert lockstep.rule_mode(build_model("simplecnn", (1, 28, 28), 10), (1, 28, 28), cpu) == "loop"
+    assert lockstep.rule_mode(build_model("simplecnn", (3, 32, 32), 10), (3, 32, 32), gpu) == "vmap"
+    members = [build_model("simplecnn", (1, 28, 28), 10) for _ in range(2)]
+    module = lockstep.StackedClassifier(members, 10, RunSpec(**CALM), lambda *a: None)
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(0, 10, (8,))
+    clock = iter(range(10**6, 0, -37))  # a clock that would make every later pass look faster than the one before
+    monkeypatch.setattr(lockstep.time, "perf_counter", lambda: next(clock))
+    assert [module.choose_mode(x, y) for _ in range(3)] == ["loop"] * 3
+    assert module.choose_mode(x, y, "vmap") == "vmap"
+
+
+def test_a_pinned_mode_reaches_every_record_and_the_study_file(tmp_path):
+    path = tmp_path / "pinned.yaml"
+    path.write_text(textwrap.dedent("""
+        name: pinned
+        datasets: [digits]
+        models: ['mlp(hidden=[16])']
+        inits: [kaiming_normal, orthogonal]
+        seeds: 1
+        train: {epochs: 1, batch_size: 64, limit_train: 256, limit_val: 64, limit_test: 64, accelerator: cpu}
+    """))
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out"), "--no-report", "--no-progress",
+                 "--lockstep-mode", "loop"]) == 0
+    configs = [json.loads(p.read_text()) for p in (tmp_path / "out").glob("*/*/config.json")]
+    assert len(configs) == 2 and {c["lockstep_mode"] for c in configs} == {"loop"}
+    assert json.loads((tmp_path / "out" / "sweep.json").read_text())["lockstep_mode"] == "loop"
+    assert main(["sweep", str(path), "--lockstep-mode", "fast"]) == 2

@@ -14,7 +14,7 @@ from initbench.execute.claims import Claims, clear_orphan_lock
 from initbench.plan.sweep import Sweep
 from initbench.plan.tune import score as tune_score
 from initbench.record import RunRecord, write_study
-from initbench.spec import RunSpec
+from initbench.spec import LOCKSTEP_MODES, RunSpec
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
 
@@ -97,14 +97,17 @@ def units(todo: list[RunSpec], problems: dict[tuple[str, str], Problem], engine:
 def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: Path | None = None,
             download: bool = True, progress: bool = True, engine: str = "auto",
             lockstep_max: int = 64, executor: str = "sequential", address: str | None = None,
-            cpus_per_task: float | None = None, gpus_per_task: float | None = None) -> dict[str, int]:
+            cpus_per_task: float | None = None, gpus_per_task: float | None = None,
+            lockstep_mode: str = "auto") -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
     Grid runs whose tuning runs are not all recorded yet (another shard still trains them) are left for a rerun and
     counted as `waiting`. On a terminal, one bar for the whole shard advances step by step, each run weighted by its
     cost (an MLP run moves it less than a CNN run), with the tally; without one, a line per finished run. The engine
-    (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together.
+    (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together, and
+    `lockstep_mode` how a group computes its members (auto: by the rule in `train.lockstep.rule_mode`, never by
+    timing; vmap or loop pins it, and it is recorded in sweep.json and each record's config).
     With the Ray executor, each task asks for `cpus_per_task` and `gpus_per_task` (None: the sweep file's
     `resources:`, else 1 CPU and no GPU)."""
 
@@ -112,6 +115,8 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
     if lockstep_max < 1:
         raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
+    if lockstep_mode not in ("auto", *LOCKSTEP_MODES):
+        raise InitbenchError(f"unknown lockstep mode {lockstep_mode!r}; valid: auto, {', '.join(LOCKSTEP_MODES)}")
     _check_executor(executor, address, cpus_per_task, gpus_per_task)
     named = ("--cpus-per-task" if cpus_per_task is not None else f"{sweep.name}: resources cpus_per_task",
              "--gpus-per-task" if gpus_per_task is not None else f"{sweep.name}: resources gpus_per_task")
@@ -137,7 +142,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         disconnect = connect(address, gpus_per_task, named[1])
     try:
         return _execute(sweep, out, shard, problems, tuning, grid, data_dir, download, progress, engine, lockstep_max,
-                        (cpus_per_task, gpus_per_task) if executor == "ray" else None)
+                        (cpus_per_task, gpus_per_task) if executor == "ray" else None, lockstep_mode)
     finally:
         if disconnect is not None:
             disconnect()
@@ -171,11 +176,12 @@ def _check_resources(cpus: float, gpus: float, cpus_from: str, gpus_from: str) -
 
 def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tuple[str, str], Problem],
              tuning: tuple[RunSpec, ...], grid: tuple[RunSpec, ...], data_dir: Path | None, download: bool,
-             progress: bool, engine: str, lockstep_max: int, remote: tuple[float, float] | None) -> dict[str, int]:
+             progress: bool, engine: str, lockstep_max: int, remote: tuple[float, float] | None,
+             lockstep_mode: str = "auto") -> dict[str, int]:
     from tqdm.auto import tqdm
 
     try:
-        write_study(out, sweep.name, sweep.source, len(sweep.runs))
+        write_study(out, sweep.name, sweep.source, len(sweep.runs), lockstep_mode=lockstep_mode)
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "lost": 0, "waiting": 0}
@@ -187,7 +193,7 @@ def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tup
                dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
     trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts,
-                     tuned=sweep.tune is not None, remote=remote)
+                     tuned=sweep.tune is not None, remote=remote, lockstep_mode=lockstep_mode)
     try:
         if sweep.tune:
             trainer.train(tuning, planned, "tuning ")
@@ -227,8 +233,10 @@ class _Stage:
 
     def __init__(self, out: Path, problems: dict[tuple[str, str], Problem], engine: str, lockstep_max: int,
                  data_dir: Path | None, download: bool, progress: bool, terminal: bool, bar: Any,
-                 counts: dict[str, int], tuned: bool = False, remote: tuple[float, float] | None = None) -> None:
+                 counts: dict[str, int], tuned: bool = False, remote: tuple[float, float] | None = None,
+                 lockstep_mode: str = "auto") -> None:
         self.out, self.problems, self.engine, self.lockstep_max = out, problems, engine, lockstep_max
+        self.lockstep_mode = lockstep_mode
         self.remote = remote  # Ray: (CPUs, GPUs) per task; None: train here
         self.tuned = tuned  # lines name each run's lr
         self.data_dir, self.download, self.progress, self.terminal = data_dir, download, progress, terminal
@@ -275,7 +283,7 @@ class _Stage:
             else:
                 done = [(spec, summary, outcome) for spec, _, summary, outcome in claim_and_run_group(
                     unit, self.out, progress=False, data_dir=self.data_dir, download=self.download,
-                    on_step=step_report, note=_note, keep_going=True)]
+                    on_step=step_report, note=_note, keep_going=True, lockstep_mode=self.lockstep_mode)]
             bar.update(max(0.0, start + steps * per_step - bar.n))  # a run that diverged early: to its end
             self._tally(done, planned, stage)
 
@@ -314,7 +322,7 @@ class _Stage:
                 self.bar.update(cost[id(unit)])
 
             ray_executor.run_units(submitted, self._lockstep, self.out, self.data_dir, self.download,
-                                   self.remote[0], self.remote[1], finished, _note)
+                                   self.remote[0], self.remote[1], finished, _note, self.lockstep_mode)
         finally:
             claims.release()
 

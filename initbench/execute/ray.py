@@ -70,7 +70,7 @@ def connect(address: str | None, gpus_per_task: float, gpus_from: str = "--gpus-
 
 
 def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | None, download: bool, out: str,
-                cpus: float) -> tuple[list[tuple[str, str, dict[str, bytes]]], list[str]]:
+                cpus: float, lockstep_mode: str = "auto") -> tuple[list[tuple[str, str, dict[str, bytes]]], list[str]]:
     """On a worker: train the unit in a scratch folder; return (run id, the record's path under the results folder,
     its files) per run, and the notes the training made (a lockstep group that trained one by one says why). W&B
     files move to the results path on this worker."""
@@ -86,7 +86,7 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
     try:
         if lockstep:
             claim_and_run_group(runs, scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
-                                download=download, keep_going=True, note=notes.append)
+                                download=download, keep_going=True, note=notes.append, lockstep_mode=lockstep_mode)
         else:
             claim_and_run(runs[0], scratch, progress=False, data_dir=Path(data_dir) if data_dir else None,
                           download=download, keep_going=True)
@@ -105,7 +105,7 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
 def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bool], out: Path,
               data_dir: Path | None, download: bool, cpus: float, gpus: float,
               finished: Callable[[list[RunSpec], list[tuple[RunSpec, dict[str, Any] | None]]], None],
-              note: Callable[[str], None] = print) -> None:
+              note: Callable[[str], None] = print, lockstep_mode: str = "auto") -> None:
     """Submit every unit as a task and write each returned record as it arrives; `finished(unit, [(spec, summary
     or None when the task was lost)])` after each, and `note` for what a task's training said. The caller holds the
     units' locks."""
@@ -114,7 +114,7 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
     pending = {task.remote([s.to_record() for s in unit], lockstep(unit), str(data_dir) if data_dir else None,
-                           download, str(Path(out).resolve()), cpus): unit for unit in units}
+                           download, str(Path(out).resolve()), cpus, lockstep_mode): unit for unit in units}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         unit = pending.pop(done[0])

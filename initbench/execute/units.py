@@ -102,12 +102,13 @@ def _claim(claims: Claims, run_dir: Path) -> RunLock | None:
 
 def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = True, data_dir: Path | None = None,
                         download: bool = True, on_step: Callable[[int], None] | None = None,
-                        note: Callable[[str], None] = print,
-                        keep_going: bool = False) -> list[tuple[RunSpec, Path, dict[str, Any], str]]:
+                        note: Callable[[str], None] = print, keep_going: bool = False,
+                        lockstep_mode: str = "auto") -> list[tuple[RunSpec, Path, dict[str, Any], str]]:
     """Runs that share everything but the init, trained as one lockstep group where the model allows (else one by
     one, with a one-line `note` saying why): [(spec, run dir, summary, outcome)] in the given order, outcomes as
     `claim_and_run`'s. Complete and busy runs are left alone. With `keep_going` (a sweep), a run whose preparation
-    fails is recorded as failed; without, bad input raises as it does for `claim_and_run`."""
+    fails is recorded as failed; without, bad input raises as it does for `claim_and_run`. `lockstep_mode` (auto,
+    vmap or loop) is how the group computes its members (`train.lockstep.rule_mode` for auto)."""
     from initbench.train import lockstep
 
     results: dict[str, tuple[RunSpec, Path, dict[str, Any], str]] = {}
@@ -136,7 +137,7 @@ def claim_and_run_group(specs: list[RunSpec], out: Path, *, progress: bool = Tru
         reason = lockstep.why_not(members[0][0].spec, members[0][0].module.model) if members else None
         if members and not reason:
             try:
-                summaries = lockstep.train_group(members, out, progress, started, on_step)
+                summaries = lockstep.train_group(members, out, progress, started, on_step, lockstep_mode)
                 for (prepared, run_dir), summary in zip(members, summaries, strict=True):
                     results[prepared.spec.run_id] = (prepared.spec, run_dir, summary, "trained")
             except lockstep.LockstepFailed as why:
