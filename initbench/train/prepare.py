@@ -35,7 +35,8 @@ class Prepared:
         """What its record's config says of the run's data and model (`record.run_config`)."""
         return {"data": {"dataset": self.spec.dataset, "input_shape": list(self.data.input_shape),
                          "num_classes": self.data.num_classes, **self.data.sizes()},
-                "parameters": sum(p.numel() for p in self.module.model.parameters())}
+                "parameters": sum(p.numel() for p in self.module.model.parameters()),
+                "threads": torch.get_num_threads()}  # a CPU run's numbers depend on it (in the last digits)
 
 
 def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
