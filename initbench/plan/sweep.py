@@ -23,6 +23,10 @@ TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "trai
             "wandb", "resources")
 # What each Ray task asks of the cluster (`--executor ray`; the flags of the same names override them).
 RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task")
+# Bounds on what a sweep file may ask for, checked before anything is built from it.
+MAX_FILE_BYTES = 1 << 20
+MAX_NODES = 1_000_000  # values once YAML aliases are expanded
+MAX_RUNS = 1_000_000  # runs in the grid
 # A sweep file sets a run's settings (spec.SETTINGS) under `train:` (and per model/dataset); logging settings have
 # their own keys (`logger`, `wandb`).
 
@@ -149,18 +153,44 @@ def _named(item: Any, what: str, path: Path) -> tuple[str, dict[str, Any]]:
 
 
 def load_sweep(path: Path, name: str | None = None) -> Sweep:
-    """Read and check an experiment file; every name in the grid is validated before anything runs."""
+    """Read and check an experiment file; every name in the grid is validated before anything runs. The file is
+    bounded before it is parsed (its size, UTF-8 text) and after (what its YAML aliases expand to)."""
     path = Path(path)
     try:
-        doc = yaml.safe_load(path.read_text())
+        data = path.read_bytes()
     except OSError as exc:
         raise InitbenchError(f"cannot read sweep file {path}: {exc.strerror or exc}") from None
+    if len(data) > MAX_FILE_BYTES:
+        raise InitbenchError(f"sweep file {path} is {len(data):,} bytes; a sweep file may hold at most "
+                             f"{MAX_FILE_BYTES:,}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise InitbenchError(f"sweep file {path} is not UTF-8 text: byte 0x{data[exc.start]:02x} at offset "
+                             f"{exc.start}") from None
+    try:
+        doc = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise InitbenchError(f"malformed YAML in {path}{where}: {problem}") from None
+    size = _expanded_size(doc, {})
+    if size > MAX_NODES:
+        raise InitbenchError(f"sweep file {path}: its YAML aliases expand to {size:,} values; at most {MAX_NODES:,}")
     return sweep_from_doc(doc, path, name)
+
+
+def _expanded_size(node: Any, seen: dict[int, int]) -> int:
+    """How many values `node` holds once its YAML aliases are written out (shared objects counted once per use,
+    each computed once, so a nested-alias bomb is measured without being expanded)."""
+    if not isinstance(node, dict | list):
+        return 1
+    if id(node) not in seen:
+        children = list(node.keys()) + list(node.values()) if isinstance(node, dict) else node
+        seen[id(node)] = 0  # a cycle (which safe_load cannot build) would count as empty
+        seen[id(node)] = 1 + sum(_expanded_size(c, seen) for c in children)
+    return seen[id(node)]
 
 
 def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = True) -> Sweep:
@@ -170,6 +200,9 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
         raise InitbenchError(f"{path}: a sweep file must be a YAML mapping with keys {', '.join(TOP_KEYS)}")
     _check_keys(str(path), doc, TOP_KEYS)
     experiment = str(name or doc.get("name") or Path(path).stem)
+    if experiment in (".", "..") or any(c in experiment for c in "/\\\0") or not experiment.strip():
+        raise InitbenchError(f"{path}: the study name {experiment!r} must be a plain folder name (no path separators, "
+                             "not . or ..): it names the results folder")
     shared = _train_settings(str(path), doc.get("train"))
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
@@ -183,6 +216,12 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     except InitbenchError as exc:
         raise InitbenchError(f"{path}: {exc}") from None
     seeds_doc = doc.get("seeds")
+    n_seeds = seeds_doc if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool) else len(
+        seeds_doc) if isinstance(seeds_doc, list) else 1
+    runs_in_grid = n_seeds * len(datasets) * len(models) * len(_entries(doc, "inits", path))
+    if runs_in_grid > MAX_RUNS:
+        raise InitbenchError(f"{path}: the grid has {runs_in_grid:,} runs (seeds x datasets x models x inits); at "
+                             f"most {MAX_RUNS:,}")
     if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool):
         if seeds_doc < 1:
             raise InitbenchError(f"{path}: empty grid: 'seeds' must be at least 1, got {seeds_doc}")
