@@ -12,6 +12,8 @@ from __future__ import annotations
 import functools
 import importlib
 import json
+import os
+import sys
 from collections.abc import Callable, Mapping
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -76,6 +78,8 @@ def import_reference(ref: str, what: str) -> Any:
     module_name, _, attr = ref.partition(":")
     if not module_name or not attr:
         raise InitbenchError(f"{what} '{ref}' must be written package.module:attribute")
+    if "" not in sys.path and os.getcwd() not in sys.path:  # the user's package in the working folder, as
+        sys.path.append(os.getcwd())  # `python -m` finds it (appended: an installed package keeps precedence)
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:

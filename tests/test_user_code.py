@@ -254,3 +254,27 @@ def cifar100_dir(tmp_path, monkeypatch) -> Path:
 def test_cifar100_shares_the_cifar10_loader(cifar100_dir):
     d = decode("cifar100", cifar100_dir, download=False)
     assert tuple(d.x_train.shape) == (300, 3, 32, 32) and d.num_classes == 100 and len(d.y_test) == 100
+
+
+def test_the_readme_example_finds_a_package_in_the_working_folder(tmp_path):
+    """`initbench run --model 'mypkg.models:build(width=16)' --dataset mypkg.data:load` from the folder holding mypkg,
+    through the installed console script (which, unlike `python -m`, does not put the working folder on the path)."""
+    (tmp_path / "mypkg").mkdir()
+    (tmp_path / "mypkg" / "__init__.py").write_text("")
+    (tmp_path / "mypkg" / "models.py").write_text(
+        "from torch import nn\n\n"
+        "def build(input_shape, num_classes, width=64):\n"
+        "    c, h, w = input_shape\n"
+        "    return nn.Sequential(nn.Flatten(), nn.Linear(c * h * w, width), nn.GELU(),\n"
+        "                         nn.Linear(width, num_classes))\n")
+    (tmp_path / "mypkg" / "data.py").write_text(
+        "from sklearn.datasets import load_digits\n\n"
+        "def load():\n"
+        "    d = load_digits()\n"
+        "    return d.images[:1400], d.target[:1400], d.images[1400:], d.target[1400:]\n")
+    exe = Path(sys.executable).parent / "initbench"
+    done = subprocess.run([str(exe), "run", "--model", "mypkg.models:build(width=16)", "--dataset", "mypkg.data:load",
+                           "--init", "kaiming_normal", "--epochs", "1", "--out", "out", "--no-progress",
+                           "--accelerator", "cpu"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-800:]
+    assert len(list((tmp_path / "out").glob("*/*/summary.json"))) == 1
