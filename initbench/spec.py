@@ -138,7 +138,7 @@ class RunSpec:
     def from_record(cls, spec: Mapping[str, Any]) -> RunSpec:
         """The RunSpec a record's config.json stored (unknown keys from other versions ignored)."""
         known = {f.name for f in dataclasses.fields(cls)} - {"log"}
-        logging = {k: v for k, v in spec.items() if k in {f.name for f in dataclasses.fields(LogSpec)}}
+        logging = {k: v for k, v in spec.items() if k in LOG_FIELDS}
         if isinstance(logging.get("loggers"), list):
             logging["loggers"] = tuple(logging["loggers"])
         return cls(**{k: v for k, v in spec.items() if k in known}, log=LogSpec(**logging))

@@ -144,5 +144,3 @@ class TensorDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> TensorBatches:
         return TensorBatches(self.x_test, self.y_test, max(self.batch_size, 512), shuffle=False)
-
-

@@ -34,5 +34,3 @@ def decode(name: str, data_dir: Path | None = None, download: bool = True) -> De
     if key not in _CACHE:
         _CACHE[key] = loader(root, download)
     return _CACHE[key]
-
-

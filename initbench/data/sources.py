@@ -148,5 +148,3 @@ def _digits(root: Path, download: bool) -> Decoded:
     n_test = len(y) // 5
     test, train = perm[:n_test], perm[n_test:]
     return Decoded(x[train], y[train], x[test], y[test], 10)
-
-

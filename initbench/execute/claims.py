@@ -101,5 +101,3 @@ def clear_orphan_lock(run_dir: Path) -> None:
     lock = RunLock(run_dir)
     if lock.path.exists() and lock.acquire():
         lock.release()
-
-

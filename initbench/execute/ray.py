@@ -136,4 +136,3 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
         for message in notes:
             note(message)
         finished(unit, results)
-

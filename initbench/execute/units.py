@@ -162,5 +162,3 @@ def _record_failure(spec: RunSpec, run_dir: Path, exc: BaseException, started: f
                "wall_time_s": round(time.time() - started, 3)}
     record.finish(summary)
     return summary
-
-

@@ -124,5 +124,3 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
         raise InitbenchError(f"model '{name}' has no width parameter for --widths (mlp: hidden, simplecnn: channels, "
                              "your own model: a parameter named width)")
     return format_call(name, params)
-
-

@@ -36,7 +36,6 @@ class LockstepFailed(Exception):
 
 
 SUPPORTED_PRECISIONS = ("32-true", "32", "bf16-mixed", "bf16-true", "64-true")
-MODES = LOCKSTEP_MODES  # one vmap over the members, or member by member
 LOOP_ABOVE_PIXELS = 256  # on a CPU, convolutions over larger images run faster member by member (measured below)
 
 
@@ -123,7 +122,7 @@ class StackedClassifier(SteppedModule):
         Each way first stores the stacked parameters in the memory layout their gradients arrive in (found by one
         forward and backward pass on a real batch)."""
         errors, layouts = [], {}
-        for mode in MODES:
+        for mode in LOCKSTEP_MODES:  # one vmap over the members, or member by member
             self.mode = mode
             try:
                 layouts[mode] = self._arrival_layouts(x, y)

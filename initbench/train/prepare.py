@@ -66,10 +66,9 @@ def prepare(spec: RunSpec, data_dir: Path | None = None, download: bool = True,
 
 _WARNED: set[str] = set()
 
+
 def _warn_once(message: str) -> None:
     """A manifest warning goes to stderr once per process, however many runs of a sweep share it."""
     if message not in _WARNED:
         _WARNED.add(message)
         print(f"initbench: {message}", file=sys.stderr)
-
-

@@ -19,7 +19,8 @@ from initbench.train.trainer import device_name, make_trainer, quiet_lightning, 
 
 
 def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, started: float,
-           on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+              on_step: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Train one prepared run with one Lightning fit and write its record into `run_dir`; its summary."""
     spec = prepared.spec
     use_wandb = "wandb" in spec.log.loggers
     if use_wandb:
@@ -61,5 +62,3 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
     if use_wandb:
         dashboards.finish_train_logger(trainer.loggers[-1], summary, run_dir)
     return summary
-
-

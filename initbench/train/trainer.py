@@ -83,5 +83,3 @@ def versions() -> dict[str, str]:
 
     return {"initbench": __version__, "torch": torch.__version__, "torchvision": torchvision.__version__,
             "lightning": lightning.__version__, "python": platform.python_version()}
-
-
