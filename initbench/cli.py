@@ -11,6 +11,7 @@ from pathlib import Path
 
 from initbench import options  # the options several commands share, each declared once
 from initbench.errors import InitbenchError, Terminated
+from initbench.spec import check_threads
 from initbench.train.diagnostics import STATS  # light: the probe's stats, named in its --help
 
 
@@ -83,8 +84,12 @@ def _list(args: argparse.Namespace) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     spec = options.spec_from_args(args)  # names checked before torch and Lightning load
+    check_threads(args.threads)
     from initbench.execute.units import claim_and_run, refuse_busy
     from initbench.record import RunRecord
+    from initbench.train.trainer import use_threads
+
+    use_threads(args.threads)
 
     if args.engine == "lockstep":  # a group of one: the lockstep engine's numbers for this run
         if args.force:
@@ -184,7 +189,7 @@ def _sweep(args: argparse.Namespace) -> int:
         counts = execute(sweep, out, shard, args.data_dir, not args.no_download, progress=not args.no_progress,
                          engine=args.engine, lockstep_max=args.lockstep_max, executor=args.executor,
                          address=args.address, cpus_per_task=args.cpus_per_task, gpus_per_task=args.gpus_per_task,
-                         lockstep_mode=args.lockstep_mode)
+                         lockstep_mode=args.lockstep_mode, threads=args.threads)
     except (KeyboardInterrupt, Terminated) as stop:
         how = "terminated (SIGTERM)" if isinstance(stop, Terminated) else "interrupted"
         print(f"initbench: {how} with {progress_text(sweep, out)} runs complete; rerun the same command "
@@ -256,6 +261,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "sweep's lockstep group gives it")
     options.add_logger_option(p, "csv (always written) or wandb (CSV plus a W&B run; offline without credentials); "
                                  "default: csv")
+    options.add_threads_option(p, "torch threads to train with (default: one per core); a CPU run's numbers depend "
+                                  "on it in their last digits, and its record says it")
     p.set_defaults(func=_run)
 
     p = sub.add_parser("sweep", help="run every (dataset, model, init, seed) of an experiment file; resumable")
@@ -277,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep-mode", default="auto", choices=["auto", "vmap", "loop"],
                    help="how a lockstep group computes its members: auto (the default) by a fixed rule of model and "
                         "device, never by timing; vmap or loop for every group")
+    options.add_threads_option(p, "torch threads every run of the study trains with, Ray tasks included (default: "
+                                  "what the study recorded, else the sweep file's resources: threads, else one per "
+                                  "core); a CPU run's numbers depend on it, so a study keeps one")
     options.add_data_options(p)
     p.add_argument("--executor", default="sequential", choices=["sequential", "ray"],
                    help="sequential (the default) trains here, one unit after another; ray runs each run or lockstep "
@@ -285,8 +295,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --executor ray: the cluster's head (`ray start --head` prints it) or auto (the one "
                         "started on this machine); default: a local Ray on this machine's cores")
     p.add_argument("--cpus-per-task", type=float, default=None, metavar="N",
-                   help="with --executor ray: CPUs per task, and torch threads inside it (default: the sweep file's "
-                        "resources: cpus_per_task, else 1)")
+                   help="with --executor ray: CPUs each task asks for (default: the sweep file's resources: "
+                        "cpus_per_task, else the study's --threads)")
     p.add_argument("--gpus-per-task", type=float, default=None, metavar="F",
                    help="with --executor ray: GPUs per task; a fraction such as 0.25 lets tasks share a GPU "
                         "(default: the sweep file's resources: gpus_per_task, else 0)")

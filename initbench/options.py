@@ -34,6 +34,11 @@ def add_out_option(p: argparse.ArgumentParser, default: Path | None, help: str) 
     p.add_argument("--out", type=Path, default=default, help=help)
 
 
+def add_threads_option(p: argparse.ArgumentParser, help: str) -> None:
+    """--threads, the torch threads a run trains with (None: the command's default, said in `help`)."""
+    p.add_argument("--threads", type=int, default=None, metavar="N", help=help)
+
+
 def add_progress_option(p: argparse.ArgumentParser, help: str = "no progress bar") -> None:
     p.add_argument("--no-progress", action="store_true", help=help)
 

@@ -36,6 +36,7 @@ CONFIG, MANIFEST, METRICS, SUMMARY = "config.json", "manifest.json", "metrics.cs
 DIAGNOSTICS, WANDB = "diagnostics.json", "wandb.json"
 FILES = (CONFIG, MANIFEST, DIAGNOSTICS, METRICS, SUMMARY)  # every complete record's files (WANDB: once logged there)
 STATUSES = ("ok", "diverged", "collapsed", "failed")
+TIMINGS = ("wall_time_s", "train_time_s", "images_per_s")  # a summary's clock readings: the rest is reproducible
 STUDY = "sweep.json"  # in a sweep's results folder
 NONFINITE = ("nan", "inf", "-inf")  # how JSON files hold non-finite numbers
 
@@ -76,17 +77,25 @@ def write_json(path: Path, data: Any) -> None:
 
 def write_study(out: Path, name: str, source: dict[str, Any], runs: int, **how: Any) -> None:
     """The study file of a sweep's results folder: its name, the sweep file's document, the grid's size, and how it
-    was trained where that is not in the document (`lockstep_mode`)."""
+    was trained where that is not in the document (`lockstep_mode`, `threads`)."""
     write_json(Path(out) / STUDY, {"name": name, "source": source, "runs": runs, **how})
 
 
-def study_source(results_dir: Path) -> dict[str, Any]:
-    """The sweep file's document stored with a study ({} for a folder of single runs); OSError, ValueError or
-    AttributeError when the study file is unreadable."""
+def read_study(results_dir: Path) -> dict[str, Any]:
+    """A results folder's study file ({} for a folder of single runs); OSError or ValueError when it is unreadable."""
     path = Path(results_dir) / STUDY
     if not path.exists():
         return {}
-    source = read_json(path, numbers=False).get("source", {})
+    study = read_json(path, numbers=False)
+    if not isinstance(study, dict):
+        raise ValueError("not a mapping")
+    return study
+
+
+def study_source(results_dir: Path) -> dict[str, Any]:
+    """The sweep file's document stored with a study ({} for a folder of single runs); OSError or ValueError when the
+    study file is unreadable."""
+    source = read_study(results_dir).get("source", {})
     if not isinstance(source, dict):
         raise ValueError("no source mapping")
     return source

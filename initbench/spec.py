@@ -7,6 +7,7 @@ import functools
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -217,6 +218,22 @@ class RunSpec:
 
 
 # Fields that change the result, less the axes: what a sweep file may set under `train:`.
+def cores() -> int:
+    """The cores this process may use: the default thread count of a run or study."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def check_threads(threads: int | None, named: str = "--threads", here: bool = True) -> None:
+    """A thread count is a whole number from 1; training `here` (not on Ray's nodes), at most this machine's cores."""
+    if threads is None:
+        return
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise InitbenchError(f"{named} must be a whole number of at least 1, got {threads!r}")
+    if here and threads > cores():
+        raise InitbenchError(f"{named} {threads}: this machine lets initbench use {cores()} cores (more threads than "
+                             "cores slow every run about tenfold)")
+
+
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.compare and f.name not in AXES)
 LOG_FIELDS = tuple(f.name for f in dataclasses.fields(LogSpec))  # where curves go: never part of a run's identity
 

@@ -17,6 +17,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from initbench.record import TIMINGS
+
 INITBENCH = Path(sys.executable).parent / "initbench"
 TUNED = """
 name: rayed
@@ -54,19 +56,36 @@ def recorded_once(out: Path, expected: int) -> pd.DataFrame:
     return pd.DataFrame({"run_id": ids})
 
 
+def same_records(a: Path, b: Path) -> int:
+    """Two results folders hold the same runs with byte-identical curves, the same summaries (timings aside) and the
+    same thread count; returns how many runs."""
+    runs = {p.parent.relative_to(a) for p in a.rglob("summary.json")}
+    assert runs == {p.parent.relative_to(b) for p in b.rglob("summary.json")}
+    for run in runs:
+        assert (a / run / "metrics.csv").read_bytes() == (b / run / "metrics.csv").read_bytes(), run
+        summaries = [{k: v for k, v in json.loads((root / run / "summary.json").read_text()).items()
+                      if k not in TIMINGS} for root in (a, b)]
+        assert summaries[0] == summaries[1], run
+        threads = [json.loads((root / run / "config.json").read_text())["threads"] for root in (a, b)]
+        assert threads[0] == threads[1], run
+    return len(runs)
+
+
 def test_a_local_ray_sweep_equals_the_sequential_one(tmp_path):
     here = sweep(tmp_path, TUNED, tmp_path / "here")
     assert here.returncode == 0, here.stderr
-    rayed = sweep(tmp_path, TUNED, tmp_path / "ray", "--executor", "ray", "--cpus-per-task", "1")
+    rayed = sweep(tmp_path, TUNED, tmp_path / "ray", "--executor", "ray")
     assert rayed.returncode == 0, rayed.stderr
     assert "12/12 complete" in rayed.stdout and "report:" in rayed.stdout
     recorded_once(tmp_path / "ray", 12)
+    assert same_records(tmp_path / "here", tmp_path / "ray") == 12  # 6 tuning and 6 grid runs: every number equal
     a = pd.read_csv(tmp_path / "here" / "runs.csv").set_index("run_id").sort_index()
     b = pd.read_csv(tmp_path / "ray" / "runs.csv").set_index("run_id").sort_index()
     assert list(a.index) == list(b.index) and (a["status"] == b["status"]).all() and (a["lr"] == b["lr"]).all()
-    assert (a["val_acc_final"] - b["val_acc_final"]).abs().max() <= 0.02  # same runs; CPU threads may differ
     tuned = [pd.read_csv(tmp_path / where / "tuning.csv")["lr"] for where in ("ray", "here")]
     assert (tuned[0] == tuned[1]).all()
+    study = [json.loads((tmp_path / where / "sweep.json").read_text()) for where in ("here", "ray")]
+    assert study[0]["threads"] == study[1]["threads"] == len(os.sched_getaffinity(0))
 
 
 def test_a_node_removed_mid_sweep_loses_no_run_and_records_none_twice(tmp_path):
@@ -80,7 +99,8 @@ def test_a_node_removed_mid_sweep_loses_no_run_and_records_none_twice(tmp_path):
         path = tmp_path / "s.yaml"
         path.write_text(textwrap.dedent(LONGER))
         driver = subprocess.Popen([str(INITBENCH), "sweep", str(path), "--out", str(out), "--no-progress",
-                                   "--executor", "ray", "--address", cluster.address, "--engine", "sequential"],
+                                   "--executor", "ray", "--address", cluster.address, "--engine", "sequential",
+                                   "--threads", "1"],  # each node has 1 CPU
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
         while not list(out.rglob("summary.json")) and time.time() < deadline:

@@ -43,6 +43,8 @@ RUN_CASES = {
     "four devices": (["--devices", "4"], "devices must be auto or 1, got '4': initbench trains each run on one"),
     "val fraction 1": (["--val-fraction", "1"], "val fraction (val_fraction) must be below 1, got 1.0"),
     "bad precision": (["--precision", "8-true"], "unknown precision '8-true'"),
+    "zero threads": (["--threads", "0"], "--threads must be a whole number of at least 1, got 0"),
+    "more threads than cores": (["--threads", "999"], "--threads 999: this machine lets initbench use "),
 }
 
 
@@ -65,6 +67,8 @@ SWEEP_CASES = {
     "more validation examples than the split has": ("limit_val: 256",
                                                     "--limit-val 256 is more than the 144 examples digits has there"),
     "a bad init in the grid": ("{}", "init 'normal': std must be >= 0, got -0.5"),
+    "threads of 0": ("}\nresources: {threads: 0", "resources threads must be a whole number of at least 1, got 0"),
+    "more threads than cores": ("}\nresources: {threads: 999", "resources threads 999: this machine lets initbench"),
 }
 
 
@@ -93,6 +97,21 @@ def test_sweep_refuses_the_whole_grid_before_the_first_run(case, capsys, tmp_pat
 def test_other_commands_refuse_bad_values(args, message, capsys):
     code, err = _cli(capsys, *args)
     assert code == 2 and message in err and len(err.splitlines()) == 1
+
+
+def test_a_study_keeps_the_thread_count_it_recorded(capsys, tmp_path):
+    (tmp_path / "s.yaml").write_text("name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[8])']\ninits: [zeros]\n"
+                                     "seeds: 1\ntrain: {epochs: 1, limit_train: 64, limit_val: 32, limit_test: 32}\n")
+    out = tmp_path / "out"
+    assert _cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--threads", "1", "--no-progress")[0] == 0
+    assert json.loads((out / "sweep.json").read_text())["threads"] == 1
+    assert json.loads(next(out.rglob("config.json")).read_text())["threads"] == 1
+    records = sorted(p.relative_to(out) for p in out.rglob("*"))
+    code, err = _cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--threads", "2", "--no-progress")
+    assert code == 2 and "--threads 2: the study in" in err and "trains with 1 torch threads" in err, err
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == records
+    code, _ = _cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--no-progress")  # a rerun keeps the study's
+    assert code == 0 and json.loads((out / "sweep.json").read_text())["threads"] == 1
 
 
 MODELS = '''

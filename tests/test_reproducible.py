@@ -11,6 +11,7 @@ import textwrap
 import pandas as pd
 
 from initbench.cli import main
+from initbench.record import TIMINGS
 
 STUDY = textwrap.dedent("""
     name: twice
@@ -21,7 +22,6 @@ STUDY = textwrap.dedent("""
     tune: {lr: [0.01, 0.1], seeds: [100]}
     train: {epochs: 1, batch_size: 64, limit_train: 512, limit_val: 128, limit_test: 128, accelerator: cpu}
 """)
-TIMINGS = {"train_time_s", "images_per_s", "wall_time_s"}
 
 
 def _records(out):

@@ -13,8 +13,8 @@ from initbench.errors import InitbenchError
 from initbench.execute.claims import Claims, clear_orphan_lock
 from initbench.plan.sweep import Sweep
 from initbench.plan.tune import score as tune_score
-from initbench.record import RunRecord, write_study
-from initbench.spec import LOCKSTEP_MODES, RunSpec
+from initbench.record import RunRecord, read_study, write_study
+from initbench.spec import LOCKSTEP_MODES, RunSpec, check_threads, cores
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
 
@@ -98,7 +98,7 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
             download: bool = True, progress: bool = True, engine: str = "auto",
             lockstep_max: int = 64, executor: str = "sequential", address: str | None = None,
             cpus_per_task: float | None = None, gpus_per_task: float | None = None,
-            lockstep_mode: str = "auto") -> dict[str, int]:
+            lockstep_mode: str = "auto", threads: int | None = None) -> dict[str, int]:
     """Run this shard's incomplete runs (skipping complete ones) and return counts by outcome.
 
     With a `tune:` block, stage 1 (the tuning runs) trains first; then stage 2, each grid run at its init's chosen lr.
@@ -108,8 +108,10 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     (`auto`: lockstep groups where the model allows, with a note where it does not) decides what trains together, and
     `lockstep_mode` how a group computes its members (auto: by the rule in `train.lockstep.rule_mode`, never by
     timing; vmap or loop pins it, and it is recorded in sweep.json and each record's config).
+    Every run trains with `threads` torch threads (None: what the study recorded in sweep.json, else the sweep file's
+    `resources: threads`, else one per core), Ray tasks included: a CPU run's numbers depend on the count.
     With the Ray executor, each task asks for `cpus_per_task` and `gpus_per_task` (None: the sweep file's
-    `resources:`, else 1 CPU and no GPU)."""
+    `resources:`, else the study's thread count in CPUs and no GPU)."""
 
     if engine not in ENGINES:
         raise InitbenchError(f"unknown engine {engine!r}; valid: {', '.join(ENGINES)}")
@@ -118,10 +120,11 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     if lockstep_mode not in ("auto", *LOCKSTEP_MODES):
         raise InitbenchError(f"unknown lockstep mode {lockstep_mode!r}; valid: auto, {', '.join(LOCKSTEP_MODES)}")
     _check_executor(executor, address, cpus_per_task, gpus_per_task)
+    threads = study_threads(sweep, out, threads, here=executor != "ray")
     named = ("--cpus-per-task" if cpus_per_task is not None else f"{sweep.name}: resources cpus_per_task",
              "--gpus-per-task" if gpus_per_task is not None else f"{sweep.name}: resources gpus_per_task")
     if cpus_per_task is None:
-        cpus_per_task = sweep.resources.get("cpus_per_task", 1.0)
+        cpus_per_task = sweep.resources.get("cpus_per_task", float(threads))
     if gpus_per_task is None:
         gpus_per_task = sweep.resources.get("gpus_per_task", 0.0)
     if executor == "ray":
@@ -139,16 +142,43 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     if executor == "ray":  # joined (or started) before anything is written: a bad address leaves nothing behind
         from initbench.execute.ray import connect
 
-        disconnect = connect(address, gpus_per_task, named[1])
+        disconnect = connect(address, cpus_per_task, gpus_per_task, named)
+    else:
+        from initbench.train.trainer import use_threads
+
+        use_threads(threads)
     try:
         return _execute(sweep, out, shard, problems, tuning, grid, data_dir, download, progress, engine, lockstep_max,
-                        (cpus_per_task, gpus_per_task) if executor == "ray" else None, lockstep_mode)
+                        (cpus_per_task, gpus_per_task) if executor == "ray" else None, lockstep_mode, threads)
     finally:
         if disconnect is not None:
             disconnect()
 
 
 EXECUTORS = ("sequential", "ray")
+
+
+def study_threads(sweep: Sweep, out: Path, threads: int | None, here: bool) -> int:
+    """The torch threads every run of the study trains with: the one its sweep.json recorded (a rerun keeps it), else
+    `threads` (--threads), else the sweep file's `resources: threads`, else one per core. Training `here` (not on
+    Ray's nodes), at most this machine's cores."""
+    named = "--threads"
+    if threads is None and "threads" in sweep.resources:
+        threads, named = int(sweep.resources["threads"]), f"{sweep.name}: resources threads"
+    check_threads(threads, named, here=False)
+    try:
+        recorded = read_study(out).get("threads")
+    except (OSError, ValueError):
+        recorded = None  # an unreadable study file is rewritten when the sweep starts
+    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
+        if threads is not None and threads != recorded:
+            raise InitbenchError(f"{named} {threads}: the study in {out} trains with {recorded} torch threads (its "
+                                 "sweep.json says so), and a CPU run's numbers depend on the count; leave it out to "
+                                 "keep the study's, or write to another --out")
+        threads, named = recorded, f"the study in {out} (its sweep.json)"
+    threads = threads or cores()
+    check_threads(threads, named, here)
+    return threads
 
 
 def _check_executor(executor: str, address: str | None, cpus: float | None, gpus: float | None) -> None:
@@ -177,11 +207,11 @@ def _check_resources(cpus: float, gpus: float, cpus_from: str, gpus_from: str) -
 def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tuple[str, str], Problem],
              tuning: tuple[RunSpec, ...], grid: tuple[RunSpec, ...], data_dir: Path | None, download: bool,
              progress: bool, engine: str, lockstep_max: int, remote: tuple[float, float] | None,
-             lockstep_mode: str = "auto") -> dict[str, int]:
+             lockstep_mode: str = "auto", threads: int = 1) -> dict[str, int]:
     from tqdm.auto import tqdm
 
     try:
-        write_study(out, sweep.name, sweep.source, len(sweep.runs), lockstep_mode=lockstep_mode)
+        write_study(out, sweep.name, sweep.source, len(sweep.runs), lockstep_mode=lockstep_mode, threads=threads)
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "lost": 0, "waiting": 0}
@@ -193,7 +223,7 @@ def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tup
                dynamic_ncols=True, bar_format="{desc}: {percentage:3.0f}%|{bar}| {elapsed}<{remaining}{postfix}",
                desc=f"{sweep.name}" + (f" [shard {shard[0]}/{shard[1]}]" if shard[1] > 1 else ""))
     trainer = _Stage(out, problems, engine, lockstep_max, data_dir, download, progress, terminal, bar, counts,
-                     tuned=sweep.tune is not None, remote=remote, lockstep_mode=lockstep_mode)
+                     tuned=sweep.tune is not None, remote=remote, lockstep_mode=lockstep_mode, threads=threads)
     try:
         if sweep.tune:
             trainer.train(tuning, planned, "tuning ")
@@ -234,9 +264,9 @@ class _Stage:
     def __init__(self, out: Path, problems: dict[tuple[str, str], Problem], engine: str, lockstep_max: int,
                  data_dir: Path | None, download: bool, progress: bool, terminal: bool, bar: Any,
                  counts: dict[str, int], tuned: bool = False, remote: tuple[float, float] | None = None,
-                 lockstep_mode: str = "auto") -> None:
+                 lockstep_mode: str = "auto", threads: int = 1) -> None:
         self.out, self.problems, self.engine, self.lockstep_max = out, problems, engine, lockstep_max
-        self.lockstep_mode = lockstep_mode
+        self.lockstep_mode, self.threads = lockstep_mode, threads  # threads: what a Ray task trains with
         self.remote = remote  # Ray: (CPUs, GPUs) per task; None: train here
         self.tuned = tuned  # lines name each run's lr
         self.data_dir, self.download, self.progress, self.terminal = data_dir, download, progress, terminal
@@ -322,7 +352,8 @@ class _Stage:
                 self.bar.update(cost[id(unit)])
 
             ray_executor.run_units(submitted, self._lockstep, self.out, self.data_dir, self.download,
-                                   self.remote[0], self.remote[1], finished, _note, self.lockstep_mode)
+                                   self.remote[0], self.remote[1], finished, _note, self.lockstep_mode,
+                                   self.threads)
         finally:
             claims.release()
 

@@ -45,9 +45,11 @@ def _reachable(address: str) -> None:
                              "--head` there, or leave out --address for a local Ray on this machine") from None
 
 
-def connect(address: str | None, gpus_per_task: float, gpus_from: str = "--gpus-per-task") -> Callable[[], None]:
+def connect(address: str | None, cpus_per_task: float, gpus_per_task: float,
+            named: tuple[str, str] = ("--cpus-per-task", "--gpus-per-task")) -> Callable[[], None]:
     """Join the cluster at `address` (`auto`: the one `ray start` made on this machine), or start a local Ray on
-    this machine's cores; check that the cluster can give each task what it asks for. Returns the disconnect."""
+    this machine's cores; check that some node can give a task what it asks for (`named`: where the CPUs and GPUs
+    asked for were given). Returns the disconnect."""
     import ray
 
     if address not in (None, "auto"):
@@ -64,22 +66,27 @@ def connect(address: str | None, gpus_per_task: float, gpus_from: str = "--gpus-
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_task > 0 and gpus == 0:
         ray.shutdown()
-        raise InitbenchError(f"{gpus_from} {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
+        raise InitbenchError(f"{named[1]} {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
                              "on CPUs")
+    most = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
+    if cpus_per_task > most:  # Ray would wait for such a node for ever
+        ray.shutdown()
+        raise InitbenchError(f"{named[0]} {cpus_per_task:g}: no node of the Ray cluster has more than {most:g} CPUs; "
+                             "ask for fewer (a task asks for the study's --threads unless told otherwise)")
     return ray.shutdown
 
 
 def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | None, download: bool, out: str,
-                cpus: float, lockstep_mode: str = "auto") -> tuple[list[tuple[str, str, dict[str, bytes]]], list[str]]:
+                threads: int, lockstep_mode: str = "auto") -> tuple[list[tuple[str, str, dict[str, bytes]]], list[str]]:
     """On a worker: train the unit in a scratch folder; return (run id, the record's path under the results folder,
     its files) per run, and the notes the training made (a lockstep group that trained one by one says why). W&B
-    files move to the results path on this worker."""
-    import torch
-
+    files move to the results path on this worker. Trains with the study's `threads`, as the sequential executor
+    does: the records are the same whichever executor made them."""
     from initbench.execute.units import claim_and_run, claim_and_run_group
     from initbench.record import run_dir_for
+    from initbench.train.trainer import use_threads
 
-    torch.set_num_threads(max(1, int(cpus)))  # the task's share of the node, never the whole node
+    use_threads(threads)
     runs = [RunSpec.from_record(s) for s in specs]
     scratch = Path(tempfile.mkdtemp(prefix="initbench-task-"))
     notes: list[str] = []
@@ -105,7 +112,7 @@ def _train_unit(specs: list[dict[str, Any]], lockstep: bool, data_dir: str | Non
 def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bool], out: Path,
               data_dir: Path | None, download: bool, cpus: float, gpus: float,
               finished: Callable[[list[RunSpec], list[tuple[RunSpec, dict[str, Any] | None]]], None],
-              note: Callable[[str], None] = print, lockstep_mode: str = "auto") -> None:
+              note: Callable[[str], None] = print, lockstep_mode: str = "auto", threads: int = 1) -> None:
     """Submit every unit as a task and write each returned record as it arrives; `finished(unit, [(spec, summary
     or None when the task was lost)])` after each, and `note` for what a task's training said. The caller holds the
     units' locks."""
@@ -114,7 +121,7 @@ def run_units(units: list[list[RunSpec]], lockstep: Callable[[list[RunSpec]], bo
 
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RETRIES)(_train_unit)
     pending = {task.remote([s.to_record() for s in unit], lockstep(unit), str(data_dir) if data_dir else None,
-                           download, str(Path(out).resolve()), cpus, lockstep_mode): unit for unit in units}
+                           download, str(Path(out).resolve()), threads, lockstep_mode): unit for unit in units}
     while pending:
         done, _ = ray.wait(list(pending), num_returns=1)
         unit = pending.pop(done[0])

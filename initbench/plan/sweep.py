@@ -13,7 +13,7 @@ import yaml
 from initbench import registry
 from initbench.errors import InitbenchError
 from initbench.plan.tune import Tune, choose, parse_tune
-from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec
+from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec, check_threads
 from initbench.syntax import format_call, parse_call
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
@@ -22,7 +22,7 @@ WANDB_KEYS = ("project", "entity")
 TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "tune", "baseline", "logger",
             "wandb", "resources")
 # What each Ray task asks of the cluster (`--executor ray`; the flags of the same names override them).
-RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task")
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task", "threads")
 # Bounds on what a sweep file may ask for, checked before anything is built from it.
 MAX_FILE_BYTES = 1 << 20
 MAX_NODES = 1_000_000  # values once YAML aliases are expanded
@@ -45,7 +45,7 @@ class Sweep:
     tune: Tune | None = None
     tuning: tuple[RunSpec, ...] = ()
     reference: str | None = None  # the shared protocol's scheme: the baseline, else the first init
-    resources: dict[str, float] = dataclasses.field(default_factory=dict)  # per Ray task: cpus_per_task, gpus_per_task
+    resources: dict[str, float] = dataclasses.field(default_factory=dict)  # threads; per Ray task: cpus/gpus_per_task
 
     def shard(self, index: int, count: int, runs: tuple[RunSpec, ...] | None = None) -> tuple[RunSpec, ...]:
         """Shard `index` of `count` (1-based) of `runs` (default: the grid), in order. Runs that can train as one
@@ -284,12 +284,14 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
 
 
 def _resources(value: Any, path: Path) -> dict[str, float]:
-    """`resources: {cpus_per_task: 2, gpus_per_task: 0.25}`: what each Ray task asks for (checked as the flags are)."""
+    """`resources: {threads: 2, cpus_per_task: 2, gpus_per_task: 0.25}`: the torch threads every run trains with, and
+    what each Ray task asks for (checked as the flags are)."""
     value = _block(path, "resources", value, RESOURCE_KEYS)
     for key, number in value.items():
         if isinstance(number, bool) or not isinstance(number, int | float):
             raise InitbenchError(f"{path}: resources {key} must be a number, got {number!r}")
-    return {k: float(v) for k, v in value.items()}
+    check_threads(value.get("threads"), f"{path}: resources threads", here=False)  # checked here when it trains here
+    return {k: v if k == "threads" else float(v) for k, v in value.items()}
 
 
 def parse_shard(text: str | None) -> tuple[int, int]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import platform
 import warnings
 from typing import Any
@@ -15,14 +14,21 @@ import torch
 
 from initbench import __version__
 from initbench.errors import InitbenchError
-from initbench.spec import RunSpec
+from initbench.spec import RunSpec, cores
+
+
+def use_threads(threads: int | None) -> int:
+    """Train with `threads` torch threads (None: one per core). A CPU run's numbers depend on the count in their last
+    digits (a sum split over more threads rounds otherwise), so a study fixes it and its records say it."""
+    threads = threads or cores()
+    torch.set_num_threads(threads)
+    return threads
 
 
 def limit_threads() -> None:
     """Never more torch threads than the cores this process may use (oversubscribed cores slow every run tenfold)."""
-    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    if torch.get_num_threads() > allowed:
-        torch.set_num_threads(allowed)
+    if torch.get_num_threads() > cores():
+        torch.set_num_threads(cores())
 
 
 @functools.cache
