@@ -6,6 +6,7 @@ import contextlib
 import json
 import os
 import re
+import secrets
 import signal
 import socket
 import subprocess
@@ -138,6 +139,82 @@ def test_the_driver_killed_with_sigkill_loses_nothing_returned_and_a_rerun_finis
     assert rerun.returncode == 0, rerun.stderr
     assert f"{before} already done" in rerun.stdout and "12/12 complete" in rerun.stdout, rerun.stdout
     recorded_once(out, 12)
+
+
+@contextlib.contextmanager
+def ray_head(tmp_path: Path, auth: str, token: Path | None):
+    """A real head, started as users start one (`ray start --head --block`), in its own process group; yields its
+    address, then ends that group and waits until no process of the cluster is left."""
+    port = _free_port()
+    home = tmp_path / "head-home"
+    home.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(home), "RAY_AUTH_MODE": auth}
+    if token:
+        env["RAY_AUTH_TOKEN_PATH"] = str(token)
+    log = tmp_path / "head.log"
+    with open(log, "w") as said:
+        head = subprocess.Popen([str(INITBENCH.parent / "ray"), "start", "--head", "--block", "--port", str(port),
+                                 "--node-ip-address", "127.0.0.1", "--num-cpus", str(len(os.sched_getaffinity(0))),
+                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                stdout=said, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.time() + 90
+        while "Ray runtime started" not in log.read_text() and head.poll() is None and time.time() < deadline:
+            time.sleep(0.2)
+        assert "Ray runtime started" in log.read_text(), log.read_text()[-2000:]
+        yield f"127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGTERM)
+        try:
+            head.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            os.killpg(head.pid, signal.SIGKILL)
+            head.wait(timeout=30)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)  # what is left of the group (the head's own processes)
+        deadline = time.time() + 60  # its workers (in their own sessions) leave once its raylet is gone
+        while _cluster_processes(port) and time.time() < deadline:
+            time.sleep(0.5)
+        assert not _cluster_processes(port)
+
+
+def _cluster_processes(port: int) -> list[int]:
+    """The processes whose command line names the cluster's GCS port (read from /proc; none is ended by name)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            with contextlib.suppress(OSError):
+                if f":{port}".encode() in (proc / "cmdline").read_bytes() and proc.name != str(os.getpid()):
+                    found.append(int(proc.name))
+    return found
+
+
+@pytest.mark.parametrize("auth", ["token", "disabled"])
+def test_a_head_started_with_ray_start_is_joined_and_gives_the_sequential_records(auth, tmp_path):
+    """`ray start --head`, with token authentication on (the token in a file the driver finds through
+    RAY_AUTH_TOKEN_PATH, as Ray's own clients do) or off; the records equal the sequential executor's, number for
+    number. Without the token, the driver says so in one line and writes nothing."""
+    token = tmp_path / "token"
+    token.write_text(secrets.token_hex(32))
+    here = sweep(tmp_path, TUNED, tmp_path / "here")
+    assert here.returncode == 0, here.stderr
+    driver = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")} | {"HOME": str(tmp_path / "driver")}
+    with ray_head(tmp_path, auth, token if auth == "token" else None) as address:
+        if auth == "token":
+            started = time.time()
+            refused = sweep(tmp_path, TUNED, tmp_path / "refused", "--executor", "ray", "--address", address,
+                            env=driver)
+            assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert (f"the Ray cluster at {address} uses token authentication, and no token was found here: put the "
+                    "head's token (`ray get-auth-token` on the head prints it) in RAY_AUTH_TOKEN") in refused.stderr
+            assert not (tmp_path / "refused").exists() and time.time() - started < 60
+        joined = sweep(tmp_path, TUNED, tmp_path / "cluster", "--executor", "ray", "--address", address,
+                       env=driver | {"RAY_AUTH_TOKEN_PATH": str(token)})
+        assert joined.returncode == 0, joined.stderr
+        assert "12/12 complete" in joined.stdout and not joined.stderr.strip(), joined.stderr
+    recorded_once(tmp_path / "cluster", 12)
+    assert same_records(tmp_path / "here", tmp_path / "cluster") == 12
 
 
 def _free_port() -> int:

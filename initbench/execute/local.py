@@ -193,7 +193,7 @@ def _check_executor(executor: str, address: str | None, cpus: float | None, gpus
         return
     from initbench.execute.ray import check_ray
 
-    check_ray()
+    check_ray(address)
 
 
 def _check_resources(cpus: float, gpus: float, cpus_from: str, gpus_from: str) -> None:

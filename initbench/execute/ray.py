@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import sys
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -18,14 +19,17 @@ from typing import Any
 
 from initbench.errors import InitbenchError
 from initbench.record import SUMMARY, RunRecord
-from initbench.spec import RunSpec
+from initbench.spec import RunSpec, cores
 
 RETRIES = 3  # a task whose worker process or node dies is run again this many times, then counted as lost
 CONNECT_TIMEOUT_S = 5.0
 
 
-def check_ray() -> None:
-    """Ray is an optional extra: say how to get it when it is missing."""
+def check_ray(address: str | None = None) -> None:
+    """Ray is an optional extra: say how to get it when it is missing. Joining a cluster (`address`) with a token
+    found here, Ray's client is put in token mode first: Ray reads its mode when it is imported."""
+    if address is not None and token_source() and "RAY_AUTH_MODE" not in os.environ:
+        os.environ["RAY_AUTH_MODE"] = "token"  # as ray.init("auto") does on the head; a cluster without auth accepts it
     try:
         import ray  # noqa: F401
     except ImportError:
@@ -45,24 +49,80 @@ def _reachable(address: str) -> None:
                              "--head` there, or leave out --address for a local Ray on this machine") from None
 
 
+def token_source() -> str | None:
+    """Where a Ray client finds the cluster's token, in Ray's order (RAY_AUTH_TOKEN, the file RAY_AUTH_TOKEN_PATH
+    names, ~/.ray/auth_token): the first that holds one, None when none does."""
+    if os.environ.get("RAY_AUTH_TOKEN", "").strip():
+        return "RAY_AUTH_TOKEN"
+    for named, path in (("RAY_AUTH_TOKEN_PATH", os.environ.get("RAY_AUTH_TOKEN_PATH")),
+                        ("", str(Path.home() / ".ray" / "auth_token"))):
+        if path:
+            try:
+                if Path(path).read_text().strip():
+                    return f"{named} ({path})" if named else path
+            except (OSError, UnicodeDecodeError):
+                pass
+            if named:  # Ray looks no further once the variable is set
+                return None
+    return None
+
+
+TOKEN_HELP = ("put the head's token (`ray get-auth-token` on the head prints it) in RAY_AUTH_TOKEN, in a file named by "
+              "RAY_AUTH_TOKEN_PATH, or in ~/.ray/auth_token")
+
+
+def _join(address: str) -> None:
+    """Join a cluster started with `ray start --head`, with its token where one is found (`check_ray` chose the mode).
+    Ray's retries print a warning a second: they are kept off the terminal, and an authentication failure is said in
+    one line."""
+    import ray
+    from ray.exceptions import RayError
+
+    if address != "auto":
+        _reachable(address)
+    source = token_source()
+    with tempfile.TemporaryFile(mode="w+") as said:
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(said.fileno(), 2)  # Ray's C++ client writes to the process's stderr
+        try:
+            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
+            return
+        except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
+            error = exc
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        said.seek(0)
+        warnings = said.read()
+    if "InvalidAuthToken" in warnings or "Authentication" in type(error).__name__:
+        mode = os.environ.get("RAY_AUTH_MODE")
+        if mode == "disabled":
+            raise InitbenchError(f"the Ray cluster at {address} uses token authentication, and RAY_AUTH_MODE is "
+                                 f"'disabled' here: unset it, and {TOKEN_HELP}") from None
+        if source:
+            raise InitbenchError(f"the Ray cluster at {address} refused the token in {source}: {TOKEN_HELP}") from None
+        raise InitbenchError(f"the Ray cluster at {address} uses token authentication, and no token was found "
+                             f"here: {TOKEN_HELP}") from None
+    raise InitbenchError(f"cannot join the Ray cluster at {address}: {str(error).splitlines()[0]}") from None
+
+
 def connect(address: str | None, cpus_per_task: float, gpus_per_task: float,
             named: tuple[str, str] = ("--cpus-per-task", "--gpus-per-task")) -> Callable[[], None]:
     """Join the cluster at `address` (`auto`: the one `ray start` made on this machine), or start a local Ray on
     this machine's cores; check that some node can give a task what it asks for (`named`: where the CPUs and GPUs
     asked for were given). Returns the disconnect."""
     import ray
+    from ray.exceptions import RayError
 
-    if address not in (None, "auto"):
-        _reachable(address)
-    try:
-        if address is None:
-            cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-            ray.init(num_cpus=cores, include_dashboard=False, log_to_driver=False, logging_level="ERROR",
+    if address is None:
+        try:
+            ray.init(num_cpus=cores(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",
                      configure_logging=True)
-        else:
-            ray.init(address=address, log_to_driver=False, logging_level="ERROR", configure_logging=True)
-    except (ConnectionError, RuntimeError, ValueError) as exc:
-        raise InitbenchError(f"cannot join the Ray cluster at {address}: {str(exc).splitlines()[0]}") from None
+        except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
+            raise InitbenchError(f"cannot start a local Ray: {str(exc).splitlines()[0]}") from None
+    else:
+        _join(address)
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_task > 0 and gpus == 0:
         ray.shutdown()
