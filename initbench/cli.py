@@ -209,6 +209,12 @@ def _sweep(args: argparse.Namespace) -> int:
     return 1 if counts["failed"] or counts["lost"] else 0  # failed runs are recorded; the exit code says so
 
 
+def _verify(args: argparse.Namespace) -> int:
+    from initbench.verify import verify
+
+    return 1 if verify(args.results_dir, args.sample, args.seed, args.data_dir, not args.no_download) else 0
+
+
 def _report(args: argparse.Namespace) -> None:
     from initbench.report import write_report
 
@@ -236,6 +242,7 @@ EXAMPLES = """examples:
   initbench run --init 'normal(std=0.02)' --init-rule 'classifier.fc3.*=zeros' --model simplecnn
   initbench sweep experiments/quickstart.yaml        # every (dataset, model, init, seed), then the report
   initbench report results/quickstart --baseline pytorch_default
+  initbench verify results/quickstart --sample 10   # retrain 10 records: are they reproduced bit for bit?
   initbench list inits 'kaiming*'"""
 
 
@@ -322,6 +329,14 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_wandb_options(p, None, "W&B project (default: the sweep file's wandb project, else the one the runs "
                               "were logged to, else initbench)", "W&B entity (default: as the project)")
     p.set_defaults(func=_report)
+
+    p = sub.add_parser("verify", help="retrain a sample of a results folder's records and check every number")
+    p.add_argument("results_dir", type=Path, help="a results folder, e.g. results/quickstart")
+    p.add_argument("--sample", type=int, default=10, metavar="N",
+                   help="how many records to retrain, drawn evenly over its problems and stages (default: 10)")
+    p.add_argument("--seed", type=int, default=0, help="which records the draw picks (default: 0)")
+    options.add_data_options(p)
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps and widths")
     p.add_argument("--model", default="mlp",

@@ -103,7 +103,8 @@ def study_source(results_dir: Path) -> dict[str, Any]:
 
 def run_config(spec: RunSpec, versions: dict[str, str], device: str | None, **facts: Any) -> dict[str, Any]:
     """A record's config.json: the run's id and spec, the package versions and device, then what the engine knew
-    (`engine`, `group_size`, `lockstep_mode`, `data`, `parameters`, `threads`, where it knew them)."""
+    (`engine`, `group_size`, `group` (the members' run ids, in order: a member's rounding depends on its group),
+    `lockstep_mode`, `data`, `parameters`, `threads`, where it knew them)."""
     return {"run_id": spec.run_id, "spec": spec.to_record(), "versions": versions, "device": device, **facts}
 
 

@@ -7,6 +7,7 @@ import html
 import json
 import math
 import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
         Block("p", f"{len(runs)} runs, {runs['problem'].nunique()} problem(s), {runs['init'].nunique()} schemes. "
                    f"Reference: {reference}. Every other scheme is compared with it seed by seed (within a seed "
                    "every scheme sees the same data; only the init differs)."),
+        *_reproducibility(study, results_dir),
         Block("h2", "How to read the verdicts"),
         Block("list", [f"**{word}**: {text}" for word, text in VERDICTS.items()]),
         Block("p", f"`delta` is the mean per-seed difference to the reference in `{metric}` with its 95% Student-t "
@@ -119,6 +121,32 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
     doc += [Block("h2", "Study settings"), Block("pre", settings),
             Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
     return doc
+
+
+def _reproducibility(study: Study, results_dir: Path) -> list[Block]:
+    """One line: the versions, device and thread count the runs were made with, and their engines; a warning when
+    the records were made in more than one environment, or one problem's runs by more than one engine or mode (their
+    numbers round differently)."""
+    runs = sum(study.environments.values())
+    several = len(study.environments) > 1
+    made = "; ".join(f"{', '.join(env[1:])}, {env[0]}" + (f" ({n} run{'s' * (n != 1)})" if several else "")
+                     for env, n in study.environments.most_common())
+    engines: Counter = Counter()
+    for (_, engine), n in study.engines.items():
+        engines[engine] += n
+    how = ", ".join(f"{engine} ({n})" for engine, n in engines.most_common())
+    blocks = [Block("p", f"**Reproducibility.** The {runs} records were made on {made}; engines: {how}. "
+                         f"`initbench verify {results_dir}` retrains a sample of them and checks every number.")]
+    if several:
+        blocks.append(Block("note", f"This study's records were made in {len(study.environments)} environments "
+                                    "(versions, device or torch threads): their numbers round differently, so a "
+                                    "rerun reproduces each only where it was made."))
+    mixed = sorted({folder for folder, _ in study.engines
+                    if sum(1 for f, _ in study.engines if f == folder) > 1})
+    if mixed:
+        blocks.append(Block("note", f"{', '.join(mixed)}: trained by more than one engine or lockstep mode (the same "
+                                    "run rounds differently in each)."))
+    return blocks
 
 
 def _step0_blocks(study: Study, metric: str) -> list[Block]:

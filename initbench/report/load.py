@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,9 @@ class Study:
     tuning: Tuning | None = None  # a tuned study: its tuning runs, chosen lrs and the second protocol's runs
     excluded: list[str] = field(default_factory=list)  # whole records outside the study's protocol, and why
     predictors: pd.DataFrame | None = None  # step-0 diagnostics against the outcome (report.predictors.relate)
+    # Where the records were made: (versions, device, torch threads) -> runs, and (problem folder, engine) -> runs
+    environments: Counter = field(default_factory=Counter)
+    engines: Counter = field(default_factory=Counter)
 
     @property
     def grads0(self) -> pd.DataFrame:
@@ -114,6 +118,8 @@ def load_study(results_dir: Path) -> Study:
     if not results_dir.is_dir():
         raise InitbenchError(f"results folder {results_dir} does not exist")
     rows, curves, layers, skipped, versions, partial = [], [], [], [], [], []
+    environments: Counter = Counter()
+    engines: Counter = Counter()
     seen: dict[str, Path] = {}
     run_dirs = sorted({p.parent for name in (CONFIG, SUMMARY, METRICS) for p in results_dir.rglob(name)
                        if not any(part.startswith(".") for part in p.relative_to(results_dir).parts)})
@@ -135,6 +141,10 @@ def load_study(results_dir: Path) -> Study:
             partial.append(f"{rel}: {'; '.join(problems)}")
         if config.get("versions") not in versions:
             versions.append(config.get("versions"))
+        environments[environment(config)] += 1
+        engine = str(config.get("engine", "sequential"))
+        engines[(rel.parent.as_posix(), f"{engine} {config['lockstep_mode']}" if engine == "lockstep" and
+                 config.get("lockstep_mode") else engine)] += 1
         if len(metrics) and not problems:  # a partial curve would bias the curve metrics: left out
             c = metrics[["step"]].assign(run_id=run_id,
                                          val_acc=metrics.get("val/acc"), train_loss=metrics.get("train/loss"))
@@ -168,7 +178,17 @@ def load_study(results_dir: Path) -> Study:
         if not len(runs):
             raise InitbenchError(f"no comparison runs under {results_dir} yet ({len(tuning.runs)} of "
                                  f"{len(sweep.tuning)} tuning runs recorded): run the sweep to the end first")
-    return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial, tuning, excluded)
+    return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial, tuning, excluded,
+                 environments=environments, engines=engines)
+
+
+def environment(config: dict[str, Any]) -> tuple[str, str, str]:
+    """Where a record was made, as the report names it: its package versions, device and torch threads."""
+    given = config.get("versions")
+    versions = ", ".join(f"{k} {v}" for k, v in given.items()) if isinstance(given, dict) else "versions unknown"
+    threads = config.get("threads")
+    return versions, str(config.get("device") or "device unknown"), (
+        f"{threads} torch thread{'s' * (threads != 1)}" if threads is not None else "threads not recorded")
 
 
 def _sweep_settings(results_dir: Path, skipped: list[str]) -> dict[str, Any]:

@@ -296,7 +296,8 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         dashboards.check_settings(spec.log.wandb_project, dashboards.wandb_dir(out))
     for (prepared, _), record in zip(members, records, strict=True):
         record.begin(run_config(prepared.spec, versions(), device_name(trainer), engine="lockstep",
-                                group_size=len(members), lockstep_mode=mode, **prepared.facts()),
+                                group_size=len(members), group=[p.spec.run_id for p, _ in members],
+                                lockstep_mode=mode, **prepared.facts()),
                      prepared.manifest.to_dict(), prepared.diagnostics)
     if use_wandb:  # started once the records exist, as for a run trained alone
         wandb_runs.extend(dashboards.member_run(p.spec, out, p.manifest.to_dict(), r.config())
