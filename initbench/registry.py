@@ -162,12 +162,27 @@ def check_init(spec: str | Mapping[str, Any]) -> None:
                 check_init(rule)
 
 
+WIDTHS = {"mlp": ("hidden",), "simplecnn": ("channels", "fc")}  # the built-ins' layer widths: a list of positive ints
+
+
 def check_model(spec: str | Mapping[str, Any]) -> None:
-    """The spec's syntax, its name and, for a built-in, its parameter names."""
+    """The spec's syntax, its name and, for a built-in, its parameter names and layer widths."""
     name, params = parse_call(spec, "model")
     check_name("model", name)
     entry = next((m for m in catalog()["models"] if m["name"] == name), None)
     check_model_params(name, params, None if entry is None else entry["params"])
+    for key in WIDTHS.get(name, ()) if entry is not None else ():
+        if key in params:
+            check_widths(name, key, params[key])
+
+
+def check_widths(model: str, key: str, widths: Any) -> list[int]:
+    """A built-in model's layer widths: a positive integer or a list of them (a zero-width layer trains nothing)."""
+    given = [widths] if isinstance(widths, int) and not isinstance(widths, bool) else widths
+    if not isinstance(given, list | tuple) or not all(isinstance(w, int) and not isinstance(w, bool) and w > 0
+                                                      for w in given):
+        raise InitbenchError(f"model '{model}': {key} must be a list of positive integers, got {widths!r}")
+    return list(given)
 
 
 def check_model_params(name: str, params: Mapping[str, Any], valid: Mapping[str, Any] | None) -> None:

@@ -43,6 +43,13 @@ RUN_CASES = {
     "four devices": (["--devices", "4"], "devices must be auto or 1, got '4': initbench trains each run on one"),
     "val fraction 1": (["--val-fraction", "1"], "val fraction (val_fraction) must be below 1, got 1.0"),
     "bad precision": (["--precision", "8-true"], "unknown precision '8-true'"),
+    "zero-width layer": (["--model", "simplecnn(channels=[0, 8])"],
+                         "model 'simplecnn': channels must be a list of positive integers, got [0, 8]"),
+    "negative width": (["--model", "mlp(hidden=[16, -1])"], "model 'mlp': hidden must be a list of positive integers"),
+    "no training split": (["--val-fraction", "0.9999"], "--val-fraction 0.9999 leaves 0 training examples of digits, "
+                                                        "fewer than one batch (128)"),
+    "training split under a batch": (["--limit-train", "10", "--batch-size", "32"],
+                                     "--limit-train 10 leaves 10 training examples of digits, fewer than one batch"),
     "zero threads": (["--threads", "0"], "--threads must be a whole number of at least 1, got 0"),
     "more threads than cores": (["--threads", "999"], "--threads 999: this machine lets initbench use "),
 }
@@ -67,6 +74,8 @@ SWEEP_CASES = {
     "more validation examples than the split has": ("limit_val: 256",
                                                     "--limit-val 256 is more than the 144 examples digits has there"),
     "a bad init in the grid": ("{}", "init 'normal': std must be >= 0, got -0.5"),
+    "tuning seed of 2^32": ("}\ntune: {lr: [0.1], seeds: [4294967296]", "tune seeds must be a non-empty list of "
+                                                                       "seeds (whole numbers in [0, 2^32))"),
     "threads of 0": ("}\nresources: {threads: 0", "resources threads must be a whole number of at least 1, got 0"),
     "more threads than cores": ("}\nresources: {threads: 999", "resources threads 999: this machine lets initbench"),
 }
@@ -101,7 +110,8 @@ def test_other_commands_refuse_bad_values(args, message, capsys):
 
 def test_a_study_keeps_the_thread_count_it_recorded(capsys, tmp_path):
     (tmp_path / "s.yaml").write_text("name: s\ndatasets: [digits]\nmodels: ['mlp(hidden=[8])']\ninits: [zeros]\n"
-                                     "seeds: 1\ntrain: {epochs: 1, limit_train: 64, limit_val: 32, limit_test: 32}\n")
+                                     "seeds: 1\ntrain: {epochs: 1, batch_size: 32, limit_train: 64, limit_val: 32, "
+                                     "limit_test: 32}\n")
     out = tmp_path / "out"
     assert _cli(capsys, "sweep", tmp_path / "s.yaml", "--out", out, "--threads", "1", "--no-progress")[0] == 0
     assert json.loads((out / "sweep.json").read_text())["threads"] == 1

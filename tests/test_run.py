@@ -183,7 +183,8 @@ def test_missing_data_offline_names_the_folder_and_the_alternatives(tmp_path, ca
 def test_unwritable_out_is_one_line(tmp_path, capsys):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    code = main(["run", "--dataset", "digits", "--limit-train", "64", "--out", str(blocker / "sub")])
+    code = main(["run", "--dataset", "digits", "--limit-train", "64", "--batch-size", "32", "--out",
+                 str(blocker / "sub")])
     err = capsys.readouterr().err
     assert code == 2 and "cannot write the run record to" in err and err.count("\n") == 1
 

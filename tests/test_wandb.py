@@ -202,8 +202,8 @@ def test_misconfigured_wandb_is_one_line(extra, env, message, tmp_path, capsys, 
     (tmp_path / "FILE").write_text("a file, not a folder")
     for k, v in env.items():
         monkeypatch.setenv(k, v.replace("FILE", str(tmp_path / "FILE")))
-    code = main(["run", "--dataset", "digits", "--limit-train", "64", "--logger", "wandb", "--out",
-                 str(tmp_path / "out"), "--no-progress", *extra])
+    code = main(["run", "--dataset", "digits", "--limit-train", "64", "--batch-size", "32", "--logger", "wandb",
+                 "--out", str(tmp_path / "out"), "--no-progress", *extra])
     err = capsys.readouterr().err
     assert code == 2 and message in err and err.count("\n") == 1
     assert not list((tmp_path).rglob("summary.json"))

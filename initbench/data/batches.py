@@ -69,13 +69,20 @@ def val_count(pool: int, val_fraction: float) -> int:
     return max(1, round(pool * val_fraction))
 
 
-def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int | None, ...]) -> None:
-    """--limit-train/val/test within what each split of the dataset holds (a sweep checks before its first run)."""
+def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int | None, ...],
+                 batch_size: int = 1) -> None:
+    """--limit-train/val/test within what each split of the dataset holds, and a training split of at least one
+    batch (a sweep checks before its first run)."""
     n_val = val_count(len(d.y_train), val_fraction)
     for flag, limit, available in (("--limit-train", limits[0], len(d.y_train) - n_val),
                                    ("--limit-val", limits[1], n_val), ("--limit-test", limits[2], len(d.y_test))):
         if limit is not None and limit > available:
             raise InitbenchError(f"{flag} {limit} is more than the {available} examples {name} has there")
+    train = limits[0] or len(d.y_train) - n_val
+    if train < batch_size:
+        given = f"--limit-train {limits[0]}" if limits[0] else f"--val-fraction {val_fraction:g}"
+        raise InitbenchError(f"{given} leaves {train} training example{'s' * (train != 1)} of {name}, fewer than one "
+                             f"batch ({batch_size}): lower --batch-size" + ("" if limits[0] else " or --val-fraction"))
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -102,7 +109,7 @@ class TensorDataModule(L.LightningDataModule):
         if self._ready:
             return
         d = decode(self.name, self.data_dir, self.download)
-        check_limits(self.name, d, self.val_fraction, self.limits)
+        check_limits(self.name, d, self.val_fraction, self.limits, self.batch_size)
         perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(self.split_seed))
         n_val = val_count(len(perm), self.val_fraction)
         val_idx, train_idx = perm[:n_val], perm[n_val:]

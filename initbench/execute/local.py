@@ -49,9 +49,10 @@ def preflight(runs: tuple[RunSpec, ...], data_dir: Path | None, download: bool) 
     problems = {}
     for dataset, model in sorted({(r.dataset, r.model) for r in runs}):
         d = decode(dataset, data_dir, download)
-        for val_fraction, *limits in sorted({(r.val_fraction, r.limit_train, r.limit_val, r.limit_test) for r in runs
-                                             if r.dataset == dataset}, key=str):
-            check_limits(dataset, d, val_fraction, tuple(limits))
+        splits = {(r.batch_size, r.val_fraction, r.limit_train, r.limit_val, r.limit_test) for r in runs
+                  if r.dataset == dataset}
+        for batch_size, val_fraction, *limits in sorted(splits, key=str):
+            check_limits(dataset, d, val_fraction, tuple(limits), batch_size)
         first = next(r for r in runs if (r.dataset, r.model) == (dataset, model))
         with torch.random.fork_rng(devices=[]):
             built = build_model(first.model_call, tuple(d.x_train.shape[1:]), d.num_classes)

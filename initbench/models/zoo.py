@@ -12,6 +12,7 @@ from torch import nn
 
 from initbench.errors import InitbenchError
 from initbench.models.build import register_model
+from initbench.registry import check_widths
 
 _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
@@ -34,9 +35,7 @@ class MLP(nn.Module):
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | int = (256, 128),
                  activation: str = "relu") -> None:
         super().__init__()
-        hidden = [hidden] if isinstance(hidden, int) else list(hidden)
-        if not all(isinstance(h, int) and not isinstance(h, bool) and h > 0 for h in hidden):
-            raise InitbenchError(f"model 'mlp': hidden must be a list of positive integers, got {hidden!r}")
+        hidden = check_widths("mlp", "hidden", hidden)
         if activation not in _ACTIVATIONS:
             raise InitbenchError(f"model 'mlp': unknown activation '{activation}'; valid: {', '.join(_ACTIVATIONS)}")
         make_act, self.nonlinearity = _ACTIVATIONS[activation]
@@ -67,6 +66,7 @@ class SimpleCNN(nn.Module):
         if len(input_shape) != 3:
             raise InitbenchError(f"model 'simplecnn' needs image inputs (C, H, W), got shape {tuple(input_shape)}")
         c, h, w = input_shape
+        channels, fc = check_widths("simplecnn", "channels", channels), check_widths("simplecnn", "fc", fc)
         blocks = len(channels)
         if min(h, w) < 2**blocks:
             raise InitbenchError(

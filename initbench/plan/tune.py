@@ -106,8 +106,8 @@ def parse_tune(value: Any, where: str, comparison_seeds: Iterable[int] = ()) -> 
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
     if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and s >= 0 for s in seeds):
-        raise InitbenchError(f"{where}: tune seeds must be a non-empty list of seeds (whole numbers >= 0), "
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+        raise InitbenchError(f"{where}: tune seeds must be a non-empty list of seeds (whole numbers in [0, 2^32)), "
                              f"got {value['seeds']!r}")
     if len(set(seeds)) != len(seeds):
         raise InitbenchError(f"{where}: tune seeds lists a seed twice: {seeds}")
