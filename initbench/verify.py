@@ -221,6 +221,13 @@ def verify(results_dir: Path, n: int = 10, seed: int = 0, data_dir: Path | None 
         shutil.rmtree(scratch, ignore_errors=True)
     same = len(chosen) - differ
     say(f"{same}/{len(chosen)} reproduced bit for bit ({trainings} trainings in {time.time() - start:.0f} s)")
+    if (results_dir / "report.json").exists():
+        from initbench.report import generation_mismatch
+
+        torn = generation_mismatch(results_dir)
+        say(f"report: {len(torn)} file(s) not of the generation report.json lists ({', '.join(torn[:3])}): a report "
+            f"cut short; `initbench report {results_dir}` writes it whole" if torn else
+            "report: every file is of the generation report.json lists")
     return differ
 
 

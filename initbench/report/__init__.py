@@ -7,6 +7,8 @@ across problems, `plots` draws, `document` renders one document model as Markdow
 
 from __future__ import annotations
 
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -64,10 +66,42 @@ def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path)
     return {"plots": plots}
 
 
+def remove_stale_stages(out: Path) -> None:
+    """The hidden folders (`.report-<pid>-*`) that reports cut short left in `out`: those whose process is gone (a
+    report being written now by another process keeps its own)."""
+    for stage in out.glob(".report-*"):
+        pid = stage.name.split("-")[1]
+        if stage.is_dir() and not (pid.isdigit() and _alive(int(pid))):
+            shutil.rmtree(stage, ignore_errors=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
+
+
+def generation_mismatch(out: Path) -> list[str]:
+    """The report files in `out` that are not the generation its report.json lists (a report cut short between its
+    renames): [] when the report is whole."""
+    try:
+        files = json.loads((out / "report.json").read_text()).get("files") or {}
+    except (OSError, ValueError, AttributeError):
+        return ["report.json"]
+    return [name for name, digest in files.items()
+            if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest]
+
+
 def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "wilcoxon", target: float | None = None,
                  out: Path | None = None, wandb: tuple[str, str | None] | None = None, baseline: str | None = None,
                  margin_points: float = MARGIN_POINTS) -> dict[str, Path]:
-    """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html;
+    """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html, then report.json, which
+    names the generation and each file's checksum (`generation_mismatch` finds a report cut short between its
+    renames; the next report replaces it whole, and removes the hidden folders cut-short reports left);
     with `wandb=(project, entity)` also log the ranking to W&B as report runs. The baseline defaults to
     the sweep file's `baseline:`; without one (or with `baseline="best"`), each problem's best scheme is
     the reference."""
@@ -100,7 +134,8 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     out = Path(out or results_dir)
     try:
         out.mkdir(parents=True, exist_ok=True)
-        stage = Path(tempfile.mkdtemp(prefix=".report-", dir=out))
+        remove_stale_stages(out)
+        stage = Path(tempfile.mkdtemp(prefix=f".report-{os.getpid()}-", dir=out))
     except OSError as exc:
         raise InitbenchError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     try:  # everything is written into a hidden folder first, then moved into place file by file
@@ -112,7 +147,9 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
             experiment = str(study.settings.get("name") or study.runs["experiment"].iloc[0])
             wandb_runs = log_report(ranking, staged["plots"], Path(results_dir), wandb[0], wandb[1], metric,
                                     experiment)
+        files = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(stage.iterdir())}
         write_json(stage / "report.json", {
+            "generation": hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16], "files": files,
             "metric": metric, "test": test, "baseline": baseline, "margin": margin_points, "runs": len(study.runs),
             "skipped": study.skipped, "partial": study.partial, "notes": ranking.notes,
             "references": ranking.references, "wandb_runs": wandb_runs})
