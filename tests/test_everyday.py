@@ -159,7 +159,7 @@ def test_every_option_of_every_command_says_what_it_does_and_its_default():
     from initbench.cli import build_parser
 
     commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
-    assert set(commands) == {"list", "run", "sweep", "report", "probe", "bench"}
+    assert set(commands) == {"list", "run", "sweep", "report", "verify", "probe", "bench"}
     for name, parser in commands.items():
         for action in parser._actions:
             if isinstance(action, argparse._HelpAction):

@@ -7,10 +7,12 @@ import json
 import os
 import re
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from pathlib import Path
@@ -152,10 +154,11 @@ def ray_head(tmp_path: Path, auth: str, token: Path | None):
     if token:
         env["RAY_AUTH_TOKEN_PATH"] = str(token)
     log = tmp_path / "head.log"
+    temp = tempfile.mkdtemp(prefix="ib-ray-", dir="/tmp")  # its session files (short: socket paths are bounded)
     with open(log, "w") as said:
         head = subprocess.Popen([str(INITBENCH.parent / "ray"), "start", "--head", "--block", "--port", str(port),
                                  "--node-ip-address", "127.0.0.1", "--num-cpus", str(len(os.sched_getaffinity(0))),
-                                 "--include-dashboard=false", "--disable-usage-stats"],
+                                 "--include-dashboard=false", "--disable-usage-stats", f"--temp-dir={temp}"],
                                 stdout=said, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.time() + 90
@@ -176,6 +179,7 @@ def ray_head(tmp_path: Path, auth: str, token: Path | None):
         deadline = time.time() + 60  # its workers (in their own sessions) leave once its raylet is gone
         while _cluster_processes(port) and time.time() < deadline:
             time.sleep(0.5)
+        shutil.rmtree(temp, ignore_errors=True)
         assert not _cluster_processes(port)
 
 

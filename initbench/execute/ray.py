@@ -117,8 +117,8 @@ def connect(address: str | None, cpus_per_task: float, gpus_per_task: float,
 
     if address is None:
         try:
-            ray.init(num_cpus=cores(), include_dashboard=False, log_to_driver=False, logging_level="ERROR",
-                     configure_logging=True)
+            ray.init(address="local", num_cpus=cores(), include_dashboard=False, log_to_driver=False,
+                     logging_level="ERROR", configure_logging=True)  # local: never a cluster `ray start` left behind
         except (ConnectionError, RuntimeError, ValueError, RayError) as exc:
             raise InitbenchError(f"cannot start a local Ray: {str(exc).splitlines()[0]}") from None
     else:
