@@ -129,6 +129,12 @@ def builtin_names(kind: str) -> list[str]:
 
 def plugin_names(kind: str) -> list[str]:
     """Names installed under the kind's entry-point group (read from package metadata; nothing is imported)."""
+    return list(_plugin_names(kind, tuple(sys.path)))
+
+
+@functools.lru_cache(maxsize=64)
+def _plugin_names(kind: str, path: tuple[str, ...]) -> list[str]:
+    """Read once per search path: the report checks every record's names, a sweep every run's."""
     return sorted({ep.name for ep in entry_points(group=f"initbench.{kind}s")})
 
 

@@ -102,3 +102,77 @@ def test_a_nan_test_accuracy_is_left_out_of_its_mean_and_n(study, tmp_path):
     ranking = pd.read_csv(results / "ranking.csv").set_index("init")
     assert ranking.loc["kaiming_normal", "n"] == 2
     assert "test_acc is nan" in (results / "report.md").read_text()
+
+
+def _set_spec(key, value):
+    return lambda c: json.dumps({**c, "spec": {**c["spec"], key: value}})
+
+
+SCHEMA = {  # each damage: the record is listed with its reason and left out, the rest ranks as before
+    "lr as a string": ("config.json", _set_spec("lr", "0.1"), "config.json: learning rate (lr) must be a number"),
+    "malformed model spec": ("config.json", _set_spec("model", "mlp(("), "config.json: malformed model spec"),
+    "unknown init": ("config.json", _set_spec("init", "no_such_init"), "config.json: unknown init 'no_such_init'"),
+    "seed of 10^30": ("config.json", _set_spec("seed", 10**30), "config.json: seed must be below 4294967296"),
+    "data block is a list": ("config.json", lambda c: json.dumps({**c, "data": [1, 2]}),
+                             "config.json: data is a list, not a mapping"),
+    "accuracy of 5": ("summary.json", lambda s: json.dumps({**s, "val_acc_final": 5.0}),
+                      "summary.json: val_acc_final is 5.0, outside [0, 1]"),
+    "negative steps": ("summary.json", lambda s: json.dumps({**s, "steps": -3}),
+                       "summary.json: steps is -3, not a count"),
+}
+
+
+@pytest.mark.parametrize("case", SCHEMA)
+def test_a_record_against_its_schema_is_listed_and_left_out(case, study, tmp_path):
+    results, damaged = _copy(study, tmp_path)
+    name, change, reason = SCHEMA[case]
+    _edit_json(damaged / name, change)
+    write_report(results)
+    report = (results / "report.md").read_text()
+    assert f"{damaged.relative_to(results)}: {reason}" in report, report[report.find("Skipped"):][:600]
+    ranking = pd.read_csv(results / "ranking.csv").set_index("init")
+    assert set(ranking.index) == {"kaiming_normal", "orthogonal"}
+    assert ranking.loc["kaiming_normal", "n"] == 2 and ranking.loc["orthogonal", "n"] == 3
+
+
+def _cell(column, value):
+    def change(path: Path) -> None:
+        lines = path.read_text().splitlines()
+        header = lines[0].split(",")
+        row = next(i for i, line in enumerate(lines[1:], 1) if line.split(",")[header.index(column)] != "")
+        cells = lines[row].split(",")
+        cells[header.index(column)] = value
+        lines[row] = ",".join(cells)
+        path.write_text("\n".join(lines) + "\n")
+    return change
+
+
+PARTS = {  # each damage: the record enters with what it holds, the damaged part left out and said so
+    "a word in the curve": ("metrics.csv", _cell("val/acc", "abc"), "metrics.csv: val/acc holds 'abc', not a number"),
+    "a word for a step": ("metrics.csv", _cell("step", "x"), "metrics.csv: step holds 'x', not a number"),
+    "a word for a gradient norm": ("metrics.csv", _cell("grad_norm/total", "big"),
+                                   "metrics.csv: grad_norm/total holds 'big', not a number"),
+    "empty diagnostics": ("diagnostics.json", lambda p: p.write_text(""),
+                          "unreadable diagnostics.json (JSONDecodeError): its step-0 figures are left out"),
+    "diagnostics summary is a list": ("diagnostics.json", lambda p: p.write_text('{"summary": [1, 2]}'),
+                                      "diagnostics.json: summary is not a mapping: its step-0 figures are left out"),
+    "manifest is a list": ("manifest.json", lambda p: p.write_text("[1, 2]"),
+                           "manifest.json is not a mapping: its layers are shown in file order"),
+}
+
+
+@pytest.mark.parametrize("case", PARTS)
+def test_a_damaged_part_of_a_record_is_left_out_and_said(case, study, tmp_path):
+    results, damaged = _copy(study, tmp_path)
+    name, change, reason = PARTS[case]
+    change(damaged / name)
+    write_report(results, metric="auc_val_acc")
+    report = (results / "report.md").read_text()
+    assert f"{damaged.relative_to(results)}: {reason}" in report, report[report.find("Partial"):][:600]
+    runs = pd.read_csv(results / "runs.csv")
+    row = runs[runs["path"] == str(damaged.relative_to(results))].iloc[0]
+    assert reason.split(":")[0] in row["partial"]
+    if name == "metrics.csv":  # the curve's numbers are in no mean
+        assert pd.isna(row["auc_val_acc"])
+    if name == "diagnostics.json":
+        assert row.filter(like="step0_").isna().all()

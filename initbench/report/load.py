@@ -12,7 +12,7 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
-from initbench.record import CONFIG, METRICS, STATUSES, STUDY, SUMMARY, RunRecord, study_source
+from initbench.record import CONFIG, DIAGNOSTICS, MANIFEST, METRICS, STATUSES, STUDY, SUMMARY, RunRecord, study_source
 from initbench.report.tuning import Tuning, split_runs
 from initbench.spec import AXES, LOG_FIELDS, PER_RUN
 
@@ -48,7 +48,9 @@ class Study:
 
 
 NUMBERS = ("test_acc", "test_loss", "best_val_acc", "val_acc_final", "train_loss_final", "diverged_step", "steps",
-           "wall_time_s", "images_per_s")
+           "wall_time_s", "images_per_s")  # a summary's numbers: finite ones in range (else damaged), or left out
+ACCURACIES = ("test_acc", "best_val_acc", "val_acc_final")  # in [0, 1]
+COUNTS = ("diverged_step", "steps")  # whole numbers from 0; the other numbers are at least 0
 DIVERGED_LOSSES = ("test_loss", "train_loss_final")  # non-finite in a diverged run's summary: what diverging means
 
 
@@ -73,6 +75,10 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
     for key, kind in (("dataset", str), ("model", str), ("init", str), ("seed", int)):
         if not isinstance(spec.get(key), kind) or isinstance(spec.get(key), bool):
             raise Damaged(f"{CONFIG}: the spec's {key} is {spec.get(key)!r}")
+    _check_spec(spec)
+    for key in ("data", "versions"):
+        if config.get(key) is not None and not isinstance(config[key], dict):
+            raise Damaged(f"{CONFIG}: {key} is a {type(config[key]).__name__}, not a mapping")
     if not (run_dir / SUMMARY).exists():
         raise Damaged(f"no {SUMMARY} (unfinished run; `initbench sweep` reruns it)")
     try:
@@ -92,6 +98,12 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
             if not (summary["status"] == "diverged" and key in DIVERGED_LOSSES):
                 problems.append(f"{key} is {value}")
             summary[key] = None
+        elif key in ACCURACIES and not 0 <= value <= 1:
+            raise Damaged(f"{SUMMARY}: {key} is {value}, outside [0, 1]")
+        elif key in COUNTS and (value < 0 or value != int(value)):
+            raise Damaged(f"{SUMMARY}: {key} is {value}, not a count")
+        elif value < 0:
+            raise Damaged(f"{SUMMARY}: {key} is {value}, below 0")
     metrics = pd.DataFrame()
     if summary["status"] != "failed":
         try:
@@ -100,6 +112,10 @@ def _read_record(run_dir: Path) -> tuple[dict, dict, dict, pd.DataFrame, list[st
             problems.append(f"unreadable {METRICS} ({type(exc).__name__})")
         if len(metrics) and "step" not in metrics:
             problems.append(f"{METRICS} has no step column")
+            metrics = pd.DataFrame()
+        word = _first_word(metrics)
+        if word:
+            problems.append(f"{METRICS}: {word[0]} holds {word[1]!r}, not a number")
             metrics = pd.DataFrame()
         if len(metrics):
             last, steps = metrics["step"].max(), summary.get("steps")
@@ -135,10 +151,13 @@ def load_study(results_dir: Path) -> Study:
             skipped.append(f"{rel}: the same run as {seen[run_id]} (a copy; counted once)")
             continue
         seen[run_id] = rel
-        rows.append({**_run_row(run_id, rel, config, spec, summary), **_step0(run_dir),
-                     "partial": "; ".join(problems)})
-        if problems:
-            partial.append(f"{rel}: {'; '.join(problems)}")
+        step0, step0_problem = _step0(run_dir)
+        order, order_problem = _layer_order(run_dir)
+        said = problems + [p for p in (step0_problem, order_problem) if p]  # the last two leave the curves whole
+        rows.append({**_run_row(run_id, rel, config, spec, summary), **step0, "partial": "; ".join(said),
+                     "curve_whole": not problems})
+        if said:
+            partial.append(f"{rel}: {'; '.join(said)}")
         if config.get("versions") not in versions:
             versions.append(config.get("versions"))
         environments[environment(config)] += 1
@@ -149,7 +168,7 @@ def load_study(results_dir: Path) -> Study:
             c = metrics[["step"]].assign(run_id=run_id,
                                          val_acc=metrics.get("val/acc"), train_loss=metrics.get("train/loss"))
             curves.append(c.dropna(subset=["val_acc", "train_loss"], how="all"))
-            layers.append(_layer_metrics(run_id, metrics, _layer_order(run_dir)))
+            layers.append(_layer_metrics(run_id, metrics, order))
     if not rows:
         detail = f" ({len(skipped)} unfinished or damaged)" if skipped else ""
         raise InitbenchError(f"no complete run records under {results_dir}{detail}")
@@ -213,12 +232,47 @@ def canonical_id(spec: dict[str, Any]) -> str | None:
         return None
 
 
-def _layer_order(run_dir: Path) -> list[str]:
-    """Parameter names in model order, from the run's init manifest."""
+def _check_spec(spec: dict[str, Any]) -> None:
+    """A stored spec is one `initbench run` would accept: every setting's type and range, the names and their syntax
+    (the checks of RunSpec.check_names: no torch); Damaged with the reason otherwise."""
+    from initbench.spec import RunSpec
+
     try:
-        return [r["name"] for r in RunRecord(run_dir).manifest()["records"]]
-    except (OSError, ValueError, KeyError):
-        return []
+        RunSpec.from_record(spec).check_names()
+    except InitbenchError as exc:
+        raise Damaged(f"{CONFIG}: {exc}") from None
+    except (TypeError, ValueError) as exc:
+        raise Damaged(f"{CONFIG}: the spec does not make a run ({type(exc).__name__}: {exc})") from None
+
+
+def _first_word(metrics: pd.DataFrame) -> tuple[str, str] | None:
+    """The first cell of metrics.csv that is not a number (column, text): None when every cell is a number or empty
+    (nan and inf, a diverged run's losses, are numbers)."""
+    for column in metrics.columns:
+        values = metrics[column]
+        if not pd.api.types.is_numeric_dtype(values):  # a column pandas could not read as numbers
+            words = values[values.notna() & pd.to_numeric(values, errors="coerce").isna()]
+            if len(words):
+                return str(column), str(words.iloc[0])
+    return None
+
+
+def _layer_order(run_dir: Path) -> tuple[list[str], str | None]:
+    """Parameter names in model order, from the run's init manifest, and what is wrong with the manifest (None: it
+    is whole, or the record has none)."""
+    try:
+        manifest = RunRecord(run_dir).manifest()
+    except OSError:
+        return [], None
+    except ValueError as exc:
+        return [], f"unreadable {MANIFEST} ({type(exc).__name__}): its layers are shown in file order"
+    records = manifest.get("records") if isinstance(manifest, dict) else None
+    if not isinstance(manifest, dict):
+        return [], f"{MANIFEST} is not a mapping: its layers are shown in file order"
+    if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
+                                                for r in records):
+        return [], f"{MANIFEST} has no list of named parameters: its layers are shown in file order"
+    return [r["name"] for r in records], None
 
 
 def _layer_metrics(run_id: str, metrics: pd.DataFrame, order: list[str]) -> pd.DataFrame:
@@ -261,15 +315,27 @@ def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) ->
     }
 
 
-def _step0(run_dir: Path) -> dict[str, float | None]:
-    """The record's step-0 diagnostics summary as `step0_<name>` columns (None where it has none)."""
+def _step0(run_dir: Path) -> tuple[dict[str, float | None], str | None]:
+    """The record's step-0 diagnostics summary as `step0_<name>` columns (None where it has none), and what is wrong
+    with its diagnostics file (None: it is whole, or the record is older than step-0 diagnostics and has none)."""
     from initbench.train.diagnostics import SUMMARY as STEP0
 
+    found, problem = {}, None
     try:
-        found = RunRecord(run_dir).diagnostics().get("summary") or {}
-    except (OSError, ValueError, AttributeError):
-        found = {}
-    return {f"step0_{k}": found.get(k) if isinstance(found.get(k), int | float) else None for k in STEP0}
+        diagnostics = RunRecord(run_dir).diagnostics()
+    except OSError:
+        diagnostics = {}
+    except ValueError as exc:
+        diagnostics, problem = {}, f"unreadable {DIAGNOSTICS} ({type(exc).__name__})"
+    if not isinstance(diagnostics, dict):
+        problem = f"{DIAGNOSTICS} is not a mapping"
+    elif not isinstance(diagnostics.get("summary") or {}, dict):
+        problem = f"{DIAGNOSTICS}: summary is not a mapping"
+    elif diagnostics.get("summary"):
+        found = diagnostics["summary"]
+    values = {f"step0_{k}": found.get(k) if isinstance(found.get(k), int | float) and not isinstance(found.get(k), bool)
+              else None for k in STEP0}
+    return values, problem and f"{problem}: its step-0 figures are left out"
 
 
 def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, list[Any]]]]:
@@ -301,7 +367,7 @@ def _add_curve_metrics(runs: pd.DataFrame, curves: pd.DataFrame) -> pd.DataFrame
     runs = runs.merge(val, how="left", left_on="run_id", right_index=True)
     planned = runs.groupby("problem")["count"].transform("max")
     runs["auc_val_acc"] = runs["sum"] / planned
-    runs.loc[runs["partial"] != "", "auc_val_acc"] = math.nan  # unknown, not zero
+    runs.loc[~runs["curve_whole"], "auc_val_acc"] = math.nan  # unknown, not zero
     return runs.drop(columns=["sum", "count"])
 
 
@@ -314,5 +380,5 @@ def steps_to_target(runs: pd.DataFrame, curves: pd.DataFrame, target: float | No
     val = curves.dropna(subset=["val_acc"]).merge(runs[["run_id", "target"]], on="run_id")
     hit = val[val["val_acc"] >= val["target"]].groupby("run_id")["step"].min()
     runs["steps_to_target"] = runs["run_id"].map(hit)
-    runs["target_known"] = runs["partial"] == ""  # a partial curve cannot say whether the target was reached
+    runs["target_known"] = runs["curve_whole"]  # a partial curve cannot say whether the target was reached
     return runs
