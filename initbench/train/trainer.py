@@ -80,7 +80,21 @@ def device_name(trainer: L.Trainer) -> str:
     root = trainer.strategy.root_device
     if root.type == "cuda":
         return f"cuda: {torch.cuda.get_device_name(root)}"
-    return f"{root.type}: {platform.processor() or platform.machine()}"
+    return f"{root.type}: {cpu_name()}"
+
+
+@functools.cache
+def cpu_name() -> str:
+    """The CPU's model and architecture (`AMD EPYC (x86_64)`): a record made on another kind of CPU may round
+    otherwise, and `initbench verify` says so."""
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as info:
+            model = next((line.split(":", 1)[1].strip() for line in info if line.startswith("model name")), "")
+    except OSError:
+        pass
+    model = model or platform.processor()
+    return f"{model} ({platform.machine()})" if model else platform.machine()
 
 
 def versions() -> dict[str, str]:
