@@ -203,18 +203,19 @@ class RunRecord:
         metrics_csv = self.path / METRICS
         if not metrics_csv.exists():
             return {}
-        df = pd.read_csv(metrics_csv).groupby("step", as_index=False, sort=True).first()
-        cols = ["step", "epoch", *sorted(c for c in df.columns if c not in ("step", "epoch"))]
+        # indexed by step and never inserted into: a deep model's hundreds of columns stay one block (no pandas
+        # fragmentation warning)
+        df = pd.read_csv(metrics_csv).set_index("step").groupby(level=0, sort=True).first()
+        cols = ["epoch", *sorted(c for c in df.columns if c != "epoch")]
         tmp = metrics_csv.with_suffix(".tmp")
-        df[cols].to_csv(tmp, index=False)
+        df[cols].to_csv(tmp, index_label="step")
         tmp.replace(metrics_csv)
         out: dict[str, Any] = {}
         if "val/acc" in df:
-            val = df.dropna(subset=["val/acc"])
+            val = df["val/acc"].dropna()
             if len(val):
-                best = val.loc[val["val/acc"].idxmax()]
-                out.update(val_acc_final=float(val["val/acc"].iloc[-1]), best_val_acc=float(best["val/acc"]),
-                           best_val_step=int(best["step"]))
+                out.update(val_acc_final=float(val.iloc[-1]), best_val_acc=float(val.max()),
+                           best_val_step=int(val.idxmax()))
         if "train/loss" in df:
             train = df.dropna(subset=["train/loss"])
             if len(train):

@@ -74,6 +74,7 @@ def same_records(a: Path, b: Path) -> int:
     return len(runs)
 
 
+@pytest.mark.slow  # the real head's test below compares a Ray sweep (tuning stage included) with the sequential one
 def test_a_local_ray_sweep_equals_the_sequential_one(tmp_path):
     here = sweep(tmp_path, TUNED, tmp_path / "here")
     assert here.returncode == 0, here.stderr
@@ -194,7 +195,7 @@ def _cluster_processes(port: int) -> list[int]:
     return found
 
 
-@pytest.mark.parametrize("auth", ["token", "disabled"])
+@pytest.mark.parametrize("auth", ["token", pytest.param("disabled", marks=pytest.mark.slow)])  # token covers joining
 def test_a_head_started_with_ray_start_is_joined_and_gives_the_sequential_records(auth, tmp_path):
     """`ray start --head`, with token authentication on (the token in a file the driver finds through
     RAY_AUTH_TOKEN_PATH, as Ray's own clients do) or off; the records equal the sequential executor's, number for
@@ -208,7 +209,7 @@ def test_a_head_started_with_ray_start_is_joined_and_gives_the_sequential_record
         if auth == "token":
             started = time.time()
             refused = sweep(tmp_path, TUNED, tmp_path / "refused", "--executor", "ray", "--address", address,
-                            env=driver)
+                            env=driver | {"RAY_gcs_server_port_wait_time_s": "2"})  # Ray's retries: 2 s, not 20
             assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1, refused.stderr
             assert (f"the Ray cluster at {address} uses token authentication, and no token was found here: put the "
                     "head's token (`ray get-auth-token` on the head prints it) in RAY_AUTH_TOKEN") in refused.stderr
