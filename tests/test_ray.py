@@ -169,14 +169,8 @@ def ray_head(tmp_path: Path, auth: str, token: Path | None):
         yield f"127.0.0.1:{port}"
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-            head.wait(timeout=30)
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(head.pid, signal.SIGKILL)  # what is left of the group (the head's own processes)
+            os.killpg(head.pid, signal.SIGKILL)  # the head and its processes (SIGTERM would drain for 30 s)
+        head.wait(timeout=30)
         deadline = time.time() + 60  # its workers (in their own sessions) leave once its raylet is gone
         while _cluster_processes(port) and time.time() < deadline:
             time.sleep(0.5)
