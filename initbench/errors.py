@@ -20,9 +20,11 @@ class RunBusy(InitbenchError):
     exit_code = 1
 
 
-def unknown_name(what: str, name: str, valid: Iterable[str], suggestions: int = 2) -> InitbenchError:
-    """The error for a name that is not registered: close matches first, then every valid choice."""
-    valid = sorted(valid)
+def unknown_name(what: str, name: str, valid: Iterable[str], suggestions: int = 2,
+                 ordered: bool = False) -> InitbenchError:
+    """The error for a name that is not registered: close matches first, then every valid choice (sorted, unless
+    `ordered`: a short list in its own order)."""
+    valid = list(valid) if ordered else sorted(valid)
     close = difflib.get_close_matches(name, valid, n=suggestions, cutoff=0.5)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     return InitbenchError(f"unknown {what} '{name}'; {hint}valid: {', '.join(valid)}")

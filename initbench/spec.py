@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, unknown_name
 from initbench.syntax import format_call, format_value, parse_call
 
 # This module stays light (no torch, no Lightning at import): the CLI builds its help from RunSpec at once.
@@ -190,9 +190,9 @@ class RunSpec:
         registry.check_model(self.model)
         registry.check_init(self.init)
         if self.optimizer not in OPTIMIZERS:
-            raise InitbenchError(f"unknown optimizer '{self.optimizer}'; valid: {', '.join(OPTIMIZERS)}")
+            raise unknown_name("optimizer", self.optimizer, OPTIMIZERS, ordered=True)
         if self.schedule not in SCHEDULES:
-            raise InitbenchError(f"unknown schedule '{self.schedule}'; valid: {', '.join(SCHEDULES)}")
+            raise unknown_name("schedule", self.schedule, SCHEDULES, ordered=True)
         if str(self.devices) not in ("auto", "1"):
             raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
                                  f"device; to use several, run sweep shards side by side (--shard i/N)")

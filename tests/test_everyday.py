@@ -102,7 +102,7 @@ print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
     (["run", "--model", "mlpp"], 2, "unknown model 'mlpp'; did you mean mlp"),
     (["run", "--model", "mlp(hiden=[8])"], 2, "model 'mlp' has no parameter 'hiden'; valid: hidden, activation"),
     (["run", "--dataset", "digitz"], 2, "unknown dataset 'digitz'; did you mean digits"),
-    (["run", "--optimizer", "sgdd"], 2, "unknown optimizer 'sgdd'; valid: sgd, adam, adamw"),
+    (["run", "--optimizer", "sgdd"], 2, "unknown optimizer 'sgdd'; did you mean sgd? valid: sgd, adam, adamw"),
     (["run", "--lr", "-1"], 2, "learning rate (lr) must be positive"),
 ])
 def test_help_lists_and_typos_answer_without_loading_torch_or_lightning(tmp_path, argv, code, said):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import difflib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -107,11 +108,36 @@ class Sweep:
         return tuple(planned.values()), tuple(waiting)
 
 
+class _Bad:
+    """The bad entries of a sweep file, each said once, then refused together in one line."""
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.said = path, dict[str, None]()
+
+    def add(self, message: str) -> None:
+        self.said[message] = None
+
+    def check(self, check: Callable[..., Any], *args: Any) -> None:
+        try:
+            check(*args)
+        except InitbenchError as exc:
+            self.add(str(exc))
+
+    def refuse(self) -> None:
+        if len(self.said) == 1:
+            raise InitbenchError(f"{self.path}: {next(iter(self.said))}")
+        if self.said:
+            raise InitbenchError(f"{self.path}: {len(self.said)} bad entries: " + "; ".join(
+                f"({i}) {m}" for i, m in enumerate(self.said, 1)))
+
+
 def _check_keys(where: str, given: Mapping[str, Any], valid: tuple[str, ...]) -> None:
     unknown = [k for k in given if k not in valid]
     if unknown:
+        close = [m for k in unknown for m in difflib.get_close_matches(str(k), valid, n=1, cutoff=0.6)]
+        hint = f"did you mean {', '.join(close)}? " if close else ""
         raise InitbenchError(f"{where}: unknown key{'s' if len(unknown) > 1 else ''} {', '.join(map(str, unknown))}; "
-                             f"valid: {', '.join(valid)}")
+                             f"{hint}valid: {', '.join(valid)}")
 
 
 def _block(where: str | Path, key: str, value: Any, valid: tuple[str, ...]) -> dict[str, Any]:
@@ -206,15 +232,14 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     shared = _train_settings(str(path), doc.get("train"))
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
     models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
-    try:  # every name of the grid, before torch and Lightning load
-        for dataset, _ in datasets:
-            registry.check_name("dataset", parse_call(dataset, "dataset")[0])
-        for model, _ in models:
-            registry.check_model(model)
-        for init in _entries(doc, "inits", path):
-            registry.check_init(init)
-    except InitbenchError as exc:
-        raise InitbenchError(f"{path}: {exc}") from None
+    bad = _Bad(path)  # every name of the grid, before torch and Lightning load; all bad entries said at once
+    for dataset, _ in datasets:
+        bad.check(registry.check_name, "dataset", parse_call(dataset, "dataset")[0])
+    for model, _ in models:
+        bad.check(registry.check_model, model)
+    for init in _entries(doc, "inits", path):
+        bad.check(registry.check_init, init)
+    bad.refuse()
     seeds_doc = doc.get("seeds")
     n_seeds = seeds_doc if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool) else len(
         seeds_doc) if isinstance(seeds_doc, list) else 1
@@ -253,7 +278,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     resources = _resources(doc.get("resources"), path)
     if check:
         from initbench.train.trainer import check_trainer
-    runs = []
+    runs, bad = [], _Bad(path)
     for seed in seeds:  # seed-major: a sweep stopped early still holds complete paired comparisons
         for dataset, d_over in datasets:
             for model, m_over in models:
@@ -265,8 +290,10 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
                             spec.validate()
                             check_trainer(spec.accelerator, spec.precision)  # once per pair (cached)
                     except (TypeError, InitbenchError) as exc:
-                        raise InitbenchError(f"{path}: {exc}") from None
+                        bad.add(str(exc))
+                        continue
                     runs.append(spec)
+    bad.refuse()
     ids = [r.run_id for r in runs]
     if len(set(ids)) != len(ids):
         raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
