@@ -155,9 +155,16 @@ def check_name(kind: str, name: str) -> None:
 
 
 def check_init(spec: str | Mapping[str, Any]) -> None:
-    """The spec's syntax and every init name in it (the scheme, its fallback and its rules)."""
+    """The spec's syntax, every init name in it (the scheme, its fallback and its rules) and a built-in's parameter
+    names."""
     name, params = parse_call(spec, "init")
     check_name("init", name)
+    entry = next((i for i in catalog()["inits"] if i["name"] == name), None)
+    if entry is not None:  # a built-in's parameter names (their values are the scheme's own check, with torch)
+        valid = [*entry["params"], *catalog()["walk_help"]]
+        unknown = next((k for k in params if k not in valid), None)
+        if unknown:
+            raise InitbenchError(f"init '{name}' has no parameter '{unknown}'; valid: {', '.join(valid)}")
     fallback = params.get("fallback")
     if isinstance(fallback, str):
         check_init(fallback)

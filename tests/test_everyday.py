@@ -104,6 +104,11 @@ print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
     (["run", "--dataset", "digitz"], 2, "unknown dataset 'digitz'; did you mean digits"),
     (["run", "--optimizer", "sgdd"], 2, "unknown optimizer 'sgdd'; did you mean sgd? valid: sgd, adam, adamw"),
     (["run", "--lr", "-1"], 2, "learning rate (lr) must be positive"),
+    (["run", "--init", "normal(sdt=0.1)"], 2,
+     "init 'normal' has no parameter 'sdt'; valid: mean, std, bias, norm, fallback, blocks, fans, rules"),
+    (["run", "--init", "kaiming_normal(fallback=normal(sdt=1))"], 2, "init 'normal' has no parameter 'sdt'"),
+    (["run", "--model", "simplecnn(channels=[0, 8])"], 2, "channels must be a list of positive integers"),
+    (["run", "--threads", "0"], 2, "--threads must be a whole number of at least 1, got 0"),
 ])
 def test_help_lists_and_typos_answer_without_loading_torch_or_lightning(tmp_path, argv, code, said):
     done = subprocess.run([sys.executable, "-c", LIGHT.format(argv=[*argv, "--out", str(tmp_path)]
