@@ -90,6 +90,7 @@ def _run(args: argparse.Namespace) -> int:
     from initbench.train.trainer import use_threads
 
     use_threads(args.threads)
+    progress = not args.no_progress and sys.stdout.isatty()  # the bars draw on stdout: none in a file or a pipe
 
     if args.engine == "lockstep":  # a group of one: the lockstep engine's numbers for this run
         if args.force:
@@ -100,10 +101,10 @@ def _run(args: argparse.Namespace) -> int:
             raise InitbenchError(f"--engine lockstep: {note.removeprefix('lockstep: ')}; use --engine sequential")
 
         _, run_dir, summary, outcome = claim_and_run_group(
-            [spec], args.out, progress=not args.no_progress, data_dir=args.data_dir, download=not args.no_download,
+            [spec], args.out, progress=progress, data_dir=args.data_dir, download=not args.no_download,
             note=refuse)[0]
     else:
-        run_dir, summary, outcome = claim_and_run(spec, args.out, progress=not args.no_progress,
+        run_dir, summary, outcome = claim_and_run(spec, args.out, progress=progress,
                                                   data_dir=args.data_dir, download=not args.no_download,
                                                   force=args.force)
     refuse_busy(spec, run_dir, outcome)

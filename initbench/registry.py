@@ -150,6 +150,10 @@ def check_name(kind: str, name: str) -> None:
     if is_reference(name):
         return
     known = known_names(kind)
+    if name not in known and kind == "dataset" and ("/" in name or os.sep in name or os.path.exists(name)):
+        raise InitbenchError(f"dataset '{name}' is a path, not a dataset name ({', '.join(sorted(known))}); to "
+                             "train on your own data, give package.module:load, a function in your code that returns "
+                             "(x_train, y_train, x_test, y_test) arrays or (train, test) datasets")
     if name not in known:
         raise unknown_name(kind, name, sorted(known), suggestions=3 if kind == "init" else 2)
 

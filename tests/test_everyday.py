@@ -63,12 +63,26 @@ def test_a_sweep_without_a_terminal_prints_one_line_per_run(tmp_path):
 
 
 def test_a_single_run_bar_shows_epoch_of_total_loss_and_validation_accuracy(tmp_path):
+    from terminal import on_terminal
+
     initbench = Path(sys.executable).parent / "initbench"
     args = [a for a in TINY if a != "--no-progress"] + ["--epochs", "2", "--limit-train", "512"]
+    code, screen = on_terminal([str(initbench), "run", *args, "--out", str(tmp_path)], cols=160)
+    assert code == 0, screen[-2000:]
+    frames = screen.replace("\r", "\n")
+    assert re.search(r"epoch 2/2: .*step=\d+, loss=\d+\.\d{3}, val acc=0\.\d{3}", frames), frames[-500:]
+
+
+def test_a_run_into_a_file_prints_its_own_lines_only(tmp_path):
+    """With stdout a file (or a pipe), no progress bar of any kind: the three lines that say how the run ended."""
+    initbench = Path(sys.executable).parent / "initbench"
+    args = [a for a in TINY if a != "--no-progress"]
     done = subprocess.run([str(initbench), "run", *args, "--out", str(tmp_path)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    frames = done.stdout.replace("\r", "\n")  # Lightning draws its bars on stdout
-    assert re.search(r"epoch 2/2: .*step=\d+, loss=\d+\.\d{3}, val acc=0\.\d{3}", frames), frames[-500:]
+    lines = done.stdout.splitlines()
+    assert len(lines) == 3 and lines[0].startswith("digits_mlp(hidden=[16]) / kaiming_normal / seed 0: "), lines
+    assert lines[1].startswith("  test acc ") and lines[2].startswith("  record: "), lines
+    assert "it/s" not in done.stdout + done.stderr and "\r" not in done.stdout + done.stderr
 
 
 def test_the_catalog_equals_the_registries():
@@ -102,6 +116,9 @@ print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
     (["run", "--model", "mlpp"], 2, "unknown model 'mlpp'; did you mean mlp"),
     (["run", "--model", "mlp(hiden=[8])"], 2, "model 'mlp' has no parameter 'hiden'; valid: hidden, activation"),
     (["run", "--dataset", "digitz"], 2, "unknown dataset 'digitz'; did you mean digits"),
+    (["run", "--dataset", "/data/my-images"], 2, "dataset '/data/my-images' is a path, not a dataset name (cifar10, "
+                                                  "cifar100, digits, fashion-mnist, kmnist, mnist); to train on your "
+                                                  "own data, give package.module:load, a function in your code"),
     (["run", "--optimizer", "sgdd"], 2, "unknown optimizer 'sgdd'; did you mean sgd? valid: sgd, adam, adamw"),
     (["run", "--lr", "-1"], 2, "learning rate (lr) must be positive"),
     (["run", "--init", "normal(sdt=0.1)"], 2,
