@@ -111,10 +111,10 @@ def run_config(spec: RunSpec, versions: dict[str, str], device: str | None, **fa
 def run_dir_for(spec: RunSpec, out: Path) -> Path:
     """Where a run's record is written: <out>/<dataset>_<model>/<init>-seed<seed>-<id>, always inside `out` (the names
     are made file-name safe; checked here as well, whatever a plug-in's name holds)."""
-    path = Path(out) / spec.folder / spec.name
-    if len(path.relative_to(out).parts) != 2 or any(part in ("..", ".") for part in path.relative_to(out).parts):
-        raise InitbenchError(f"a record's path would leave the results folder {out}: {path}")
-    return path
+    for part in (spec.folder, spec.name):  # each one plain folder name: no separator, not absolute, not . or ..
+        if part in ("", ".", "..") or Path(part).name != part:
+            raise InitbenchError(f"a record's path would leave the results folder {out}: {part!r}")
+    return Path(out) / spec.folder / spec.name
 
 
 _RECORD_IDS: dict[Path, str | None] = {}  # a record folder -> the canonical id of the run it holds (read once)

@@ -217,7 +217,6 @@ class RunSpec:
             raise InitbenchError(f"unknown precision {self.precision!r}; valid: {', '.join(PRECISIONS)}")
 
 
-# Fields that change the result, less the axes: what a sweep file may set under `train:`.
 def cores() -> int:
     """The cores this process may use: the default thread count of a run or study."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -234,6 +233,7 @@ def check_threads(threads: int | None, named: str = "--threads", here: bool = Tr
                              "cores slow every run about tenfold)")
 
 
+# Fields that change the result, less the axes: what a sweep file may set under `train:`.
 SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.compare and f.name not in AXES)
 LOG_FIELDS = tuple(f.name for f in dataclasses.fields(LogSpec))  # where curves go: never part of a run's identity
 

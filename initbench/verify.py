@@ -192,8 +192,8 @@ def verify(results_dir: Path, n: int = 10, seed: int = 0, data_dir: Path | None 
                 differ += 1
                 say(f"  cannot retrain {where}: its lockstep group's member {missing[0]} has no complete record here")
                 continue
-            threads = config.get("threads") if isinstance(config.get("threads"), int) else None
-            use_threads(min(threads or cores(), cores()))
+            recorded = config.get("threads")
+            use_threads(min(recorded if isinstance(recorded, int) and recorded >= 1 else cores(), cores()))
             if not (run_dir_for(spec, scratch) / SUMMARY).exists():  # a group retrained for an earlier sample
                 trainings += 1
                 if group:
@@ -205,9 +205,8 @@ def verify(results_dir: Path, n: int = 10, seed: int = 0, data_dir: Path | None 
                                   keep_going=True)
             now = run_dir_for(spec, scratch)
             difference = first_difference(record.path, now)
-            threads = config.get("threads", "?")
             how = (f"lockstep {config.get('lockstep_mode')} group of {len(group)}" if group else "sequential") + \
-                f", {threads} thread{'s' * (threads != 1)}"
+                f", {recorded if recorded is not None else '?'} thread{'s' * (recorded != 1)}"
             if difference is None:
                 say(f"  same  {where} ({how})")
                 continue

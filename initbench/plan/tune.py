@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from initbench.errors import InitbenchError
+from initbench.spec import SEED_LIMIT
 
 # This module stays light (no torch, no pandas at import): the sweep file is checked before anything loads.
 KEYS = ("lr", "seeds", "per_init", "metric")
@@ -106,7 +107,7 @@ def parse_tune(value: Any, where: str, comparison_seeds: Iterable[int] = ()) -> 
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         seeds = [seeds]
     if not isinstance(seeds, list) or not seeds or not all(
-            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds):
+            isinstance(s, int) and not isinstance(s, bool) and 0 <= s < SEED_LIMIT for s in seeds):
         raise InitbenchError(f"{where}: tune seeds must be a non-empty list of seeds (whole numbers in [0, 2^32)), "
                              f"got {value['seeds']!r}")
     if len(set(seeds)) != len(seeds):

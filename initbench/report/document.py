@@ -141,8 +141,8 @@ def _reproducibility(study: Study, results_dir: Path) -> list[Block]:
         blocks.append(Block("note", f"This study's records were made in {len(study.environments)} environments "
                                     "(versions, device or torch threads): their numbers round differently, so a "
                                     "rerun reproduces each only where it was made."))
-    mixed = sorted({folder for folder, _ in study.engines
-                    if sum(1 for f, _ in study.engines if f == folder) > 1})
+    engines_per_folder = Counter(folder for folder, _ in study.engines)
+    mixed = sorted(folder for folder, n in engines_per_folder.items() if n > 1)
     if mixed:
         blocks.append(Block("note", f"{', '.join(mixed)}: trained by more than one engine or lockstep mode (the same "
                                     "run rounds differently in each)."))
