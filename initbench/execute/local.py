@@ -11,10 +11,11 @@ from typing import Any
 
 from initbench.errors import InitbenchError
 from initbench.execute.claims import Claims, clear_orphan_lock
+from initbench.execute.resources import check_executor, study_threads, task_resources
 from initbench.plan.sweep import Sweep
 from initbench.plan.tune import score as tune_score
-from initbench.record import RunRecord, read_study, write_study
-from initbench.spec import LOCKSTEP_MODES, RunSpec, check_threads, cores
+from initbench.record import RunRecord, write_study
+from initbench.spec import LOCKSTEP_MODES, RunSpec
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
 
@@ -120,16 +121,9 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
         raise InitbenchError(f"--lockstep-max must be at least 1, got {lockstep_max}")
     if lockstep_mode not in ("auto", *LOCKSTEP_MODES):
         raise InitbenchError(f"unknown lockstep mode {lockstep_mode!r}; valid: auto, {', '.join(LOCKSTEP_MODES)}")
-    _check_executor(executor, address, cpus_per_task, gpus_per_task)
+    check_executor(executor, address, cpus_per_task, gpus_per_task)
     threads = study_threads(sweep, out, threads, here=executor != "ray")
-    named = ("--cpus-per-task" if cpus_per_task is not None else f"{sweep.name}: resources cpus_per_task",
-             "--gpus-per-task" if gpus_per_task is not None else f"{sweep.name}: resources gpus_per_task")
-    if cpus_per_task is None:
-        cpus_per_task = sweep.resources.get("cpus_per_task", float(threads))
-    if gpus_per_task is None:
-        gpus_per_task = sweep.resources.get("gpus_per_task", 0.0)
-    if executor == "ray":
-        _check_resources(cpus_per_task, gpus_per_task, *named)
+    cpus_per_task, gpus_per_task, named = task_resources(sweep, executor, cpus_per_task, gpus_per_task, threads)
     tuning, grid = sweep.shard(*shard, runs=sweep.tuning), sweep.shard(*shard)
     problems = preflight(tuning + grid, data_dir, download)
     if engine != "sequential":
@@ -154,55 +148,6 @@ def execute(sweep: Sweep, out: Path, shard: tuple[int, int] = (1, 1), data_dir: 
     finally:
         if disconnect is not None:
             disconnect()
-
-
-EXECUTORS = ("sequential", "ray")
-
-
-def study_threads(sweep: Sweep, out: Path, threads: int | None, here: bool) -> int:
-    """The torch threads every run of the study trains with: the one its sweep.json recorded (a rerun keeps it), else
-    `threads` (--threads), else the sweep file's `resources: threads`, else one per core. Training `here` (not on
-    Ray's nodes), at most this machine's cores."""
-    named = "--threads"
-    if threads is None and "threads" in sweep.resources:
-        threads, named = int(sweep.resources["threads"]), f"{sweep.name}: resources threads"
-    check_threads(threads, named, here=False)
-    try:
-        recorded = read_study(out).get("threads")
-    except (OSError, ValueError):
-        recorded = None  # an unreadable study file is rewritten when the sweep starts
-    if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
-        if threads is not None and threads != recorded:
-            raise InitbenchError(f"{named} {threads}: the study in {out} trains with {recorded} torch threads (its "
-                                 "sweep.json says so), and a CPU run's numbers depend on the count; leave it out to "
-                                 "keep the study's, or write to another --out")
-        threads, named = recorded, f"the study in {out} (its sweep.json)"
-    threads = threads or cores()
-    check_threads(threads, named, here)
-    return threads
-
-
-def _check_executor(executor: str, address: str | None, cpus: float | None, gpus: float | None) -> None:
-    """The flags given on the command line (None: not given), before anything loads."""
-    if executor not in EXECUTORS:
-        raise InitbenchError(f"unknown executor {executor!r}; valid: {', '.join(EXECUTORS)}")
-    if executor != "ray":
-        given = [flag for flag, value in (("--address", address), ("--cpus-per-task", cpus),
-                                          ("--gpus-per-task", gpus)) if value is not None]
-        if given:
-            raise InitbenchError(f"{given[0]} is for --executor ray (the sequential executor trains here)")
-        return
-    from initbench.execute.ray import check_ray
-
-    check_ray(address)
-
-
-def _check_resources(cpus: float, gpus: float, cpus_from: str, gpus_from: str) -> None:
-    """What each Ray task asks for, from the flags or the sweep file's `resources:` (named by `*_from`)."""
-    if not (math.isfinite(cpus) and cpus > 0):
-        raise InitbenchError(f"{cpus_from} must be above 0, got {cpus:g}")
-    if not (math.isfinite(gpus) and gpus >= 0):
-        raise InitbenchError(f"{gpus_from} must be 0 or more (fractions share a GPU), got {gpus:g}")
 
 
 def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tuple[str, str], Problem],
