@@ -22,7 +22,7 @@ import torch.nn.functional as F
 
 from initbench.data import TensorBatches
 from initbench.record import RunRecord
-from initbench.spec import RunSpec
+from initbench.spec import LOG_POINTS_PER_EPOCH, RunSpec
 from initbench.train.monitor import Throughput
 from initbench.train.prepare import Prepared, prepare
 from initbench.train.trainer import make_trainer, quiet_lightning
@@ -107,14 +107,15 @@ def _bench_model(model: str, dataset: str, n_steps: int, repeats: int, batch_siz
             "device": str(device), "params": sum(q.numel() for q in prepared.module.model.parameters())}
 
 
-def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int, log_every: int) -> str:
+def format_rows(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int) -> str:
+    width = max(12, *(len(r["model"]) + 2 for r in rows))
     lines = [f"dataset {dataset}, batch {batch_size}, {repeats} interleaved repeats (plain, initbench, initbench, "
              "plain; medians), "
-             f"torch threads {torch.get_num_threads()}, norms logged every {log_every} steps",
-             f"{'model':<12}{'device':<8}{'steps':>7}{'plain loop img/s':>18}{'initbench img/s':>18}{'ratio':>8}"
+             f"torch threads {torch.get_num_threads()}, curves and norms logged {LOG_POINTS_PER_EPOCH} times an epoch",
+             f"{'model':<{width}}{'device':<8}{'steps':>7}{'plain loop img/s':>18}{'initbench img/s':>18}{'ratio':>8}"
              "  ratio range"]
     for r in rows:
-        lines.append(f"{r['model']:<12}{r['device']:<8}{r['steps']:>7}{r['plain_img_s']:>18,.0f}"
+        lines.append(f"{r['model']:<{width}}{r['device']:<8}{r['steps']:>7}{r['plain_img_s']:>18,.0f}"
                      f"{r['initbench_img_s']:>18,.0f}{r['ratio']:>8.3f}  {r['ratio_min']:.3f}-{r['ratio_max']:.3f}")
     return "\n".join(lines)
 

@@ -8,7 +8,10 @@ import inspect
 import json
 from typing import Any
 
+from initbench.params import REQUIRED
 from initbench.registry import CATALOG
+
+_TYPE_NAMES = {float: "float", int: "int", str: "str", bool: "bool"}
 
 
 def _shown(value: Any) -> str:
@@ -21,7 +24,11 @@ def build() -> dict[str, Any]:
     from initbench.inits import WALK_HELP, list_inits
     from initbench.models import MODELS, model_params
 
-    inits = [{"name": s.name, "description": s.description, "params": {k: _shown(v) for k, v in s.params.items()}}
+    inits = [{"name": s.name, "description": s.description, "params": {k: _shown(v) for k, v in s.params.items()},
+              "check": {"defaults": {k: REQUIRED if v is inspect.Parameter.empty else v for k, v in s.defaults.items()},
+                        "types": {k: _TYPE_NAMES.get(t, t) for k, t in s.types.items()},
+                        "choices": {k: list(v) for k, v in s.choices.items()},
+                        "rules": s.check.as_list() if s.check else []}}
              for s in list_inits() if s.source == "builtin"]
     models = []
     for name, cls in sorted(MODELS.builtin.items()):

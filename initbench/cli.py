@@ -10,9 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from initbench import options  # the options several commands share, each declared once
+from initbench.datasets import check_files
 from initbench.errors import InitbenchError, Terminated
+from initbench.outcomes import print_answers, tell_run
 from initbench.spec import check_threads
 from initbench.train.diagnostics import STATS  # light: the probe's stats, named in its --help
+
+DEEP_MLP = "mlp(depth=16, width=128)"  # the bench's deep thin model, where lockstep should help most on a CPU
 
 
 class _Parser(argparse.ArgumentParser):
@@ -28,10 +32,16 @@ def _list(args: argparse.Namespace) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    spec = options.spec_from_args(args)  # names checked before torch and Lightning load
+    spec = options.spec_from_args(args)  # names, values and sizes checked before torch and Lightning load
     check_threads(args.threads)
+    if args.no_download:
+        check_files(spec.dataset, args.data_dir)
+    from initbench.record import RunRecord, record_dir
+
+    existing = RunRecord(record_dir(spec, args.out))
+    if existing.complete and not args.force:  # nothing to train: answered without loading torch
+        return tell_run(args.out, spec, existing.path, existing.summary(), "done")
     from initbench.execute.units import claim_and_run, refuse_busy
-    from initbench.record import RunRecord
     from initbench.train.trainer import use_threads
 
     use_threads(args.threads)
@@ -53,40 +63,7 @@ def _run(args: argparse.Namespace) -> int:
                                                   data_dir=args.data_dir, download=not args.no_download,
                                                   force=args.force)
     refuse_busy(spec, run_dir, outcome)
-    if outcome == "done":
-        when = RunRecord(run_dir).recorded_at.strftime("%Y-%m-%d %H:%M")
-        print(f"already complete (recorded {when}): {run_dir}\n  nothing was trained; --force trains it again")
-        if "wandb" in spec.log.loggers:
-            print(_wandb_for_complete(spec, args.out, run_dir))
-    acc = summary.get("test_acc")
-    print(f"{spec.problem} / {spec.init} / seed {spec.seed}: {summary['status']}"
-          + (f" at step {summary['diverged_step']}" if "diverged_step" in summary else ""))
-    if summary["status"] == "failed":
-        print(f"  error: {summary.get('error')}")
-    print(f"  test acc {_f(acc)}   test loss {_f(summary.get('test_loss'))}   best val acc "
-          f"{_f(summary.get('best_val_acc'))}   {summary.get('steps', 0)} steps in {summary.get('wall_time_s')} s")
-    print(f"  record: {run_dir}")
-    return 1 if summary["status"] == "failed" else 0
-
-
-def _wandb_for_complete(spec, out: Path, run_dir: Path) -> str:
-    """A complete run asked for with --logger wandb: logged from its record unless it is already in this W&B
-    project, or when a W&B agent handed it out (the agent waits for a run); otherwise said why not."""
-    from initbench import dashboards
-
-    project = spec.log.wandb_project
-    from initbench.record import RunRecord
-
-    logged = [r for r in RunRecord(run_dir).wandb_runs() if r.get("project") == project]
-    if logged and not os.environ.get("WANDB_SWEEP_ID"):
-        return (f"  not logged to W&B again: it is already in project {project} (run {logged[-1]['id']}); "
-                "--force trains and logs it again")
-    dashboards.log_from_record(spec, out, run_dir)
-    return "  logged to W&B from the record (its config says from_record: true)"
-
-
-def _f(x: float | None) -> str:
-    return "-" if x is None else f"{x:.4f}"
+    return tell_run(args.out, spec, run_dir, summary, outcome)
 
 
 def _bench(args: argparse.Namespace) -> None:
@@ -95,7 +72,6 @@ def _bench(args: argparse.Namespace) -> None:
         if value is not None and value < 1:
             raise InitbenchError(f"{flag} must be at least 1, got {value}")
     from initbench.bench import bench, format_rows
-    from initbench.spec import RunSpec
 
     if args.lockstep is not None:
         from initbench.bench import DEFAULT_STEPS, bench_lockstep, format_lockstep
@@ -107,7 +83,7 @@ def _bench(args: argparse.Namespace) -> None:
         return
     rows = bench(args.models, args.dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
                  args.data_dir)
-    print(format_rows(rows, args.dataset, args.repeats, args.batch_size, RunSpec.log_every))
+    print(format_rows(rows, args.dataset, args.repeats, args.batch_size))
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -128,6 +104,9 @@ def _sweep(args: argparse.Namespace) -> int:
         print(f"wrote {args.emit_wandb_sweep}: a W&B grid of {len(sweep.runs)} runs ({sizes}); "
               f"run `wandb sweep {args.emit_wandb_sweep}` (needs a W&B server), then `wandb agent` on each machine")
         return 0
+    if args.no_download:
+        for dataset in sorted({run.dataset for run in sweep.runs}):
+            check_files(dataset, args.data_dir)
     if args.dry_run:
         dry_run(sweep, out, shard)
         return 0
@@ -151,6 +130,7 @@ def _sweep(args: argparse.Namespace) -> int:
         from initbench.report import write_report
 
         files = write_report(out)
+        print_answers(files["answers"])
         print(f"report: {files['html']} (also report.md, ranking.csv, runs.csv)")
     return 1 if counts["failed"] or counts["lost"] else 0  # failed runs are recorded; the exit code says so
 
@@ -170,8 +150,14 @@ def _report(args: argparse.Namespace) -> None:
 
         project, entity = study_project(args.results_dir)
         wandb = (args.wandb_project or project, args.wandb_entity or (None if args.wandb_project else entity))
-    files = write_report(args.results_dir, args.metric, args.test, args.target, args.out, wandb=wandb,
+    target = args.target
+    if target is not None and 0 < target <= 1:
+        print(f"initbench: note: --target {target:g} read as a fraction, {target * 100:g} accuracy points (give "
+              f"points: --target {target * 100:g})", file=sys.stderr)
+        target *= 100
+    files = write_report(args.results_dir, args.metric, args.test, target, args.out, wandb=wandb,
                          baseline=args.baseline, margin_points=args.margin)
+    print_answers(files["answers"])
     print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
     if wandb:
         print(f"W&B: report runs (job_type=report) in project {wandb[0]}")
@@ -267,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="equivalence margin in accuracy points (default: 0.5)")
     p.add_argument("--test", default="wilcoxon",
                    help="paired test against the reference: wilcoxon or ttest (default: wilcoxon)")
-    p.add_argument("--target", type=float, default=None,
-                   help="val accuracy for steps-to-target (default: 90%% of the best val accuracy per problem)")
+    p.add_argument("--target", type=float, default=None, metavar="POINTS",
+                   help="validation accuracy in points (0-100] for steps-to-target (default: 90%% of the best val "
+                        "accuracy per problem); a value up to 1 is read as a fraction, the older form")
     options.add_out_option(p, None, "where to write the report (default: RESULTS_DIR)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")
@@ -284,7 +271,8 @@ def build_parser() -> argparse.ArgumentParser:
     options.add_data_options(p)
     p.set_defaults(func=_verify)
 
-    p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps and widths")
+    p = sub.add_parser("probe", help="step-0 signal propagation per layer and init, over the first steps, widths "
+                                     "and depths")
     p.add_argument("--model", default="mlp",
                    help="model spec, e.g. simplecnn or 'mlp(hidden=[256, 256, 256])' (default: mlp)")
     p.add_argument("--dataset", default="digits", help="dataset whose batches go through the model (default: digits)")
@@ -293,6 +281,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=3, help="seeds per init, 0..N-1; plots show their mean (default: 3)")
     p.add_argument("--steps", type=int, default=0, metavar="K",
                    help="also measure after each of the first K training steps (default: 0, step 0 only)")
+    p.add_argument("--depths", nargs="+", type=int, default=[], metavar="D",
+                   help="the same across these model depths (the model's depth parameter: mlp, convnet, resnet, vit); "
+                        "depth_check_<stat>.png plots each model's last layer against depth (default: the model as "
+                        "given)")
     p.add_argument("--widths", nargs="+", type=int, default=[], metavar="W",
                    help="a coordinate check over these widths (mlp: every hidden layer; simplecnn: the first block's "
                         "channels; your model: its width parameter) (default: the model as given)")
@@ -310,10 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
-    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn"], help="models to measure (default: mlp "
-                   "simplecnn)")
+    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn", DEEP_MLP],
+                   help=f"models to measure (default: mlp simplecnn '{DEEP_MLP}')")
     p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
-    p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn)")
+    p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn, "
+                   "300 the deep mlp and other models)")
     p.add_argument("--repeats", type=int, default=5,
                    help="interleaved repeats, each measuring both sides twice (ABBA); medians are printed (default: 5)")
     p.add_argument("--lockstep", type=int, default=None, metavar="K",

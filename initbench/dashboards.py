@@ -72,7 +72,8 @@ def _init(directory: Path, reinit: str = "finish_previous", **kwargs: Any) -> An
         run = wandb.init(dir=str(directory), mode=mode, settings=settings, reinit=reinit, **kwargs)
     if mode == "offline" and not _told_offline.get(str(directory)):
         _told_offline[str(directory)] = True
-        print(f"initbench: W&B is offline (no credentials or WANDB_MODE=offline); upload later with "
+        print(f"initbench: W&B is offline (no credentials or WANDB_MODE=offline): runs are saved in "
+              f"{directory / 'wandb'}; to see them on W&B, `wandb login` once, then "
               f"`wandb sync {directory / 'wandb'}/offline-run-*`", file=sys.stderr)
     return run
 
@@ -221,7 +222,7 @@ def log_probe(frame: Any, plots: list[Path], out: Path, project: str, entity: st
     wandb = _wandb()
     run = _init(wandb_dir(out), project=project, entity=entity, group=f"probe/{config['dataset']}_{config['model']}",
                 name="probe", job_type="probe", tags=["probe"], config=config)
-    run.log({"probe": wandb.Table(dataframe=frame.astype({"width": "float"})),
+    run.log({"probe": wandb.Table(dataframe=frame.astype({"width": "float", "model_depth": "float"})),
              **{f"plots/{p.stem}": wandb.Image(str(p)) for p in plots}})
     run.summary.update({"rows": len(frame), "inits": len(config["inits"])})
     run.finish()

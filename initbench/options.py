@@ -10,7 +10,8 @@ import dataclasses
 from pathlib import Path
 
 from initbench.errors import InitbenchError
-from initbench.spec import DEFAULT_DATASET, LOGGERS, LogSpec, RunSpec
+from initbench.spec import DEFAULT_DATASET, LOGGERS, LogSpec, RunSpec, tuned_lrs
+from initbench.syntax import parse_call
 
 
 def _flag_fields(cls: type) -> list[dataclasses.Field]:
@@ -94,15 +95,16 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
             if not sep or not pattern.strip() or not rule.strip():
                 raise InitbenchError(f"--init-rule must be PATTERN=SPEC, e.g. 'classifier.fc3.*=zeros', got {text!r}")
             rules[pattern.strip()] = rule.strip()
-            registry.check_init(rule.strip())
-        registry.check_init(given.get("init", RunSpec.init))
+        name, params = parse_call(given.get("init", RunSpec.init), "init")
+        registry.check_init({"name": name, **params, "rules": {**(params.get("rules") or {}), **rules}})
         from initbench.inits import resolve_init
 
         given["init"] = str(resolve_init(given.get("init", RunSpec.init), rules).spec)
+    model = parse_call(given.get("model", RunSpec.model), "model")[0]
     if "dataset" not in given:
-        from initbench.syntax import parse_call
-
-        given["dataset"] = DEFAULT_DATASET.get(parse_call(given.get("model", RunSpec.model), "model")[0], "digits")
+        given["dataset"] = DEFAULT_DATASET.get(model, "digits")
+    if "lr" not in given and tuned_lrs(model, given["dataset"]):
+        given["lr"] = tuned_lrs(model, given["dataset"])[0]
     spec = RunSpec(**given)
     spec.check_names()  # before torch and Lightning load
     return spec

@@ -19,14 +19,14 @@ from typing import Any
 
 from initbench.train.diagnostics import STATS
 
-COLUMNS = ["init", "seed", "step", "width", "layer", "depth", "kind", "stat", "value"]
+COLUMNS = ["init", "seed", "step", "width", "model_depth", "layer", "depth", "kind", "stat", "value"]
 JACOBIAN_COLUMNS = ["init", "seed", "width", "example", "index", "singular_value"]
 LOG_SCALE = {"act_std", "act_rms", "grad_rms", "grad_norm"}  # positive figures that change by factors across depth
 
 
 @dataclass(frozen=True)
 class Probe:
-    """What to probe: the grid (widths x inits x seeds), the steps, and the stats kept."""
+    """What to probe: the grid (widths x depths x inits x seeds), the steps, and the stats kept."""
 
     model: str
     dataset: str
@@ -38,6 +38,7 @@ class Probe:
     batch_size: int = 128
     lr: float = 0.05
     jacobian: int = 0  # examples whose input-output Jacobian's singular values are taken at step 0
+    depths: tuple[int, ...] = ()  # model depths (the model's depth parameter), as widths are widths
 
 
 def check(probe: Probe) -> Probe:
@@ -50,29 +51,34 @@ def check(probe: Probe) -> Probe:
     for init in probe.inits:
         registry.check_init(init)
     from initbench.inits import parse_init
-    from initbench.models import with_width
+    from initbench.models import with_depth, with_width
 
     unknown = [s for s in probe.stats if s not in STATS]
     if unknown:
         raise InitbenchError(f"unknown stat {unknown[0]!r}; valid: {', '.join(STATS)}")
     for name, value, low in (("--seeds", probe.seeds, 1), ("--steps", probe.steps, 0), ("--batch-size",
                              probe.batch_size, 1), ("--jacobian", probe.jacobian, 0),
-                             *(("--widths", w, 1) for w in probe.widths)):
+                             *(("--widths", w, 1) for w in probe.widths),
+                             *(("--depths", d, 1) for d in probe.depths)):
         if value < low:
             raise InitbenchError(f"{name} must be at least {low}, got {value}")
     if not (math.isfinite(probe.lr) and probe.lr > 0):
         raise InitbenchError(f"--lr must be above 0, got {probe.lr:g}")
     if len(set(probe.widths)) != len(probe.widths):
         raise InitbenchError(f"--widths lists a width twice: {' '.join(map(str, probe.widths))}")
+    if len(set(probe.depths)) != len(probe.depths):
+        raise InitbenchError(f"--depths lists a depth twice: {' '.join(map(str, probe.depths))}")
     if probe.widths:
         with_width(probe.model, probe.widths[0])  # a model without a width parameter is refused here
+    if probe.depths:
+        with_depth(probe.model, probe.depths[0])  # ... and one without a depth parameter
     inits = tuple(str(parse_init(i)) for i in probe.inits)
     if len(set(inits)) != len(inits):
         raise InitbenchError(f"--inits lists an init twice: {' '.join(inits)}")
     if probe.jacobian > probe.batch_size:
         raise InitbenchError(f"--jacobian {probe.jacobian}: at most the batch size ({probe.batch_size}) examples")
     return Probe(probe.model, probe.dataset, inits, probe.seeds, probe.steps, tuple(probe.widths), probe.stats,
-                 probe.batch_size, probe.lr, probe.jacobian)
+                 probe.batch_size, probe.lr, probe.jacobian, tuple(probe.depths))
 
 
 def _batches(data: Any, batch_size: int, seed: int) -> Iterator[tuple[Any, Any]]:
@@ -91,7 +97,7 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     import torch
 
     from initbench.errors import InitbenchError
-    from initbench.models import with_width
+    from initbench.models import with_depth, with_width
     from initbench.spec import RunSpec
     from initbench.train.diagnostics import jacobian_singular_values, measure
     from initbench.train.optim import OPTIMIZER_TABLE
@@ -100,8 +106,10 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
     rows: list[dict[str, Any]] = []
     spectra: list[dict[str, Any]] = []
     data = None
-    for width, init, seed in itertools.product(probe.widths or (None,), probe.inits, range(probe.seeds)):
+    for width, depth, init, seed in itertools.product(probe.widths or (None,), probe.depths or (None,), probe.inits,
+                                                      range(probe.seeds)):
         model = with_width(probe.model, width) if width is not None else probe.model
+        model = with_depth(model, depth) if depth is not None else model
         spec = RunSpec(model=model, init=init, dataset=probe.dataset, seed=seed, batch_size=probe.batch_size,
                        lr=probe.lr, max_steps=max(1, probe.steps), accelerator="cpu")
         prepared = prepare(spec, data_dir, download, data, diagnose=False)  # step 0 is measured below
@@ -120,12 +128,13 @@ def run_probe(probe: Probe, data_dir: Path | None = None, download: bool = True)
             except Exception as exc:  # the user's model: one line, not a traceback
                 raise InitbenchError(f"{model} with init {init}: the forward or backward pass failed at step {step}: "
                                      f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}") from None
-            rows += [{"init": init, "seed": seed, "step": step, "width": width, **r} for r in measured
-                     if r["stat"] in probe.stats]
+            rows += [{"init": init, "seed": seed, "step": step, "width": width, "model_depth": depth, **r}
+                     for r in measured if r["stat"] in probe.stats]
             if step < probe.steps:
                 opt.step()
     frame = pd.DataFrame(rows, columns=COLUMNS)
     frame["width"] = frame["width"].astype("Int64")
+    frame["model_depth"] = frame["model_depth"].astype("Int64")
     if not probe.jacobian:
         return frame, None
     jacobian = pd.DataFrame(spectra, columns=JACOBIAN_COLUMNS)
@@ -144,6 +153,8 @@ def plot_signal(frame: Any, path: Path) -> Path:
     at0 = frame[frame["step"] == 0]
     if at0["width"].notna().any():
         at0 = at0[at0["width"] == at0["width"].max()]
+    if at0["model_depth"].notna().any():
+        at0 = at0[at0["model_depth"] == at0["model_depth"].max()]
     stats = [s for s in STATS if s in set(at0["stat"])]
     cols = min(3, len(stats))
     fig, grid = plt.subplots(-(-len(stats) // cols), cols, figsize=(4.6 * cols, 3.6 * -(-len(stats) // cols)),
@@ -200,6 +211,33 @@ def plot_coord_check(frame: Any, stat: str, path: Path) -> Path:
     return path
 
 
+def plot_depth_check(frame: Any, stat: str, path: Path) -> Path:
+    """Across depth: at step 0, `stat` of each model's last layer (the readout) against the model's depth, one line
+    per init (mean over seeds; the widest model). Flat: the init keeps the signal's scale however deep the model."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[(frame["stat"] == stat) & (frame["kind"] == "layer") & (frame["step"] == 0)]
+    if rows["width"].notna().any():
+        rows = rows[rows["width"] == rows["width"].max()]
+    last = rows[rows["depth"] == rows.groupby("model_depth")["depth"].transform("max")]
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for init, by_init in last.groupby("init", sort=False):
+        mean = by_init.groupby("model_depth")["value"].mean()
+        ax.plot(mean.index.astype(float), mean.to_numpy(), marker="o", label=init)
+    ax.set_xscale("log", base=2)
+    if stat in LOG_SCALE:
+        ax.set_yscale("log", base=2)
+    ax.set(xlabel="model depth", ylabel=f"{stat} of the last layer", title=f"{stat} at step 0 against depth")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_jacobian(jacobian: Any, path: Path) -> Path:
     """The spectrum of the input-output Jacobian at step 0 (the widest model): per init, the empirical distribution
     of its singular values over examples and seeds, on a log axis (a step at 1: dynamical isometry)."""
@@ -242,6 +280,10 @@ def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download:
         table.to_csv(stage, index=False)
         stage.replace(path)  # whole or not at all
     files["signal"] = plot_signal(frame, out / "signal_propagation.png")
+    if probe.depths and len(probe.depths) > 1:
+        for stat in probe.stats:
+            if stat in set(frame.loc[frame["kind"] == "layer", "stat"]):
+                files[f"depth_{stat}"] = plot_depth_check(frame, stat, out / f"depth_check_{stat}.png")
     if probe.widths and len(probe.widths) > 1:
         for stat in probe.stats:
             if stat in set(frame.loc[frame["kind"] == "layer", "stat"]):
@@ -253,7 +295,8 @@ def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download:
 
         log_probe(frame, [p for p in files.values() if p.suffix == ".png"], out, *wandb,
                   {"model": probe.model, "dataset": probe.dataset, "inits": list(probe.inits), "seeds": probe.seeds,
-                   "steps": probe.steps, "widths": list(probe.widths), "batch_size": probe.batch_size,
+                   "steps": probe.steps, "widths": list(probe.widths), "depths": list(probe.depths),
+                   "batch_size": probe.batch_size,
                    "lr": probe.lr, "jacobian": probe.jacobian})
     return files
 
@@ -261,7 +304,7 @@ def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download:
 def command(args: argparse.Namespace) -> None:
     """`initbench probe`, its options parsed (declared in cli.py): checked, run, written, and said in two lines."""
     probe = check(Probe(args.model, args.dataset, tuple(args.inits), args.seeds, args.steps, tuple(args.widths),
-                        tuple(args.stats), args.batch_size, args.lr, args.jacobian))
+                        tuple(args.stats), args.batch_size, args.lr, args.jacobian, tuple(args.depths)))
     wandb = None
     if args.logger == "wandb":
         from initbench.dashboards import check_settings, wandb_dir
@@ -269,7 +312,7 @@ def command(args: argparse.Namespace) -> None:
         check_settings(args.wandb_project, wandb_dir(args.out))
         wandb = (args.wandb_project, args.wandb_entity)
     files = write_probe(probe, args.out, args.data_dir, not args.no_download, wandb)
-    runs = len(probe.widths or (0,)) * len(probe.inits) * probe.seeds
+    runs = len(probe.widths or (0,)) * len(probe.depths or (0,)) * len(probe.inits) * probe.seeds
     tables = " and ".join(str(p) for p in files.values() if p.suffix == ".csv")
     print(f"probe: {runs} models x {probe.steps + 1} steps -> {tables}\nplots: "
           f"{', '.join(str(p) for p in files.values() if p.suffix == '.png')}")

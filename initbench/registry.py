@@ -159,27 +159,40 @@ def check_name(kind: str, name: str) -> None:
 
 
 def check_init(spec: str | Mapping[str, Any]) -> None:
-    """The spec's syntax, every init name in it (the scheme, its fallback and its rules) and a built-in's parameter
-    names."""
+    """The spec's syntax, every init name in it (the scheme, its fallback and its rules) and a built-in's parameters
+    (names, types, choices and ranges)."""
     name, params = parse_call(spec, "init")
     check_name("init", name)
     entry = next((i for i in catalog()["inits"] if i["name"] == name), None)
-    if entry is not None:  # a built-in's parameter names (their values are the scheme's own check, with torch)
-        valid = [*entry["params"], *catalog()["walk_help"]]
-        unknown = next((k for k in params if k not in valid), None)
-        if unknown:
-            raise InitbenchError(f"init '{name}' has no parameter '{unknown}'; valid: {', '.join(valid)}")
+    if entry is not None:  # a built-in's parameters, names and values, by the rules the strategy itself applies
+        from initbench.params import resolve, rules_from
+
+        check = entry["check"]
+        types = {k: {"float": float, "int": int, "str": str, "bool": bool}.get(t, t) for k, t in check["types"].items()}
+        resolve(name, check["defaults"], types, {k: tuple(v) for k, v in check["choices"].items()},
+                rules_from(check["rules"]), params)
     fallback = params.get("fallback")
     if isinstance(fallback, str):
-        check_init(fallback)
+        _within(f"fallback of init '{name}'", fallback)
     rules = params.get("rules")
     if isinstance(rules, Mapping):
-        for rule in rules.values():
-            if isinstance(rule, str | Mapping):
-                check_init(rule)
+        for pattern, rule in rules.items():
+            if isinstance(rule, str | Mapping) and rule != "keep":
+                _within(f"rule '{pattern}' of init '{name}'", rule)
 
 
-WIDTHS = {"mlp": ("hidden",), "simplecnn": ("channels", "fc")}  # the built-ins' layer widths: a list of positive ints
+def _within(where: str, spec: str | Mapping[str, Any]) -> None:
+    """A nested init's check, its complaint prefixed by where it sits (the words the walk uses)."""
+    try:
+        check_init(spec)
+    except InitbenchError as error:
+        raise InitbenchError(f"{where}: {error}") from None
+
+
+# the built-ins' layer widths (a positive int or a list of them) and sizes (one positive int)
+WIDTHS = {"mlp": ("hidden",), "simplecnn": ("channels", "fc")}
+SIZES = {"mlp": ("depth", "width"), "convnet": ("depth", "channels"), "resnet": ("depth", "width"),
+         "vit": ("depth", "width", "heads", "patch")}
 
 
 def check_model(spec: str | Mapping[str, Any]) -> None:
@@ -191,6 +204,9 @@ def check_model(spec: str | Mapping[str, Any]) -> None:
     for key in WIDTHS.get(name, ()) if entry is not None else ():
         if key in params:
             check_widths(name, key, params[key])
+    for key in SIZES.get(name, ()) if entry is not None else ():
+        if params.get(key) is not None:
+            check_size(name, key, params[key])
 
 
 def check_widths(model: str, key: str, widths: Any) -> list[int]:
@@ -200,6 +216,13 @@ def check_widths(model: str, key: str, widths: Any) -> list[int]:
                                                       for w in given):
         raise InitbenchError(f"model '{model}': {key} must be a list of positive integers, got {widths!r}")
     return list(given)
+
+
+def check_size(model: str, key: str, value: Any) -> int:
+    """A built-in model's depth, width, heads or patch: one positive integer."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InitbenchError(f"model '{model}': {key} must be a positive integer, got {value!r}")
+    return value
 
 
 def check_model_params(name: str, params: Mapping[str, Any], valid: Mapping[str, Any] | None) -> None:

@@ -26,6 +26,27 @@ LOCKSTEP_MODES = ("vmap", "loop")  # how a lockstep group computes its members (
 PRECISIONS = ("transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true", "bf16-mixed",
               "32-true", "64-true")
 DEFAULT_DATASET = {"simplecnn": "cifar10", "mlp": "mnist"}  # when --dataset is not given
+# `initbench run`'s learning rate when --lr is not given, per (built-in model, dataset): the lrs of the tuning grid
+# ranked best first by the tool's own tuning of the default init with run's other defaults (the studies in
+# experiments/defaults/, records in results/defaults/; a test keeps the two equal). The first is the default; a run
+# that collapses or diverges suggests the next smaller one. MNIST and KMNIST (28x28, 60,000 images, as Fashion-MNIST)
+# take Fashion-MNIST's. CIFAR is not tuned here (no files offline): its rows are Fashion-MNIST's, the MLP's started
+# one grid step lower for an input four times larger (0.03 collapsed on CIFAR-format test files, 0.01 trained).
+TUNED_LRS = {("mlp", "digits"): (0.1, 0.03, 0.01, 0.3, 0.003), ("simplecnn", "digits"): (0.01, 0.003, 0.03, 0.1, 0.3),
+             ("mlp", "fashion-mnist"): (0.03, 0.01, 0.003, 0.1, 0.3),
+             ("simplecnn", "fashion-mnist"): (0.003, 0.01, 0.03, 0.1, 0.3),
+             ("mlp", "cifar10"): (0.01, 0.003, 0.03, 0.1, 0.3), ("simplecnn", "cifar10"): (0.003, 0.01, 0.03, 0.1, 0.3)}
+LIKE = {"mnist": "fashion-mnist", "kmnist": "fashion-mnist", "cifar100": "cifar10"}  # same shape and size
+
+
+def tuned_lrs(model: str, dataset: str) -> tuple[float, ...]:
+    """The table's lrs for a built-in (model, dataset), best first; () for any other pair."""
+    return TUNED_LRS.get((model, LIKE.get(dataset, dataset)), ())
+
+
+def next_lr(model: str, dataset: str, lr: float) -> float:
+    """The lr to try after a run at `lr` collapsed or diverged: the table's best-ranked smaller lr, else a third."""
+    return next((x for x in tuned_lrs(model, dataset) if x < lr), round(lr / 3, 6))
 # The axes of a study: a sweep file's grid lists their values, and the report compares runs that differ in them
 # (paired by seed). Every other field that changes the result is a setting, shared by the runs of one comparison.
 AXES = ("init", "model", "dataset", "seed")
@@ -33,6 +54,15 @@ AXES = ("init", "model", "dataset", "seed")
 PER_RUN = ("init_seed", "data_seed", "log_every")
 # What the members of one lockstep group may differ in: they share everything else, down to the batches.
 MEMBER_AXES = ("init", "lr")
+
+
+LOG_POINTS_PER_EPOCH = 4  # logged points per epoch when log_every is not given
+
+
+def log_interval(log_every: int | None, steps_per_epoch: int) -> int:
+    """Steps between logged points: `log_every` if given, else LOG_POINTS_PER_EPOCH points per epoch (at least
+    every step), so a curve has points on any dataset size."""
+    return log_every or max(1, steps_per_epoch // LOG_POINTS_PER_EPOCH)
 
 
 def _setting(default: Any, help: str, **meta: Any) -> Any:
@@ -67,7 +97,9 @@ class RunSpec:
     # default: seed; shared across inits within a seed -> paired comparisons
     data_seed: int | None = _setting(None, "seed for the data order alone (default: --seed)")
     optimizer: str = _setting("sgd", "optimizer (sgd has momentum)", choices=OPTIMIZERS)
-    lr: float = _setting(0.05, "learning rate")
+    lr: float = _setting(0.05, "learning rate (default: per model and dataset, tuned: mlp 0.1 on digits, 0.03 on "
+                               "the 28x28 sets, 0.01 on CIFAR; simplecnn 0.01 on digits, 0.003 on the others; 0.05 "
+                               "for your own model or data)", shown=False)
     momentum: float = _setting(0.9, "SGD momentum")
     weight_decay: float = _setting(0.0, "weight decay")
     schedule: str = _setting("none", "learning-rate schedule", choices=SCHEDULES)
@@ -82,7 +114,8 @@ class RunSpec:
     accelerator: str = _setting("auto", "auto, cpu, gpu, ...")
     devices: str = _setting("auto", "auto or a number of devices")
     precision: str = _setting("32-true", "Lightning precision: 32-true, 16-mixed, bf16-mixed, ...")
-    log_every: int = _setting(20, "log train loss/acc and gradient norms every N steps (and at step 0)")
+    log_every: int | None = _setting(None, "log train loss/acc and gradient norms every N steps and at step 0 "
+                                           "(default: 4 times per epoch)")
     log: LogSpec = field(default_factory=LogSpec, compare=False)
 
     @functools.cached_property
@@ -193,6 +226,11 @@ class RunSpec:
             raise unknown_name("optimizer", self.optimizer, OPTIMIZERS, ordered=True)
         if self.schedule not in SCHEDULES:
             raise unknown_name("schedule", self.schedule, SCHEDULES, ordered=True)
+        from initbench.datasets import DATASET_SIZES, check_limits
+
+        if self.dataset in DATASET_SIZES:  # a built-in: its sizes are known, so limits and batch size are checked here
+            check_limits(self.dataset, *DATASET_SIZES[self.dataset], self.val_fraction,
+                         (self.limit_train, self.limit_val, self.limit_test), self.batch_size)
         if str(self.devices) not in ("auto", "1"):
             raise InitbenchError(f"devices must be auto or 1, got {self.devices!r}: initbench trains each run on one "
                                  f"device; to use several, run sweep shards side by side (--shard i/N)")
@@ -283,3 +321,4 @@ def _check_field(name: str, value: Any) -> None:
 def _path_safe(name: str) -> str:
     """A file name from a name that may be an import path (`mypkg.models:build` -> `mypkg.models-build`)."""
     return re.sub(r"[^\w.+-]+", "-", name)
+

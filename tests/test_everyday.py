@@ -1,6 +1,7 @@
 """Everyday use: a repeated run says it was reused and --force trains it again; folder names show the init's
 parameters."""
 
+import os
 import re
 import subprocess
 import sys
@@ -56,7 +57,7 @@ def test_a_sweep_without_a_terminal_prints_one_line_per_run(tmp_path):
     lines = done.stdout.splitlines()[:8]
     for i, line in enumerate(lines, 1):
         assert re.fullmatch(rf"\[{i}/8\] digits_mlp\(hidden=\[(16|8)\](, activation=identity)?\) "
-                            r"(kaiming_normal|zeros) seed [01]: (ok|collapsed|diverged at step \d+) val 0\.\d{3} "
+                            r"(kaiming_normal|zeros) seed [01]: (ok|collapsed|diverged at step \d+) val \d{1,3}\.\d{2} "
                             r"\(\d+\.\d s\)", line), line
     assert sum("identity) kaiming_normal seed" in line and "diverged at step" in line for line in lines) == 2
     assert "it/s" not in done.stderr and "run/s" not in done.stderr and "%|" not in done.stderr  # no bar in a log
@@ -105,7 +106,7 @@ print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
 
 @pytest.mark.parametrize(("argv", "code", "said"), [
     (["--help"], 0, "examples:"),
-    (["run", "--help"], 0, "(default: 0.05)"),
+    (["run", "--help"], 0, "(default: per model and dataset"),
     (["list", "inits", "kaiming*"], 0, "kaiming_uniform"),
     (["list", "models"], 0, "hidden=(256, 128), activation=relu"),
     (["list", "datasets"], 0, "fashion-mnist"),
@@ -126,14 +127,27 @@ print("CODE", code, "torch" in sys.modules, "lightning" in sys.modules)
     (["run", "--init", "kaiming_normal(fallback=normal(sdt=1))"], 2, "init 'normal' has no parameter 'sdt'"),
     (["run", "--model", "simplecnn(channels=[0, 8])"], 2, "channels must be a list of positive integers"),
     (["run", "--threads", "0"], 2, "--threads must be a whole number of at least 1, got 0"),
+    (["run", "--init", "normal(std=-1)"], 2, "init 'normal': std must be >= 0, got -1.0"),
+    (["run", "--init", "lsuv(max_iter=0)"], 2, "init 'lsuv': max_iter must be >= 1, got 0"),
+    (["run", "--init", "sparse(sparsity=1)"], 2, "init 'sparse': sparsity must be in [0, 1), got 1.0"),
+    (["run", "--init", "kaiming_normal(mode=fan)"], 2, "parameter 'mode' of init 'kaiming_normal' must be one of "
+                                                       "fan_in, fan_out, got 'fan'"),
+    (["run", "--init", "xavier_normal(gain=tanhh)"], 2, "must be a number, 'auto' or one of linear, conv1d"),
+    (["run", "--init", "kaiming_normal(fallback=uniform(a=2, b=1))"], 2, "init 'uniform': needs a < b"),
+    (["run", "--dataset", "digits", "--batch-size", "5000"], 2, "--val-fraction 0.1 leaves 1294 training examples "
+                                                                "of digits, fewer than one batch (5000)"),
+    (["run", "--dataset", "digits", "--limit-test", "400"], 2, "--limit-test 400 is more than the 359 examples"),
+    (["run", "--model", "simplecnn", "--no-download"], 2, "CIFAR-10 not found in "),
 ])
 def test_help_lists_and_typos_answer_without_loading_torch_or_lightning(tmp_path, argv, code, said):
     done = subprocess.run([sys.executable, "-c", LIGHT.format(argv=[*argv, "--out", str(tmp_path)]
                                                               if argv[0] == "run" and "--help" not in argv else argv)],
-                          capture_output=True, text=True, cwd=tmp_path)
+                          capture_output=True, text=True, cwd=tmp_path,
+                          env={**{k: v for k, v in os.environ.items() if k != "INITBENCH_DATA_DIR"},
+                               "HOME": str(tmp_path)})
     assert done.stdout.splitlines()[-1] == f"CODE {code} False False", done.stderr[-500:]
     assert said in done.stdout + done.stderr
-    assert not list(tmp_path.glob("*/"))  # nothing written
+    assert not list(tmp_path.iterdir())  # nothing written, no cache folder in the home either
 
 
 def test_a_sweep_file_with_a_typo_is_refused_before_torch_loads(tmp_path):

@@ -425,3 +425,26 @@ def test_cli_lists_strategies_with_parameters(capsys):
     assert "every init also takes:\n  bias      zeros | keep" in out and "\n  rules     {PATTERN: SPEC" in out
     assert main(["list", "inits", "kaiming*"]) == 0
     assert capsys.readouterr().out.count("He et al. 2015") == 2
+
+
+@pytest.mark.parametrize("spec", ["normal(std=-1)", "uniform(a=1, b=0)", "sparse(sparsity=1)", "lsuv(tol=0)",
+                                  "kaiming_uniform(nonlinearity=tanhh)", "orthogonal(gain=-2)", "dirac(groups=0)",
+                                  "variance_scaling(scale=0)", "trunc_normal(std=0)", "normal(bias=maybe)",
+                                  "xavier_uniform(fans=both)", "eye(norm=zero)"])
+def test_the_check_before_torch_says_what_the_strategy_says(spec):
+    """`registry.check_init` (catalog.json, no torch) and the strategy itself refuse a value in the same words."""
+    from initbench import registry
+    from initbench.inits import resolve_init
+
+    with pytest.raises(InitbenchError) as light:
+        registry.check_init(spec)
+    with pytest.raises(InitbenchError) as full:
+        resolve_init(spec)
+    assert str(light.value) == str(full.value)
+
+
+def test_every_named_gain_has_a_rule():
+    from initbench.inits import gains
+    from initbench.params import NONLINEARITIES
+
+    assert set(NONLINEARITIES) == {*gains.TORCH_GAINS, *gains._SECOND_MOMENT}

@@ -226,7 +226,7 @@ def test_members_with_their_own_learning_rates_train_as_their_runs_do(tmp_path):
 
 def test_run_with_the_lockstep_engine_is_a_group_of_one(tmp_path, capsys, monkeypatch):
     args = ["run", "--dataset", "digits", "--model", "mlp(hidden=[16])", "--epochs", "1", "--limit-train", "256",
-            "--accelerator", "cpu", "--no-progress"]
+            "--accelerator", "cpu", "--no-progress", "--lr", "0.05"]
     assert main([*args, "--engine", "lockstep", "--out", str(tmp_path / "l")]) == 0
     assert main([*args, "--out", str(tmp_path / "s")]) == 0
     spec = RunSpec(dataset="digits", model="mlp(hidden=[16])", epochs=1, limit_train=256, accelerator="cpu")

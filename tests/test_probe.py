@@ -46,6 +46,24 @@ def test_a_20_layer_relu_mlp_follows_the_propagation_laws(tmp_path, capsys):
     assert "probe: 9 models x 1 steps" in capsys.readouterr().out
 
 
+def test_across_depth_he_keeps_the_scale_and_xavier_halves_it_every_layer(tmp_path):
+    """`probe --depths`: in a plain ReLU MLP of width 256, He's init keeps every hidden layer's output rms within a
+    factor of 2 however deep; Xavier's second moment halves per layer, so across the 16 layers of the deepest model
+    the rms falls by about 2^-8 (2^-7.5 from the first hidden layer to the 16th); the last layer's rms against depth
+    is flat for He and falls for Xavier."""
+    assert main(["probe", "--model", "mlp(width=256)", "--dataset", "digits", "--inits", "kaiming_normal",
+                 "xavier_normal", "--depths", "4", "16", "--seeds", "2", "--batch-size", "256", "--stats", "act_rms",
+                 "--out", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "probe.csv")
+    assert set(frame["model_depth"]) == {4, 16}
+    rms = frame[(frame["model_depth"] == 16) & (frame["kind"] == "layer") & frame["layer"].str.match(r"layers\.fc")]
+    hidden = {init: g.groupby("depth")["value"].mean().to_numpy() for init, g in rms.groupby("init")}
+    assert len(hidden["kaiming_normal"]) == 16
+    assert hidden["kaiming_normal"].max() / hidden["kaiming_normal"].min() < 2
+    assert 2**-9 < hidden["xavier_normal"][-1] / hidden["xavier_normal"][0] < 2**-6.5
+    assert (tmp_path / "depth_check_act_rms.png").stat().st_size > 10_000
+
+
 def test_the_long_form_table_follows_training_step_by_step(tmp_path):
     assert main(["probe", "--model", "simplecnn", "--dataset", "digits", "--inits", "kaiming_normal", "zeros",
                  "--seeds", "2", "--steps", "3", "--batch-size", "64", "--out", str(tmp_path)]) == 0
@@ -146,6 +164,9 @@ def user_models(tmp_path, monkeypatch):
      "and mat2 shapes cannot be multiplied"),
     (["--steps", "-1"], "--steps must be at least 0, got -1"),
     (["--widths", "8", "8"], "--widths lists a width twice"),
+    (["--depths", "4", "4", "--model", "mlp"], "--depths lists a depth twice"),
+    (["--depths", "4", "8", "--model", "simplecnn"], "model 'simplecnn' has no depth parameter for --depths"),
+    (["--depths", "0", "--model", "mlp"], "--depths must be at least 1, got 0"),
     (["--jacobian", "200", "--batch-size", "64"], "--jacobian 200: at most the batch size (64) examples"),
 ])
 def test_bad_probe_input_is_one_line_with_nothing_written(args, message, tmp_path, capsys, user_models):

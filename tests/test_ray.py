@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from polling import finished
 
 from initbench.record import TIMINGS
 
@@ -107,9 +108,9 @@ def test_a_node_removed_mid_sweep_loses_no_run_and_records_none_twice(tmp_path):
                                    "--threads", "1"],  # each node has 1 CPU
                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
-        while not list(out.rglob("summary.json")) and time.time() < deadline:
+        while not finished(out) and time.time() < deadline:
             time.sleep(0.1)
-        assert list(out.rglob("summary.json")), "no run finished"
+        assert finished(out), "no run finished"
         cluster.remove_node(worker)  # the tasks running there die with it; Ray runs them again on the head
         stdout, stderr = driver.communicate(timeout=300)
         assert driver.returncode == 0, stderr
@@ -128,7 +129,7 @@ def test_the_driver_killed_with_sigkill_loses_nothing_returned_and_a_rerun_finis
     driver = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     try:
         deadline = time.time() + 120
-        while len(list(out.rglob("summary.json"))) < 2 and time.time() < deadline:
+        while len(finished(out)) < 2 and time.time() < deadline:
             time.sleep(0.05)
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)

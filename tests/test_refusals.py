@@ -96,7 +96,8 @@ def test_sweep_refuses_the_whole_grid_before_the_first_run(case, capsys, tmp_pat
     (["list", "inits", "zzz*"], "no init matches 'zzz*'; valid: constant"),
     (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
-    (["report", "results/quickstart", "--target", "-1"], "--target is a validation accuracy in (0, 1], got -1.0"),
+    (["report", "results/quickstart", "--target", "-1"],
+     "--target is a validation accuracy in points, (0, 100], got -1.0"),
     (["report", "results/quickstart", "--margin", "-1"], "--margin is in accuracy points, 0 to 100, got -1.0"),
     (["sweep", "experiments/mnist-mlp.yaml", "--emit-wandb-sweep", "/proc/nope.yaml"],
      "cannot write the W&B sweep config to /proc/nope.yaml: No such file or directory"),
@@ -187,7 +188,8 @@ def test_run_leaves_a_run_another_process_holds(tmp_path, tiny_spec):
                               text=True)
     try:
         assert holder.stdout.readline().strip() == "held"
-        args = ["run", "--dataset", "digits", "--model", spec.model, "--epochs", str(spec.epochs), "--batch-size",
+        args = ["run", "--dataset", "digits", "--model", spec.model, "--epochs", str(spec.epochs), "--lr", str(spec.lr),
+                "--batch-size",
                 str(spec.batch_size), "--limit-train", "256", "--limit-val", "128", "--limit-test", "128",
                 "--accelerator", "cpu", "--log-every", "2", "--out", str(tmp_path), "--no-progress"]
         busy = subprocess.run([str(INITBENCH), *args], capture_output=True, text=True)
@@ -212,3 +214,31 @@ def test_a_record_without_config_is_rerun(tmp_path, tiny_spec):
     assert not RunRecord(run_dir).complete
     run_dir2, summary = run(spec, tmp_path, progress=False)
     assert run_dir2 == run_dir and summary["status"] == "ok" and (run_dir / "config.json").exists()
+
+
+def test_the_sizes_known_before_torch_are_the_decoded_ones():
+    """Limits and batch sizes are checked from `datasets.DATASET_SIZES` before torch loads: the table must hold what
+    the datasets decode to (the two that decode offline here)."""
+    from initbench.data import decode
+    from initbench.datasets import DATASET_SIZES
+
+    for name in ("digits", "fashion-mnist"):
+        d = decode(name, download=False)
+        assert DATASET_SIZES[name] == (len(d.y_train), len(d.y_test)), name
+
+
+def test_a_failed_download_fails_fast_and_leaves_no_folder(tmp_path, monkeypatch):
+    """A real download attempt through torchvision against a port nothing listens on: one line naming the cause,
+    and the data folder it made is gone again."""
+    from torchvision.datasets import MNIST
+
+    from initbench.data import decode
+    from initbench.errors import InitbenchError
+
+    monkeypatch.setattr(MNIST, "mirrors", ["http://127.0.0.1:9/mnist/"])
+    with pytest.raises(InitbenchError) as error:
+        decode("mnist", tmp_path / "cache" / "data", download=True)
+    message = str(error.value)
+    assert "MNIST not found in" in message and "the download failed (Error downloading train-images-idx3-ubyte.gz: " \
+        "<urlopen error [Errno 111] Connection refused>)" in message, message
+    assert list(tmp_path.iterdir()) == []

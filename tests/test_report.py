@@ -54,6 +54,7 @@ def test_small_statistics_known_answers():
     assert iqm([1, 2, 3, 4, 5, 6, 7, 100]) == pytest.approx(4.5)
     assert prob_improvement([3, 4], [1, 2]) == 1.0 and prob_improvement([1, 2], [1, 2]) == 0.5
     assert prob_improvement([1, 3], [2, 2]) == 0.5
+    assert math.isnan(prob_improvement([], [1, 2]))  # a scheme whose every run failed: no runs to compare
     half = 2.7764451051977987 * math.sqrt(2.5 / 5)  # t(0.975, 4) x s / sqrt(n) for 1..5
     assert mean_ci(np.arange(1.0, 6.0)) == pytest.approx((3 - half, 3 + half))
     assert mean_ci(np.full(5, 0.7)) == pytest.approx((0.7, 0.7))
@@ -290,15 +291,19 @@ def test_report_documents(study, tmp_path):
     assert (tmp_path / "figure1.png").read_bytes() == b"the user's own image"
     (tmp_path / "figure1.png").unlink()
     page = files["html"].read_text()
-    assert page.index("<table>") < page.index("<img")  # the ranking first, then the plots
+    # each problem opens with its answer, then its forest plot, then the main table; the other plots come later
+    assert page.index("class='answer'") < page.index("<img class='forest'") < page.index("<table>") \
+        < page.index("<img alt=")
     assert "<div class='scroll'><table>" in page and "max-width:1360px" in page  # wide tables scroll at 1400 px
     assert page.count("data:image/png;base64,") == 7 and " src='http" not in page  # step0_<problem>.png among them
     assert "class='v-baseline'" in page and "class='v-failed'" in page and "Versions" in page
     md = files["markdown"].read_text()
     lines = md.splitlines()
-    assert lines[2].startswith("**Ranked on final validation accuracy (`val_acc_final`).**")
-    assert "never used to choose" in lines[2]
-    assert "| rank | init | lr | verdict |" in md and "Wilcoxon" in md and "winner's curse" not in md
+    assert "ranked on final validation accuracy (`val_acc_final`) in accuracy points (0-100)" in lines[2]
+    assert lines[6].startswith("- Reference: **xavier_uniform** (the declared baseline): final validation accuracy ")
+    assert "never used to choose" in md
+    assert "| rank | init | lr | verdict | mean [95% CI] | delta [95% CI] | p_holm | failures | test |" in md
+    assert "Wilcoxon" in md and "winner's curse" not in md
     assert all(f"**{word}**" in md for word in VERDICTS)  # the legend
     assert "Reference: **xavier_uniform**" in md and "smallest p_holm" in md
     ranking = pd.read_csv(files["ranking"])
@@ -310,8 +315,7 @@ def test_report_documents(study, tmp_path):
                                                                        "grad", "update", "step0"}
     # choosing on the test set is allowed, and said in bold
     files = write_report(study, out=tmp_path / "t", metric="test_acc")
-    head = files["markdown"].read_text().splitlines()[2]
-    assert head.startswith("**Ranked on final test accuracy (`test_acc`): this selects on the test set")
+    assert "> Ranked on final test accuracy (`test_acc`): this selects on the test set" in files["markdown"].read_text()
     assert "winner's curse" in files["markdown"].read_text()
 
 
@@ -372,3 +376,46 @@ def test_report_bad_input(tmp_path, study, capsys):
     (tmp_path / "file").write_text("")
     assert main(["report", str(study), "--out", str(tmp_path / "file" / "r")]) == 2
     assert "cannot write the report to" in capsys.readouterr().err
+
+
+# Measures the rendered page from inside the browser, before adding its one line of output to the page.
+PROBE = """<script>window.addEventListener("load", () => {
+  const box = (sel) => { const r = document.querySelector(sel).getBoundingClientRect(); return [r.top, r.bottom]; };
+  const images = [...document.images];
+  const out = {answer: box(".answer"), forest: box("img.forest"),
+               width: document.documentElement.clientWidth, scroll: document.documentElement.scrollWidth,
+               images: images.length, broken: images.filter((i) => !(i.complete && i.naturalWidth > 0)).length};
+  const pre = document.createElement("pre");
+  pre.id = "probe";
+  pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});</script>"""
+
+
+def test_the_html_report_answers_on_its_first_screen_in_a_real_browser(study, tmp_path):
+    """Headless Chromium at 1366x768: the first problem's answer and forest plot are on the first screen, every image
+    decodes, and the page does not scroll sideways. A screenshot is left beside the page for a person to look at."""
+    import re
+    import subprocess
+
+    files = write_report(study, out=tmp_path / "report", baseline="xavier_uniform")
+    page = files["html"].read_text()
+    probed = tmp_path / "probed.html"
+    probed.write_text(page.replace("</body>", PROBE + "</body>"))
+    chromium = [shutil.which("chromium") or "/usr/bin/chromium", "--headless", "--no-sandbox", "--disable-gpu",
+                "--hide-scrollbars", f"--user-data-dir={tmp_path / 'profile'}", "--window-size=1366,768"]
+    done = subprocess.run([*chromium, "--virtual-time-budget=10000", "--dump-dom", probed.as_uri()],
+                          capture_output=True, text=True, timeout=120)
+    found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout)
+    assert found, done.stderr[-2000:]
+    seen = json.loads(found.group(1).replace("&quot;", '"'))
+    # The page's layout depends on its width only (no heights in its style), so the first screen is its top 768 px
+    # (headless Chromium keeps part of a --dump-dom window's height for its own frame: innerHeight is less there).
+    assert seen["width"] == 1366, seen
+    assert 0 < seen["answer"][0] < seen["answer"][1] <= 768, seen
+    assert seen["answer"][1] <= seen["forest"][0] < seen["forest"][1] <= 768, seen
+    assert seen["images"] == page.count("<img") >= 7 and seen["broken"] == 0, seen
+    assert seen["scroll"] <= seen["width"], seen
+    subprocess.run([*chromium, f"--screenshot={tmp_path / 'first-screen.png'}", files["html"].as_uri()],
+                   capture_output=True, timeout=120)
+    assert (tmp_path / "first-screen.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -78,11 +78,11 @@ def test_rules_with_whole_model_schemes():
     assert [r.scheme for r in man.records] == ["pytorch_default", "constant", "pytorch_default", "pytorch_default"]
 
 
-def test_the_readme_recipes():
+def test_the_documented_recipes():
     import yaml
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    block = readme.split("Common recipes:\n\n```yaml\n")[1].split("```")[0]
+    page = (Path(__file__).parent.parent / "docs" / "inits.md").read_text()
+    block = page.split("Common recipes:\n\n```yaml\n")[1].split("```")[0]
     inits = [parse_init(i) for i in yaml.safe_load(block)["inits"]]
     assert [str(i) for i in inits] == [
         "kaiming_normal", "kaiming_normal(mode=fan_out, rules={'layer*.bn2.weight': zeros})",

@@ -139,16 +139,17 @@ def test_cli_run_prints_a_summary(tmp_path, capsys):
                  "--limit-train", "128", "--out", str(tmp_path), "--no-progress", "--accelerator", "cpu"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "digits_mlp / lecun_normal / seed 0: ok" in out and "test acc 0." in out
+    assert "digits_mlp / lecun_normal / seed 0: ok" in out and "test acc " in out and "(accuracy points)" in out
     assert f"record: {tmp_path}" in out
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--model", "resnet"], "unknown model 'resnet'; valid: mlp, simplecnn"),
+    (["--model", "densenet"], "unknown model 'densenet'; did you mean resnet, convnet? valid: convnet, mlp, resnet, "
+                                 "simplecnn, vit"),
     (["--dataset", "mnits"], "unknown dataset 'mnits'; did you mean mnist, kmnist? valid: cifar10, cifar100, "
                              "digits, fashion-mnist, kmnist, mnist"),
     (["--init", "xavier"], "unknown init 'xavier'; did you mean"),
-    (["--model", "mlp(width=3)"], "model 'mlp' has no parameter 'width'; valid: hidden, activation"),
+    (["--model", "mlp(heads=3)"], "model 'mlp' has no parameter 'heads'; valid: hidden, activation, depth, width"),
     (["--model", "mlp(activation=swish)"], "unknown activation 'swish'"),
     (["--limit-train", "0"], "--limit-train must be at least 1, got 0"),
     (["--limit-train", "100000"], "--limit-train 100000 is more than the 1294 examples digits has there"),
@@ -200,10 +201,12 @@ def test_the_installed_command_exits_2_without_traceback(tmp_path):
 def test_bench_measures_both_loops(capsys):
     from initbench.bench import bench, format_rows
 
-    rows = bench(["mlp"], "digits", steps=6, repeats=1, batch_size=64, accelerator="cpu")
-    assert rows[0]["plain_img_s"] > 0 and rows[0]["initbench_img_s"] > 0
-    assert rows[0]["ratio"] == pytest.approx(rows[0]["initbench_img_s"] / rows[0]["plain_img_s"])
-    assert "mlp" in format_rows(rows, "digits", 1, 64, 20)
+    rows = bench(["mlp", "mlp(depth=16, width=32)"], "digits", steps=6, repeats=1, batch_size=64, accelerator="cpu")
+    for row in rows:
+        assert row["plain_img_s"] > 0 and row["initbench_img_s"] > 0
+        assert row["ratio"] == pytest.approx(row["initbench_img_s"] / row["plain_img_s"])
+    table = format_rows(rows, "digits", 1, 64).splitlines()
+    assert table[2].startswith("mlp ") and table[3].startswith("mlp(depth=16, width=32) ")
 
 
 def test_help_states_defaults_and_choices_and_bare_initbench_lists_the_commands(capsys):
@@ -212,7 +215,8 @@ def test_help_states_defaults_and_choices_and_bare_initbench_lists_the_commands(
     with pytest.raises(SystemExit):
         main(["run", "--help"])
     text = " ".join(capsys.readouterr().out.split())
-    assert "learning rate (default: 0.05)" in text and "optimizer (sgd has momentum): sgd, adam, adamw" in text
+    assert "learning rate (default: per model and dataset, tuned: mlp 0.1 on digits" in text
+    assert "optimizer (sgd has momentum): sgd, adam, adamw" in text
     assert "(default: 5)" in text and "learning-rate schedule: none, cosine (default: none)" in text
     assert main([]) == 2
     out = capsys.readouterr().out
@@ -232,3 +236,33 @@ def test_each_optimizer_name_builds_exactly_that_torch_optimizer(tmp_path, tiny_
     assert opt.defaults.get("momentum") == momentum
     with pytest.raises(KeyError):  # a name outside the table is never some other optimizer
         OPTIMIZER_TABLE["lbfgs"]
+
+
+BRIEFLY = {"digits": [], "fashion-mnist": ["--limit-train", "3000", "--epochs", "2"], "mnist": [], "cifar10": []}
+DATA_DIRS = {"mnist": "mnist_dir", "cifar10": "cifar10_dir", "fashion-mnist": "fashion_mnist_dir"}
+
+
+@pytest.mark.parametrize(("model", "dataset"), [(m, d) for m in ("mlp", "simplecnn") for d in BRIEFLY])
+def test_the_defaults_train_every_built_in_pair(model, dataset, tmp_path, request):
+    """`initbench run` given only the model and the dataset (the default init, the pair's default lr) trains well
+    above chance; real digits and Fashion-MNIST (briefly), MNIST and CIFAR-10 files with a learnable signal."""
+    from initbench.spec import tuned_lrs
+
+    data_dir = request.getfixturevalue(DATA_DIRS[dataset]) if dataset in DATA_DIRS else None
+    args = ["run", "--model", model, "--dataset", dataset, "--out", str(tmp_path), *BRIEFLY[dataset]]
+    assert main([*args, *(["--data-dir", str(data_dir), "--no-download"] if data_dir else [])]) == 0
+    (config,) = tmp_path.glob("*/*/config.json")
+    assert json.loads(config.read_text())["spec"]["lr"] == tuned_lrs(model, dataset)[0]
+    summary = json.loads((config.parent / "summary.json").read_text())
+    assert summary["status"] == "ok" and summary["test_acc"] > {"digits": 0.9, "fashion-mnist": 0.65}.get(dataset, 0.3)
+
+
+def test_the_default_lrs_are_the_tools_own_tuning_choices():
+    """The table `run` takes its default lr from is what the tuning studies under results/defaults chose."""
+    from initbench.spec import TUNED_LRS
+
+    for folder in ("digits", "fashion-mnist"):  # (CIFAR has no files offline: its rows are not tuned here)
+        tuning = pd.read_csv(f"results/defaults/{folder}/tuning.csv")
+        for row in tuning.itertuples():
+            model = row.problem.removeprefix(f"{folder}_")
+            assert TUNED_LRS[(model, folder)][0] == row.lr, row.problem

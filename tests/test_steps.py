@@ -17,11 +17,17 @@ TIMES = ("train_time_s", "images_per_s", "wall_time_s")
 def test_items_hold_the_same_batches_in_the_same_order_whatever_their_size():
     x, y = torch.arange(103).float().view(-1, 1), torch.arange(103)
     one, many = TensorBatches(x, y, 10, True, seed=3), TensorBatches(x, y, 10, True, seed=3, steps=4)
-    assert one.steps_per_epoch == many.steps_per_epoch == 11 and len(one) == 11 and len(many) == 3
+    assert one.steps_per_epoch == many.steps_per_epoch == 10 and len(one) == 10 and len(many) == 3
+    waiting = []
     for _ in range(3):  # epochs
         items = [yb for _, yb in many]
-        assert [len(i) for i in items] == [40, 40, 23]  # never across an epoch's end
-        assert torch.equal(torch.cat(items), torch.cat([yb for _, yb in one]))
+        assert [len(i) for i in items] == [40, 40, 20]  # never across an epoch's end, and no short last batch
+        batches = [yb for _, yb in one]
+        assert torch.equal(torch.cat(items), torch.cat(batches)) and {len(b) for b in batches} == {10}
+        waiting.append(set(range(103)) - set(torch.cat(batches).tolist()))
+    assert [len(w) for w in waiting] == [3, 3, 3] and waiting[0] != waiting[1]  # other examples wait each epoch
+    evaluation = TensorBatches(x, y, 10, False)  # validation and test keep every example
+    assert evaluation.steps_per_epoch == 11 and torch.equal(torch.cat([yb for _, yb in evaluation]), y)
 
 
 def _record(run_dir):

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from polling import finished
 
 from initbench.cli import main
 from initbench.errors import InitbenchError
@@ -150,7 +151,7 @@ def test_resume_after_kill_9_records_every_run_exactly_once(tmp_path):
     proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
     deadline = time.time() + 120
-    while len(list(out.rglob("summary.json"))) < 2 and time.time() < deadline and proc.poll() is None:
+    while len(finished(out)) < 2 and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
@@ -180,7 +181,7 @@ def test_ctrl_c_stops_cleanly_and_the_same_command_finishes(tmp_path):
     proc = subprocess.Popen(_sweep_cmd(path, out), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.time() + 120
-    while not list(out.rglob("summary.json")) and time.time() < deadline and proc.poll() is None:
+    while not finished(out) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)  # into the next run's training
     proc.send_signal(signal.SIGINT)
@@ -241,3 +242,101 @@ def test_shipped_experiment_files_are_valid(path):
         assert any(i.startswith("constant") for i in inits)
         assert {r.dataset for r in sweep.runs} == {"digits"} and {r.model for r in sweep.runs} == {"mlp", "simplecnn"}
         assert len({r.seed for r in sweep.runs}) >= 3
+
+
+AXIS_SWEEP = """
+    name: depth
+    datasets: [digits]
+    models:
+      - {name: mlp, vary: {depth: [1, 4, 16]}, width: 16, train: {batch_size: 32}}
+      - simplecnn
+    inits: [kaiming_normal, zeros]
+    seeds: 3
+    baseline: kaiming_normal
+    tune: {lr: [0.01, 0.1], seeds: [100]}
+    train: {epochs: 1, limit_train: 256, limit_val: 128, limit_test: 128, accelerator: cpu}
+"""
+
+
+def test_an_axis_expands_into_one_problem_per_value():
+    import yaml
+
+    from initbench.plan.sweep import sweep_from_doc
+
+    sweep = sweep_from_doc(yaml.safe_load(textwrap.dedent(AXIS_SWEEP)), Path("depth.yaml"), check=False)
+    assert [(a.name, a.values, dict(a.fixed)) for a in sweep.axes] == [("mlp.depth", (1, 4, 16), {"width": 16})]
+    models = list(dict.fromkeys(r.model for r in sweep.runs))
+    assert models == ["mlp(width=16, depth=1)", "mlp(width=16, depth=4)", "mlp(width=16, depth=16)", "simplecnn"]
+    assert all(r.batch_size == 32 for r in sweep.runs if r.model.startswith("mlp"))  # the entry's train: kept
+    assert len(sweep.runs) == 3 * 4 * 2 and len(sweep.tuning) == 1 * 4 * 2 * 2  # an lr per scheme per depth
+    halves = [sweep.shard(i, 2) for i in (1, 2)]  # shards deal each depth's problem out like any problem's
+    assert sorted(r.run_id for h in halves for r in h) == sorted(r.run_id for r in sweep.runs)
+    assert all({r.model for r in h} >= set(models[:3]) for h in halves)
+
+
+@pytest.mark.parametrize(("vary", "message"), [
+    ("{depth: [2, 4], width: [8, 16]}", "vary must map one parameter to its values"),
+    ("{depth: []}", "vary depth must be a non-empty list of values, got []"),
+    ("{depth: [2, 2]}", "vary depth lists a value twice: [2, 2]"),
+    ("{width: [8]}", "width is both fixed and varied"),
+    ("{depth: [2, 0]}", "model 'mlp': depth must be a positive integer, got 0"),
+    ("{dpeth: [2]}", "model 'mlp' has no parameter 'dpeth'"),
+])
+def test_a_bad_axis_is_one_line_before_any_work(vary, message, tmp_path, capsys):
+    path = write(tmp_path, f"datasets: [digits]\nmodels: [{{name: mlp, width: 8, vary: {vary}}}]\n"
+                           "inits: [kaiming_normal]\nseeds: 2\n")
+    assert main(["sweep", str(path), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_axis_study_trains_resumes_and_reports_its_scaling(tmp_path, capsys):
+    path = write(tmp_path, AXIS_SWEEP.replace("      - simplecnn\n", ""))
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    said = capsys.readouterr().out
+    assert "mlp.depth (scaling)" in said and "digits_mlp[depth=16]" in said
+    assert said.index("digits_mlp[depth=1]\n") < said.index("digits_mlp[depth=4]\n") \
+        < said.index("digits_mlp[depth=16]\n")  # in the axis's order
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0  # resumed: nothing left to train
+    assert "0 ok, 0 diverged, 0 collapsed, 0 failed, 30 already done" in capsys.readouterr().out  # 18 + 12 tuning
+    scaling = pd.read_csv(out / "scaling.csv")
+    assert scaling["axis"].unique().tolist() == ["mlp.depth"] and sorted(scaling["value"].unique()) == [1, 4, 16]
+    ranking = pd.read_csv(out / "ranking.csv")
+    for _, row in scaling.iterrows():  # the scaling table holds each problem's own ranking row
+        same = ranking[(ranking["problem"] == row["problem"]) & (ranking["init"] == row["init"])].iloc[0]
+        assert row["mean"] == pytest.approx(same["mean"]) and row["verdict"] == same["verdict"]
+    zeros = scaling[scaling["init"] == "zeros"]
+    assert (zeros["failure_rate"] == 1).all()  # zeros never trains: it fails from the first depth on
+    assert set(pd.read_csv(out / "tuning.csv")["problem"]) == {f"digits_mlp[depth={d}]" for d in (1, 4, 16)}
+    md = (out / "report.md").read_text()
+    assert md.index("## Scaling: mlp over depth") < md.index("## digits_mlp[depth=1]")
+    assert "zeros from depth 1" in md and "![scaling_mlp.depth](scaling_mlp.depth.png)" in md
+    assert (out / "scaling_mlp.depth.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_training_setting_is_an_axis_too_and_twin_axes_keep_their_problems_apart(tmp_path, capsys):
+    path = write(tmp_path, """
+        name: settings
+        datasets: [digits]
+        models:
+          - {name: mlp, hidden: [16], vary: {batch_size: [32, 64]}}
+          - {name: mlp, vary: {depth: [1, 2]}, width: 8}
+          - {name: mlp, vary: {depth: [1, 2]}, width: 16}
+        inits: [kaiming_normal, zeros]
+        seeds: 2
+        train: {epochs: 1, limit_train: 128, limit_val: 64, limit_test: 64, accelerator: cpu}
+    """)
+    sweep = load_sweep(path)
+    assert sorted({r.batch_size for r in sweep.runs if r.model == "mlp(hidden=[16])"}) == [32, 64]
+    out = tmp_path / "out"
+    assert main(["sweep", str(path), "--out", str(out), "--no-progress"]) == 0
+    scaling = pd.read_csv(out / "scaling.csv")
+    assert list(dict.fromkeys(scaling["axis"])) == ["mlp(width=16).depth", "mlp(width=8).depth", "mlp.batch_size"]
+    assert set(pd.read_csv(out / "ranking.csv")["problem"]) == {
+        "digits_mlp[batch_size=32]", "digits_mlp[batch_size=64]", "digits_mlp(width=8)[depth=1]",
+        "digits_mlp(width=8)[depth=2]", "digits_mlp(width=16)[depth=1]", "digits_mlp(width=16)[depth=2]"}
+    assert (scaling.groupby("problem")["init"].count() == 2).all()  # each problem its own pair of schemes
+    md = (out / "report.md").read_text()
+    assert "## Scaling: mlp over batch_size" in md and "## Scaling: mlp(width=8) over depth" in md

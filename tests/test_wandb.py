@@ -184,9 +184,16 @@ def test_a_complete_run_asked_for_with_wandb_is_logged_from_its_record_once(tmp_
     check_manifest_table(run_dir, summary)
     check_record_artifact(run_dir, records)
 
-    assert main([*args, "--logger", "wandb"]) == 0  # now W&B has it: said, not logged twice
-    assert "not logged to W&B again: it is already in project initbench (run " in capsys.readouterr().out
+    assert main([*args, "--logger", "wandb"]) == 0  # now it is saved offline: said, with how to upload it
+    said = capsys.readouterr().out
+    assert "not logged to W&B again: it was saved offline for project initbench (run " in said
+    assert f"`wandb login`, then `wandb sync {out / 'wandb' / 'wandb'}/offline-run-*` uploads it" in said
     assert len(list((out / "wandb" / "wandb").glob("offline-run-*"))) == 1
+    entry = json.loads((run_dir / "wandb.json").read_text())  # as a run logged online records itself
+    entry["runs"][-1]["offline"] = False
+    (run_dir / "wandb.json").write_text(json.dumps(entry))
+    assert main([*args, "--logger", "wandb"]) == 0
+    assert "not logged to W&B again: it is already in project initbench (run " in capsys.readouterr().out
 
     monkeypatch.setenv("WANDB_SWEEP_ID", "abc123")  # a W&B agent hands the complete run out: it waits for a run
     assert main([*args, "--logger", "wandb"]) == 0

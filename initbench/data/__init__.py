@@ -10,7 +10,8 @@ from initbench.data.batches import (
     val_count,
 )
 from initbench.data.load import check_dataset, decode
-from initbench.data.sources import DATASETS, Decoded, default_data_dir, list_datasets, register_dataset
+from initbench.data.sources import DATASETS, Decoded, list_datasets, register_dataset
+from initbench.datasets import default_data_dir
 
 __all__ = [
     "DATASETS", "EXAMPLES_PER_BATCH", "STEPS_PER_BATCH", "Decoded", "TensorBatches", "TensorDataModule",

@@ -9,8 +9,10 @@ import lightning as L
 import torch
 from torch import Tensor
 
+from initbench import datasets
 from initbench.data.load import check_dataset, decode
 from initbench.data.sources import Decoded
+from initbench.datasets import train_steps, val_count
 from initbench.errors import InitbenchError
 
 
@@ -20,6 +22,8 @@ class TensorBatches:
     With `steps` > 1 each item holds up to that many consecutive batches of `batch_size` as one (x, y) slice (never
     across an epoch's end), which the training module splits and steps through: Lightning's fixed cost per batch
     is then paid once per `steps` optimizer steps. The batches and their order are the same for any `steps`.
+    Shuffled (training) batches are all full: an epoch's last few examples that do not fill a batch wait for the next
+    epoch's order, so no step's loss and gradient rest on a handful of examples.
     """
 
     def __init__(self, x: Tensor, y: Tensor, batch_size: int, shuffle: bool, seed: int = 0, steps: int = 1) -> None:
@@ -30,7 +34,7 @@ class TensorBatches:
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps (batches of `batch_size`) in one epoch."""
-        return -(-len(self.y) // self.batch_size)
+        return train_steps(len(self.y), self.batch_size) if self.shuffle else -(-len(self.y) // self.batch_size)
 
     def __len__(self) -> int:
         return -(-self.steps_per_epoch // self.steps)
@@ -50,9 +54,11 @@ class TensorBatches:
             x, y = self.x[order], self.y[order]  # one gather per epoch, then contiguous slices
         else:
             x, y = self.x, self.y
-        size = self.batch_size * self.steps
-        for i in range(0, len(y), size):
-            yield x[i : i + size], y[i : i + size]
+        size, end = self.batch_size * self.steps, len(y)
+        if self.shuffle:
+            end = self.steps_per_epoch * self.batch_size
+        for i in range(0, end, size):
+            yield x[i : min(i + size, end)], y[i : min(i + size, end)]
 
 
 # Optimizer steps per training batch Lightning sees (see TensorBatches): its loop, hooks and wrappers cost about
@@ -64,25 +70,10 @@ STEPS_PER_BATCH = 64
 EXAMPLES_PER_BATCH = 16384
 
 
-def val_count(pool: int, val_fraction: float) -> int:
-    """How many of the training pool's examples the validation split takes."""
-    return max(1, round(pool * val_fraction))
-
-
 def check_limits(name: str, d: Decoded, val_fraction: float, limits: tuple[int | None, ...],
                  batch_size: int = 1) -> None:
-    """--limit-train/val/test within what each split of the dataset holds, and a training split of at least one
-    batch (a sweep checks before its first run)."""
-    n_val = val_count(len(d.y_train), val_fraction)
-    for flag, limit, available in (("--limit-train", limits[0], len(d.y_train) - n_val),
-                                   ("--limit-val", limits[1], n_val), ("--limit-test", limits[2], len(d.y_test))):
-        if limit is not None and limit > available:
-            raise InitbenchError(f"{flag} {limit} is more than the {available} examples {name} has there")
-    train = limits[0] or len(d.y_train) - n_val
-    if train < batch_size:
-        given = f"--limit-train {limits[0]}" if limits[0] else f"--val-fraction {val_fraction:g}"
-        raise InitbenchError(f"{given} leaves {train} training example{'s' * (train != 1)} of {name}, fewer than one "
-                             f"batch ({batch_size}): lower --batch-size" + ("" if limits[0] else " or --val-fraction"))
+    """--limit-train/val/test and the batch size against the decoded dataset (a sweep checks before its first run)."""
+    datasets.check_limits(name, len(d.y_train), len(d.y_test), val_fraction, limits, batch_size)
 
 
 class TensorDataModule(L.LightningDataModule):
@@ -139,7 +130,7 @@ class TensorDataModule(L.LightningDataModule):
 
     @property
     def steps_per_epoch(self) -> int:
-        return -(-len(self.y_train) // self.batch_size)
+        return train_steps(len(self.y_train), self.batch_size)
 
     def train_dataloader(self) -> TensorBatches:
         steps = max(1, min(STEPS_PER_BATCH, EXAMPLES_PER_BATCH // self.batch_size))

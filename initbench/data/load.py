@@ -5,8 +5,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
-from initbench.data.sources import DATASETS, Decoded, default_data_dir
+from initbench.data.sources import DATASETS, Decoded
 from initbench.data.user import user_dataset
+from initbench.datasets import default_data_dir
 from initbench.errors import InitbenchError
 
 _CACHE: dict[tuple[str, str], Decoded] = {}

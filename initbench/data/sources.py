@@ -18,17 +18,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from initbench.datasets import DEBIAN_FASHION_MNIST, OFFLINE_HINT
 from initbench.errors import InitbenchError
 from initbench.registry import Registry
-
-DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
-
-OFFLINE_HINT = ("offline alternatives: --dataset digits (bundled), or --dataset fashion-mnist after "
-                "`apt-get install dataset-fashion-mnist` (Debian)")
-
-
-def default_data_dir() -> Path:
-    return Path(os.environ.get("INITBENCH_DATA_DIR", Path.home() / ".cache" / "initbench" / "data"))
 
 
 @dataclass
@@ -64,15 +56,39 @@ def _torchvision(cls: type, root: Path, download: bool, label: str) -> tuple:
         except RuntimeError:
             if not download:
                 raise InitbenchError(f"{label} not found in {root} (download disabled); {OFFLINE_HINT}") from None
+            before = _folders(root)
             try:  # torchvision prints its attempts; keep the terminal to our one line
                 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
                     splits.append(cls(str(root), train=train, download=True))
             except Exception as exc:
-                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                _remove_new_empty(root, before)  # a failed download leaves no empty folders behind
                 raise InitbenchError(
-                    f"{label} not found in {root} and the download failed ({reason}); {OFFLINE_HINT}"
+                    f"{label} not found in {root} and the download failed ({_reason(exc)}); {OFFLINE_HINT}"
                 ) from None
     return tuple(splits)
+
+
+def _reason(exc: Exception) -> str:
+    """The cause in one line: torchvision's "Error downloading X:" is followed by each mirror's error."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if not lines:
+        return type(exc).__name__
+    causes = [line for line in lines[1:] if not line.startswith("Tried ")]
+    return f"{lines[0]} {causes[-1]}" if lines[0].endswith(":") and causes else lines[0]
+
+
+def _folders(root: Path) -> set[Path]:
+    """The folders that exist now at and under `root`, and above it up to the first that exists."""
+    found = {p for p in (root, *root.parents) if p.is_dir()}
+    return found | ({Path(d) for d, _, _ in os.walk(root)} if root.is_dir() else set())
+
+
+def _remove_new_empty(root: Path, before: set[Path]) -> None:
+    """Remove the folders made since `before` was taken, deepest first, where they hold nothing."""
+    made = sorted(_folders(root) - before, key=lambda p: len(p.parts), reverse=True)
+    for path in made:
+        with contextlib.suppress(OSError):
+            path.rmdir()
 
 
 def _mnist_like(cls: type, root: Path, download: bool, label: str) -> Decoded:

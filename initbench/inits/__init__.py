@@ -7,13 +7,10 @@ Two strategies work on the whole model instead: `pytorch_default` and the data-d
 
 from initbench.inits import lsuv as _lsuv  # noqa: F401  (registers lsuv)
 from initbench.inits import strategies as _strategies  # noqa: F401  (registers the built-ins)
-from initbench.inits.gains import NONLINEARITIES, gain, infer_nonlinearity
+from initbench.inits.gains import gain, infer_nonlinearity
 from initbench.inits.manifest import Manifest, ParamRecord
 from initbench.inits.registry import (
-    DEFAULT_FALLBACK,
     REQUIRED,
-    WALK_HELP,
-    WALK_PARAMS,
     InitSpec,
     NotApplicable,
     Sampled,
@@ -27,6 +24,7 @@ from initbench.inits.registry import (
 from initbench.inits.roles import fans_of, torch_fans
 from initbench.inits.strategies import variance_scaling
 from initbench.inits.walk import Walk, apply_init, canonical_init, display_init, resolve_init
+from initbench.params import DEFAULT_FALLBACK, NONLINEARITIES, WALK_HELP, WALK_PARAMS
 
 __all__ = [
     "DEFAULT_FALLBACK", "NONLINEARITIES", "REQUIRED", "WALK_HELP", "WALK_PARAMS", "InitSpec",

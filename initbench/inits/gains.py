@@ -18,12 +18,13 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn import init as tinit
 
+from initbench.params import NONLINEARITIES
+
 TORCH_GAINS = ("linear", "conv1d", "conv2d", "conv3d", "conv_transpose1d", "conv_transpose2d", "conv_transpose3d",
                "sigmoid", "tanh", "relu", "leaky_relu", "selu")
 _SECOND_MOMENT: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
     "gelu": F.gelu, "silu": F.silu, "elu": F.elu, "mish": F.mish, "softplus": F.softplus, "hardswish": F.hardswish,
 }
-NONLINEARITIES = (*TORCH_GAINS, *_SECOND_MOMENT)
 
 _MODULES: dict[type, str] = {
     nn.ReLU: "relu", nn.ReLU6: "relu", nn.LeakyReLU: "leaky_relu", nn.Tanh: "tanh", nn.Sigmoid: "sigmoid",

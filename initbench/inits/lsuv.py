@@ -21,6 +21,7 @@ from initbench.errors import InitbenchError
 from initbench.inits.registry import get_strategy, register_init
 from initbench.inits.roles import iter_params
 from initbench.inits.walk import Walk
+from initbench.params import AtLeast, rules
 
 _CALIBRATED = (nn.Linear, nn.modules.conv._ConvNd)
 
@@ -48,13 +49,8 @@ def _targets(model: nn.Module, owners: dict[int, str]) -> dict[int, tuple[nn.Mod
     return out
 
 
-def _check(p: dict[str, Any]) -> str | None:
-    if not p["tol"] > 0:
-        return f"tol must be > 0, got {p['tol']!r}"
-    return None if p["max_iter"] >= 1 else f"max_iter must be >= 1, got {p['max_iter']!r}"
-
-
-@register_init("lsuv", whole_model=True, choices={"mode": ("train", "eval")}, check=_check)
+@register_init("lsuv", whole_model=True, choices={"mode": ("train", "eval")},
+               check=rules(AtLeast("tol", 0, strict=True), AtLeast("max_iter", 1)))
 def lsuv(model: nn.Module, data: Tensor | None, walk: Walk, tol: float = 0.1, max_iter: int = 10,
          mode: str = "train") -> None:
     """Mishkin & Matas 2015: orthogonal, then rescale each layer until its output variance on a batch is 1."""

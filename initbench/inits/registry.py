@@ -9,31 +9,16 @@ from __future__ import annotations
 
 import fnmatch
 import inspect
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.inits.gains import NONLINEARITIES
+from initbench.params import WALK_PARAMS, resolve
 from initbench.registry import Registry
 from initbench.syntax import format_call, parse_call
 
 REQUIRED = inspect.Parameter.empty
-# PyTorch's own default for Linear/Conv weights: kaiming_uniform_(a=sqrt(5)).
-DEFAULT_FALLBACK = "kaiming_uniform(a=2.23606797749979, nonlinearity=leaky_relu)"
-# Parameters every strategy accepts: they steer the walk, not the tensor function.
-WALK_PARAMS: dict[str, Any] = {"bias": "zeros", "norm": "ones", "fallback": DEFAULT_FALLBACK, "blocks": "split",
-                               "fans": "signal", "rules": None}
-WALK_HELP = {
-    "bias": "zeros | keep | <number>: what biases get",
-    "norm": "ones | keep: norm layers to weight 1 / bias 0, or left as they are",
-    "fallback": "scheme for tensors this one does not fit",
-    "blocks": "split | packed: RNN gates and attention q/k/v one block at a time, or as one packed matrix (PyTorch)",
-    "fans": "signal | torch: transposed/grouped conv fans that follow the signal, or PyTorch's convention",
-    "rules": "{PATTERN: SPEC, ...}: parameters whose name matches PATTERN (fnmatch, first match wins) get SPEC",
-}
-WALK_CHOICES = {"norm": ("ones", "keep"), "blocks": ("split", "packed"), "fans": ("signal", "torch")}
 
 
 class NotApplicable(Exception):
@@ -68,58 +53,9 @@ class Strategy:
 
     def resolve(self, given: Mapping[str, Any]) -> dict[str, Any]:
         """Validate user parameters and merge them over the defaults (walk parameters included)."""
-        defaults = self.defaults
-        out = dict(defaults)
-        for key, value in given.items():
-            if key not in defaults:
-                raise InitbenchError(
-                    f"init '{self.name}' has no parameter '{key}'; valid: {', '.join(defaults)}"
-                )
-            out[key] = _check_value(self, key, value, self.types.get(key))
-        missing = [k for k, v in out.items() if v is REQUIRED]
-        if missing:
-            raise InitbenchError(f"init '{self.name}' needs {', '.join(f'{k}=...' for k in missing)}")
-        _check_walk(self.name, out)
-        problem = self.check(out) if self.check else None
-        if problem:
-            raise InitbenchError(f"init '{self.name}': {problem}")
+        out = resolve(self.name, self.defaults, self.types, self.choices, self.check, given, required=REQUIRED)
+        out["rules"] = canonical_rules(out["rules"], self.name)
         return out
-
-
-def _check_value(strategy: Strategy, key: str, value: Any, expected: type | str | None) -> Any:
-    where = f"parameter '{key}' of init '{strategy.name}'"
-    if key == "gain" and isinstance(value, str):
-        if value not in ("auto", *NONLINEARITIES):
-            raise InitbenchError(f"{where} must be a number, 'auto' or one of {', '.join(NONLINEARITIES)}")
-        return value
-    if expected is bool and not isinstance(value, bool):
-        raise InitbenchError(f"{where} must be true or false, got {value!r}")
-    if expected in (int, float, "number"):
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InitbenchError(f"{where} must be a number, got {value!r}")
-        if expected is int and value != int(value):
-            raise InitbenchError(f"{where} must be a whole number, got {value!r}")
-        if expected != "number":
-            value = expected(value)
-        if not math.isfinite(value):
-            raise InitbenchError(f"{where} must be finite, got {value!r}")
-    if expected is str and not isinstance(value, str):
-        raise InitbenchError(f"{where} must be a name, got {value!r}")
-    choices = strategy.choices.get(key)
-    if choices and value not in choices:
-        raise InitbenchError(f"{where} must be one of {', '.join(map(str, choices))}, got {value!r}")
-    return value
-
-
-def _check_walk(name: str, params: dict[str, Any]) -> None:
-    bias = params["bias"]
-    if isinstance(bias, bool) or not (bias in ("zeros", "keep") or isinstance(bias, int | float)):
-        raise InitbenchError(f"parameter 'bias' of init '{name}' must be zeros, keep or a number, got {bias!r}")
-    for key, choices in WALK_CHOICES.items():
-        if params[key] not in choices:
-            raise InitbenchError(f"parameter '{key}' of init '{name}' must be {' or '.join(choices)}, "
-                                 f"got {params[key]!r}")
-    params["rules"] = canonical_rules(params["rules"], name)
 
 
 @dataclass(frozen=True)

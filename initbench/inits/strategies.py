@@ -3,61 +3,36 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Iterator
 
 from torch import Tensor, nn
 from torch.nn import init as tinit
 
 from initbench.inits import gains
-from initbench.inits.gains import NONLINEARITIES
 from initbench.inits.registry import REQUIRED, NotApplicable, Sampled, register_init
 from initbench.inits.roles import fans_of, iter_params
 from initbench.inits.walk import Walk
-
-
-def _at_least(key: str, low: float, strict: bool = False) -> Callable[[dict[str, Any]], str | None]:
-    def check(p: dict[str, Any]) -> str | None:
-        value = p[key]
-        if isinstance(value, str):  # a named gain
-            return None
-        bad = value <= low if strict else value < low
-        return f"{key} must be {'>' if strict else '>='} {low:g}, got {value!r}" if bad else None
-
-    return check
-
-
-def _all(*checks: Callable[[dict[str, Any]], str | None]) -> Callable[[dict[str, Any]], str | None]:
-    return lambda p: next((m for c in checks if (m := c(p))), None)
-
-
-def _ordered(low: str, high: str) -> Callable[[dict[str, Any]], str | None]:
-    return lambda p: None if p[low] < p[high] else f"needs {low} < {high}, got {low}={p[low]!r}, {high}={p[high]!r}"
-
-
-def _fraction(p: dict[str, Any]) -> str | None:
-    return None if 0 <= p["sparsity"] < 1 else f"sparsity must be in [0, 1), got {p['sparsity']!r}"
-
+from initbench.params import NONLINEARITIES, AtLeast, Ordered, Within, rules
 
 _MODE = {"mode": ("fan_in", "fan_out")}
 _KAIMING = {**_MODE, "nonlinearity": ("auto", *NONLINEARITIES)}
 
 
-@register_init("uniform", check=_ordered("a", "b"))
+@register_init("uniform", check=rules(Ordered("a", "b")))
 def uniform(t: Tensor, a: float = 0.0, b: float = 1.0) -> Sampled:
     """U(a, b), torch.nn.init.uniform_."""
     tinit.uniform_(t, a, b)
     return Sampled("uniform", {"low": a, "high": b})
 
 
-@register_init("normal", check=_at_least("std", 0))
+@register_init("normal", check=rules(AtLeast("std", 0)))
 def normal(t: Tensor, mean: float = 0.0, std: float = 1.0) -> Sampled:
     """N(mean, std^2), torch.nn.init.normal_."""
     tinit.normal_(t, mean, std)
     return Sampled("normal", {"mean": mean, "std": std})
 
 
-@register_init("trunc_normal", check=_all(_at_least("std", 0, strict=True), _ordered("a", "b")))
+@register_init("trunc_normal", check=rules(AtLeast("std", 0, strict=True), Ordered("a", "b")))
 def trunc_normal(t: Tensor, mean: float = 0.0, std: float = 1.0, a: float = -2.0, b: float = 2.0) -> Sampled:
     """N(mean, std^2) redrawn outside the absolute bounds [a, b], torch.nn.init.trunc_normal_."""
     tinit.trunc_normal_(t, mean, std, a, b)
@@ -97,7 +72,7 @@ def eye(t: Tensor) -> Sampled:
     raise NotApplicable(f"needs a 2-D to 5-D tensor, got {t.dim()}-D")
 
 
-@register_init("dirac", check=_at_least("groups", 1))
+@register_init("dirac", check=rules(AtLeast("groups", 1)))
 def dirac(t: Tensor, groups: int = 1) -> Sampled:
     """Identity convolution, torch.nn.init.dirac_; 2-D weights get eye_ instead."""
     if t.dim() in (3, 4, 5):
@@ -125,14 +100,14 @@ def _gain(gain: float | str) -> float:
     return gains.gain(gain) if isinstance(gain, str) else gain
 
 
-@register_init("xavier_uniform", check=_at_least("gain", 0))
+@register_init("xavier_uniform", check=rules(AtLeast("gain", 0)))
 def xavier_uniform(t: Tensor, gain: float = 1.0) -> Sampled:
     """Glorot & Bengio 2010: U(-b, b), b = gain*sqrt(6/(fan_in+fan_out)). gain may be a nonlinearity or auto."""
     fan_in, fan_out = _fans(t)
     return _uniform(t, _gain(gain) * math.sqrt(2.0 / float(fan_in + fan_out)))
 
 
-@register_init("xavier_normal", check=_at_least("gain", 0))
+@register_init("xavier_normal", check=rules(AtLeast("gain", 0)))
 def xavier_normal(t: Tensor, gain: float = 1.0) -> Sampled:
     """Glorot & Bengio 2010: N(0, s^2), s = gain*sqrt(2/(fan_in+fan_out)). gain may be a nonlinearity or auto."""
     fan_in, fan_out = _fans(t)
@@ -161,7 +136,7 @@ def kaiming_normal(t: Tensor, a: float = 0.0, mode: str = "fan_in", nonlinearity
     return Sampled("normal", {"mean": 0.0, "std": std})
 
 
-@register_init("orthogonal", check=_at_least("gain", 0))
+@register_init("orthogonal", check=rules(AtLeast("gain", 0)))
 def orthogonal(t: Tensor, gain: float = 1.0) -> Sampled:
     """Saxe et al. 2013: a (semi-)orthogonal matrix times gain, torch.nn.init.orthogonal_."""
     _fans(t)
@@ -169,7 +144,7 @@ def orthogonal(t: Tensor, gain: float = 1.0) -> Sampled:
     return Sampled("orthogonal", {"gain": _gain(gain)})
 
 
-@register_init("sparse", check=_all(_fraction, _at_least("std", 0)))
+@register_init("sparse", check=rules(Within("sparsity", 0, 1), AtLeast("std", 0)))
 def sparse(t: Tensor, sparsity: float = 0.1, std: float = 0.01) -> Sampled:
     """Martens 2010: N(0, std^2) with a fraction `sparsity` of each column zero; 2-D only (else fallback)."""
     if t.dim() != 2:
@@ -186,7 +161,7 @@ _TRUNC_STD = 0.87962566103423978
 @register_init(
     "variance_scaling",
     choices={"mode": ("fan_in", "fan_out", "fan_avg"), "distribution": ("truncated_normal", "normal", "uniform")},
-    check=_at_least("scale", 0, strict=True),
+    check=rules(AtLeast("scale", 0, strict=True)),
 )
 def variance_scaling(t: Tensor, scale: float = 1.0, mode: str = "fan_in",
                      distribution: str = "truncated_normal") -> Sampled:

@@ -4,6 +4,7 @@ A user model is any callable `build(input_shape, num_classes, **params) -> nn.Mo
 command line as `package.module:build` or installed under the `initbench.models` entry-point group.
 """
 
+from initbench.models import deep as _deep  # noqa: F401  (registers the deep families)
 from initbench.models import zoo as _zoo  # noqa: F401  (registers the built-ins)
 from initbench.models.build import (
     MODELS,
@@ -13,8 +14,9 @@ from initbench.models.build import (
     list_models,
     model_params,
     register_model,
+    with_depth,
     with_width,
 )
 
 __all__ = ["MODELS", "build_model", "check_model", "forward_macs", "list_models", "model_params", "register_model",
-           "with_width"]
+           "with_depth", "with_width"]

@@ -112,9 +112,11 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
     parameter set. A model without a width parameter is refused."""
     name, params = check_model(spec)
     valid = model_params(name) or {}
-    if name == "mlp":
+    if name == "mlp" and "depth" not in params and "width" not in params:
         hidden = params.get("hidden", valid.get("hidden"))
         params["hidden"] = [width] * (1 if isinstance(hidden, int) else len(hidden))
+    elif name == "convnet":
+        params["channels"] = width
     elif name == "simplecnn":
         channels = list(params.get("channels", valid.get("channels")))
         params["channels"] = [max(1, round(width * c / channels[0])) for c in channels]
@@ -123,4 +125,19 @@ def with_width(spec: str | Mapping[str, Any], width: int) -> str:
     else:
         raise InitbenchError(f"model '{name}' has no width parameter for --widths (mlp: hidden, simplecnn: channels, "
                              "your own model: a parameter named width)")
+    return format_call(name, params)
+
+
+def with_depth(spec: str | Mapping[str, Any], depth: int) -> str:
+    """The model spec at `depth`, for a probe across depth: the model's `depth` parameter set (an MLP given as
+    `hidden=[...]` becomes `depth` layers of its first width). A model without a depth parameter is refused."""
+    name, params = check_model(spec)
+    valid = model_params(name) or {}
+    if "depth" not in valid:
+        raise InitbenchError(f"model '{name}' has no depth parameter for --depths (mlp, convnet, resnet and vit "
+                             "have one; your own model: a parameter named depth)")
+    if name == "mlp" and "hidden" in params:
+        hidden = params.pop("hidden")
+        params["width"] = hidden if isinstance(hidden, int) else hidden[0]
+    params["depth"] = depth
     return format_call(name, params)

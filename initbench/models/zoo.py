@@ -12,7 +12,7 @@ from torch import nn
 
 from initbench.errors import InitbenchError
 from initbench.models.build import register_model
-from initbench.registry import check_widths
+from initbench.registry import check_size, check_widths
 
 _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
     # name -> (module factory, the nonlinearity torch.nn.init.calculate_gain knows it by)
@@ -28,17 +28,30 @@ _ACTIVATIONS: dict[str, tuple[Callable[[], nn.Module], str]] = {
 }
 
 
+def activation_module(model: str, activation: str) -> tuple[Callable[[], nn.Module], str]:
+    """(module factory, the nonlinearity torch.nn.init knows it by) for a built-in model's `activation`."""
+    if activation not in _ACTIVATIONS:
+        raise InitbenchError(f"model '{model}': unknown activation '{activation}'; valid: {', '.join(_ACTIVATIONS)}")
+    return _ACTIVATIONS[activation]
+
+
 @register_model("mlp")
 class MLP(nn.Module):
-    """A multilayer perceptron: flatten, then Linear + activation per hidden layer, then a Linear readout."""
+    """A multilayer perceptron: Linear + activation per hidden layer, then a Linear readout; `hidden` or `depth`.
+
+    The hidden layers are `hidden` (a list of widths), or `depth` layers of `width` (a deep plain network: depth 30,
+    width 128 is He et al.'s setting); parameters: in*W + W + (depth-1)*(W*W + W) + W*classes + classes.
+    """
 
     def __init__(self, input_shape: tuple[int, ...], num_classes: int, hidden: list[int] | int = (256, 128),
-                 activation: str = "relu") -> None:
+                 activation: str = "relu", depth: int | None = None, width: int | None = None) -> None:
         super().__init__()
+        if depth is not None or width is not None:
+            if hidden != (256, 128):
+                raise InitbenchError("model 'mlp': give hidden=[...] or depth and width, not both")
+            hidden = [check_size("mlp", "width", width or 128)] * check_size("mlp", "depth", depth or 2)
         hidden = check_widths("mlp", "hidden", hidden)
-        if activation not in _ACTIVATIONS:
-            raise InitbenchError(f"model 'mlp': unknown activation '{activation}'; valid: {', '.join(_ACTIVATIONS)}")
-        make_act, self.nonlinearity = _ACTIVATIONS[activation]
+        make_act, self.nonlinearity = activation_module("mlp", activation)
         self.negative_slope = 0.01  # nn.LeakyReLU's default
         widths = [math.prod(input_shape), *hidden]
         layers: list[tuple[str, nn.Module]] = [("flatten", nn.Flatten())]

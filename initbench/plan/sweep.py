@@ -13,6 +13,7 @@ import yaml
 
 from initbench import registry
 from initbench.errors import InitbenchError
+from initbench.plan.axes import Axis, model_entry, qualified
 from initbench.plan.tune import Tune, choose, parse_tune
 from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec, check_threads
 from initbench.syntax import format_call, parse_call
@@ -47,6 +48,7 @@ class Sweep:
     tuning: tuple[RunSpec, ...] = ()
     reference: str | None = None  # the shared protocol's scheme: the baseline, else the first init
     resources: dict[str, float] = dataclasses.field(default_factory=dict)  # threads; per Ray task: cpus/gpus_per_task
+    axes: tuple[Axis, ...] = ()  # model parameters varied over values (`vary:`), each value its own problem
 
     def shard(self, index: int, count: int, runs: tuple[RunSpec, ...] | None = None) -> tuple[RunSpec, ...]:
         """Shard `index` of `count` (1-based) of `runs` (default: the grid), in order. Runs that can train as one
@@ -231,7 +233,9 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
                              "not . or ..): it names the results folder")
     shared = _train_settings(str(path), doc.get("train"))
     datasets = [_named(d, "dataset", path) for d in _entries(doc, "datasets", path)]
-    models = [_named(m, "model", path) for m in _entries(doc, "models", path)]
+    entries = [model_entry(m, path) for m in _entries(doc, "models", path)]  # `vary:` entries expand per value
+    models = [_named(m, "model", path) for expanded, _ in entries for m in expanded]
+    axes = qualified(tuple(axis for _, axis in entries if axis is not None))
     bad = _Bad(path)  # every name of the grid, before torch and Lightning load; all bad entries said at once
     for dataset, _ in datasets:
         bad.check(registry.check_name, "dataset", parse_call(dataset, "dataset")[0])
@@ -298,7 +302,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     if len(set(ids)) != len(ids):
         raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
     if tune is None:
-        return Sweep(experiment, dict(doc), tuple(runs), resources=resources)
+        return Sweep(experiment, dict(doc), tuple(runs), resources=resources, axes=axes)
     # stage 1: the grid's first seed's runs, at every lr, on each tuning seed (seed-major, the lr innermost: one
     # lockstep group per problem and tuning seed); its runs log under their own experiment name
     tune_log = dataclasses.replace(log, experiment=f"{experiment}-tune")
@@ -307,7 +311,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     reference = inits[0]
     if doc.get("baseline") is not None:
         reference = next(i for i in inits if canonical_init(i) == canonical_init(doc["baseline"]))
-    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference, resources)
+    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference, resources, axes)
 
 
 def _resources(value: Any, path: Path) -> dict[str, float]:

@@ -18,9 +18,11 @@ from typing import Any
 
 from initbench.errors import InitbenchError
 from initbench.record import write_json
+from initbench.report.answers import answer, plain
 from initbench.report.document import build, to_html, to_markdown
 from initbench.report.load import Study, load_study, steps_to_target
 from initbench.report.plots import plot_all, remove_old_plots
+from initbench.report.scaling import lines, problem_order, scaling_table
 from initbench.report.stats import (
     ALPHA,
     DEFAULT_METRIC,
@@ -46,7 +48,7 @@ __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER
            "rank_problem", "seed_note", "seeds_needed", "smallest_wilcoxon_p", "steps_to_target", "write_report"]
 
 
-OPTIONAL_FILES = ("tuning.csv", "protocols.csv", "diagnostics.csv")  # removed when a new report has none
+OPTIONAL_FILES = ("tuning.csv", "protocols.csv", "diagnostics.csv", "scaling.csv")  # removed when a new report has none
 
 
 def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path) -> dict[str, Any]:
@@ -59,6 +61,8 @@ def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path)
             study.tuning.protocols.to_csv(stage / "protocols.csv", index=False)
     if study.predictors is not None:
         study.predictors.to_csv(stage / "diagnostics.csv", index=False)
+    if study.axes:
+        scaling_table(study.runs, ranking, study.axes).to_csv(stage / "scaling.csv", index=False)
     plots = plot_all(study, ranking, stage)
     doc = build(study, ranking, plots, results_dir)
     (stage / "report.md").write_text(to_markdown(doc))
@@ -98,18 +102,20 @@ def generation_mismatch(out: Path) -> list[str]:
 
 def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "wilcoxon", target: float | None = None,
                  out: Path | None = None, wandb: tuple[str, str | None] | None = None, baseline: str | None = None,
-                 margin_points: float = MARGIN_POINTS) -> dict[str, Path]:
+                 margin_points: float = MARGIN_POINTS) -> dict[str, Any]:
     """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html, then report.json, which
     names the generation and each file's checksum (`generation_mismatch` finds a report cut short between its
     renames; the next report replaces it whole, and removes the hidden folders cut-short reports left);
     with `wandb=(project, entity)` also log the ranking to W&B as report runs. The baseline defaults to
     the sweep file's `baseline:`; without one (or with `baseline="best"`), each problem's best scheme is
-    the reference."""
-    if target is not None and not (math.isfinite(target) and 0 < target <= 1):
-        raise InitbenchError(f"--target is a validation accuracy in (0, 1], got {target}")
+    the reference. `target` is in accuracy points. Returns the files' paths and, under `answers`, each problem's
+    answer in plain words (what the report opens the problem with)."""
+    if target is not None and not (math.isfinite(target) and 0 < target <= 100):
+        raise InitbenchError(f"--target is a validation accuracy in points, (0, 100], got {target}")
     if not (math.isfinite(margin_points) and 0 <= margin_points < 100):
         raise InitbenchError(f"--margin is in accuracy points, 0 to 100, got {margin_points}")
     study = load_study(results_dir)
+    target = None if target is None else target / 100
     study.runs = steps_to_target(study.runs, study.curves, target)
     if baseline is None:
         baseline = study.settings.get("baseline")
@@ -161,6 +167,12 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
             os.replace(path, out / path.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
+    scaled = scaling_table(study.runs, ranking, study.axes)
     files = {"runs": out / "runs.csv", "ranking": out / "ranking.csv", "overall": out / "ranking_overall.csv",
-             "markdown": out / "report.md", "html": out / "report.html"}
+             "markdown": out / "report.md", "html": out / "report.html",
+             "answers": {**{f"{axis.name} (scaling)": [plain(line) for line in lines(scaled, axis)]
+                            for axis in study.axes},
+                         **{problem: [plain(line) for line in answer(problem, ranking)]
+                            for problem in problem_order(study.runs, study.axes)
+                            if problem in ranking.references}}}
     return files

@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 
 from initbench.report.across import RESAMPLES
+from initbench.report.answers import answer, in_points, main_table, points
 from initbench.report.load import Study
+from initbench.report.plots import SCALING
+from initbench.report.scaling import problem_order
 from initbench.report.stats import METRICS_HIGHER_IS_BETTER, TEST_METRICS, VERDICTS, Ranking
 from initbench.report.tuning import WITHIN_POINTS
 
@@ -30,49 +33,49 @@ OVERALL_SHOWN = ["init", "problems", "mean_rank", "wins", "better", "equivalent"
 
 @dataclass
 class Block:
-    """One piece of the document: kind is h1, h2, h3, p, note, list, table, img or pre."""
+    """One piece of the document: kind is h1, h2, h3, p, answer (lines), note, list, table, img or pre."""
 
     kind: str
     content: Any
-    classes: list[str] | None = None  # per table row (HTML only)
+    classes: list[str] | None = None  # per table row, or the image's (HTML only)
 
 
 def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_dir: Path) -> list[Block]:
-    """The whole report, in order: what ranks, the words, each problem, across problems, plots, settings."""
+    """The whole report, in order: each problem's answer (words, forest plot, main table), then how to read them,
+    how the study was made, across problems, what predicted the outcome, the plots, an appendix of every column, and
+    the settings."""
     metric, runs = ranking.metric, study.runs
     describe = METRICS_HIGHER_IS_BETTER[metric].split(" (")[0]
-    if metric in TEST_METRICS:
-        first = (f"**Ranked on {describe} (`{metric}`): this selects on the test set, so the winner's test numbers "
-                 "are no longer an unbiased estimate. Rank on a validation metric (the default, `val_acc_final`) to "
-                 "choose, and report test.**")
-    else:
-        first = (f"**Ranked on {describe} (`{metric}`).** Test accuracy (`test_acc`) is shown beside it for reporting "
-                 "only and is never used to choose.")
     reference = (f"the declared baseline **{ranking.baseline}**" if ranking.baseline
                  else "the best scheme of each problem (see the winner's-curse note)")
-    test = "Wilcoxon signed-rank test" if ranking.test == "wilcoxon" else "paired t-test"
     doc = [
         Block("h1", f"initbench report: {results_dir}"),
-        Block("p", first),
-        Block("p", f"{len(runs)} runs, {runs['problem'].nunique()} problem(s), {runs['init'].nunique()} schemes. "
-                   f"Reference: {reference}. Every other scheme is compared with it seed by seed (within a seed "
-                   "every scheme sees the same data; only the init differs)."),
-        *_reproducibility(study, results_dir),
-        Block("h2", "How to read the verdicts"),
-        Block("list", [f"**{word}**: {text}" for word, text in VERDICTS.items()]),
-        Block("p", f"`delta` is the mean per-seed difference to the reference in `{metric}` with its 95% Student-t "
-                   f"interval (`delta_ci_low`, `delta_ci_high`); `p_holm` is the two-sided {test} over the paired "
-                   f"seeds, Holm-corrected over the comparisons of the problem (alpha {ranking.alpha}; schemes "
-                   "that failed outright are not tested); the "
-                   f"equivalence margin is ±{ranking.margin * 100:g} accuracy points. The intervals are not "
-                   "adjusted for the number of comparisons and p_holm is, so an interval can exclude 0 while the "
-                   "verdict stays inconclusive. `mean`, `ci_low`, `ci_high`: "
-                   f"the scheme's mean `{metric}` with a 95% Student-t interval. `prob_beats_ref`: P(a run of the "
-                   "scheme beats a run of the reference). `failure_rate`: diverged + collapsed + failed runs over "
-                   "all runs; a diverged run scores chance level (1/classes), a collapsed run keeps its (chance-level) "
-                   "score, a failed run has none. `steps_to_target`: median first step with validation accuracy "
-                   "at or above the problem's target, over the runs that reached it."),
+        Block("p", f"{len(runs)} runs, {runs['problem'].nunique()} problem(s), {runs['init'].nunique()} schemes, "
+                   f"ranked on {describe} (`{metric}`) in accuracy points (0-100). Reference: {reference}; every "
+                   "other scheme is compared with it seed by seed. How to read the verdicts follows the answers."),
     ]
+    if metric in TEST_METRICS:
+        doc.append(Block("note", f"Ranked on {describe} (`{metric}`): this selects on the test set, so the winner's "
+                                 "test numbers are no longer an unbiased estimate. Rank on a validation metric (the "
+                                 "default, `val_acc_final`) to choose, and report test."))
+    if study.skipped or study.partial:
+        doc.append(Block("note", f"{len(study.skipped)} folder(s) skipped and {len(study.partial)} record(s) "
+                                 "partial: see the sections near the end."))
+    doc += _scaling_blocks(study, ranking, plots)
+    forests = {problem: next((p for p in paths if p.stem.startswith("forest_")), None)
+               for problem, paths in plots.items()}
+    tables = dict(list(ranking.per_problem.groupby("problem", sort=True)))
+    order = [p for p in problem_order(study.runs, study.axes) if p in tables]
+    for problem in order:
+        table = tables[problem].reset_index(drop=True)
+        doc += [Block("h2", problem), Block("answer", answer(problem, ranking))]
+        if forests.get(problem) is not None:
+            doc.append(Block("img", forests[problem], ["forest"]))
+        doc.append(Block("table", main_table(table), [f"v-{v}" for v in table["verdict"]]))
+        seeds = ranking.seed_notes.get(problem, "")
+        doc += [Block("note", n) for n in ranking.notes.get(problem, []) if n != seeds]
+    doc += _legend(ranking)
+    doc += _reproducibility(study, results_dir)
     if study.split:
         items = [f"{base}: " + "; ".join(f"{k} = {', '.join(map(_setting, v))}" for k, v in keys.items())
                  for base, keys in study.split.items()]
@@ -80,14 +83,6 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
                 Block("list", items)]
     if study.tuning is not None:
         doc += _tuning_blocks(study, ranking)
-    for problem, table in ranking.per_problem.groupby("problem", sort=True):
-        table = table.reset_index(drop=True)
-        target = ranking.targets.get(problem, math.nan)
-        doc += [Block("h2", problem),
-                Block("p", f"Reference: **{table['reference'].iloc[0]}**. steps_to_target: validation accuracy "
-                           f"≥ {target:.4f}.")]
-        doc += [Block("note", n) for n in ranking.notes.get(problem, [])]
-        doc.append(Block("table", table[SHOWN], [f"v-{v}" for v in table["verdict"]]))
     if runs["problem"].nunique() > 1:
         doc += [Block("h2", "Across problems"),
                 Block("p", "`iqm_norm`: interquartile mean of the runs' normalised scores (0 = chance, 1 = the best "
@@ -116,11 +111,65 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
                 Block("list", study.partial)]
     doc.append(Block("h2", "Plots"))
     for problem, paths in plots.items():
-        doc += [Block("h3", problem), *[Block("img", p) for p in paths]]
+        if not problem.startswith(f"{SCALING} "):  # shown in their own sections
+            doc += [Block("h3", problem), *[Block("img", p) for p in paths if p != forests.get(problem)]]
+    doc.append(Block("h2", "Appendix: every column"))
+    doc.append(Block("p", "The rankings with every column, accuracies in points (`ranking.csv` and `runs.csv` hold "
+                          "the same numbers as fractions, 0-1). `n`: runs with a score; `prob_beats_ref`: P(a run of "
+                          "the scheme beats a run of the reference); `std`, `median`, `iqm`: over runs; "
+                          "`steps_to_target`: median first step with validation accuracy at or above the problem's "
+                          "target, over the runs that trained and reached it (`reached_target`)."))
+    for problem in order:
+        table, target = tables[problem], ranking.targets.get(problem, math.nan)
+        doc += [Block("h3", problem),
+                Block("p", f"Target for steps_to_target: validation accuracy ≥ {points(target)} points."),
+                Block("table", in_points(table.reset_index(drop=True))[SHOWN],
+                      [f"v-{v}" for v in table["verdict"]])]
     settings = json.dumps(study.settings, indent=2) if study.settings else "(no sweep.json: single runs)"
     doc += [Block("h2", "Study settings"), Block("pre", settings),
             Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
     return doc
+
+
+def _scaling_blocks(study: Study, ranking: Ranking, plots: dict[str, list[Path]]) -> list[Block]:
+    """Per axis: its answer in words, its plot, and a table of each scheme's mean (points) and verdict per value."""
+    from initbench.report.scaling import lines, scaling_table
+
+    table, blocks = scaling_table(study.runs, ranking, study.axes), []
+    for axis in study.axes:
+        rows = table[table["axis"] == axis.name]
+        cells = rows.assign(cell=[f"{points(m)} {v}" + (" (most failed)" if f > 0.5 else "")
+                                  for m, v, f in zip(rows["mean"], rows["verdict"], rows["failure_rate"],
+                                                     strict=True)])
+        grid = cells.pivot_table(index="init", columns="value", values="cell", aggfunc="first", sort=False)
+        grid = grid.reindex(columns=[v for v in axis.values if v in grid.columns]).reset_index()
+        grid.columns = ["init", *[f"{axis.key} {v}" for v in grid.columns[1:]]]
+        blocks += [Block("h2", f"Scaling: {axis.subject} over {axis.key}"), Block("answer", lines(table, axis)),
+                   *[Block("img", p) for p in plots.get(f"{SCALING} {axis.name}", [])],
+                   Block("p", f"Each cell: the scheme's mean `{ranking.metric}` in points and its verdict against "
+                              f"the reference at that {axis.key} (each value is its own problem, below); all "
+                              "numbers in `scaling.csv`."),
+                   Block("table", grid)]
+    return blocks
+
+
+def _legend(ranking: Ranking) -> list[Block]:
+    """How to read the verdicts and the columns, after the answers."""
+    test = "Wilcoxon signed-rank test" if ranking.test == "wilcoxon" else "paired t-test"
+    return [
+        Block("h2", "How to read the verdicts"),
+        Block("list", [f"**{word}**: {text}" for word, text in VERDICTS.items()]),
+        Block("p", f"Accuracies are in points (0-100). `delta` is the mean per-seed difference to the reference in "
+                   f"`{ranking.metric}`, with its 95% Student-t interval; `p_holm` is the two-sided {test} over the "
+                   f"paired seeds, Holm-corrected over the comparisons of the problem (alpha {ranking.alpha}; schemes "
+                   "that failed outright are not tested); the equivalence margin is "
+                   f"±{ranking.margin * 100:g} points. The intervals are not adjusted for the number of comparisons "
+                   "and p_holm is, so an interval can exclude 0 while the verdict stays inconclusive. `mean [95% CI]`: "
+                   "the scheme's mean with a 95% Student-t interval. `failures`: diverged, collapsed and failed runs "
+                   "of all its runs; a diverged run scores chance level (1/classes), a collapsed run keeps its "
+                   "(chance-level) score, a failed run has none. `test`: mean test accuracy, reported beside the "
+                   "ranking and never used to choose."),
+    ]
 
 
 def _reproducibility(study: Study, results_dir: Path) -> list[Block]:
@@ -242,6 +291,8 @@ def to_markdown(doc: list[Block]) -> str:
             out.append(b.content)
         elif b.kind == "note":
             out.append(f"> {b.content}")
+        elif b.kind == "answer":
+            out.append("\n".join(f"- {line}" for line in b.content))
         elif b.kind == "list":
             out.append("\n".join(f"- {item}" for item in b.content))
         elif b.kind == "table":
@@ -264,7 +315,9 @@ top:0}td.t{text-align:left}tr.v-best td,tr.v-baseline td{background:#e4e4e4;font
 tr.v-better td{background:#d9f0d3}tr.v-worse td{background:#fbe0dc}tr.v-equivalent td{background:#dde8f6}
 tr.v-failed td{color:#999}.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
 img{max-width:100%;margin:.5em 0;display:block}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px}
-code{background:#f3f3f3;padding:0 .2em}"""
+code{background:#f3f3f3;padding:0 .2em}h1{font-size:1.5em;margin:.4em 0}h2{margin:1.2em 0 .4em}
+.answer{border-left:4px solid #4575b4;background:#f4f7fb;padding:.2em .9em;margin:.4em 0}.answer p{margin:.3em 0}
+img.forest{max-height:340px;max-width:100%;width:auto}"""
 
 
 def _inline(text: str) -> str:
@@ -282,6 +335,8 @@ def to_html(doc: list[Block]) -> str:
             body.append(f"<p>{_inline(b.content)}</p>")
         elif b.kind == "note":
             body.append(f"<p class='note'>{_inline(b.content)}</p>")
+        elif b.kind == "answer":
+            body.append("<div class='answer'>" + "".join(f"<p>{_inline(line)}</p>" for line in b.content) + "</div>")
         elif b.kind == "list":
             body.append("<ul>" + "".join(f"<li>{_inline(i)}</li>" for i in b.content) + "</ul>")
         elif b.kind == "table":
@@ -296,7 +351,8 @@ def to_html(doc: list[Block]) -> str:
                         "</tbody></table></div>")
         elif b.kind == "img":
             data = base64.b64encode(b.content.read_bytes()).decode()
-            body.append(f"<img alt='{html.escape(b.content.stem)}' src='data:image/png;base64,{data}'>")
+            cls = f" class='{' '.join(b.classes)}'" if b.classes else ""
+            body.append(f"<img{cls} alt='{html.escape(b.content.stem)}' src='data:image/png;base64,{data}'>")
         elif b.kind == "pre":
             body.append(f"<pre>{html.escape(b.content)}</pre>")
     return ("<!doctype html><html><head><meta charset='utf-8'><meta name='viewport' content='width=device-width'>"

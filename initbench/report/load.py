@@ -39,6 +39,7 @@ class Study:
     # Where the records were made: (versions, device, torch threads) -> runs, and (problem folder, engine) -> runs
     environments: Counter = field(default_factory=Counter)
     engines: Counter = field(default_factory=Counter)
+    axes: tuple = ()  # the study's axes (plan.axes.Axis): model parameters varied over values
 
     @property
     def grads0(self) -> pd.DataFrame:
@@ -189,7 +190,10 @@ def load_study(results_dir: Path) -> Study:
     if sweep is not None:  # a tuned study's problems do not split by lr: each init has its own
         runs["settings"] = [json.dumps({k: v for k, v in json.loads(s).items() if k != "lr"}, sort_keys=True)
                             for s in runs["settings"]]
-    runs, split = _name_problems(runs)
+    from initbench.plan.axes import axes_of
+
+    axes = axes_of(settings) if settings.get("models") is not None else ()
+    runs, split = _name_problems(runs, axes)
     runs = _add_curve_metrics(runs, curves_df)
     tuning, excluded = None, []
     if sweep is not None:
@@ -198,7 +202,7 @@ def load_study(results_dir: Path) -> Study:
             raise InitbenchError(f"no comparison runs under {results_dir} yet ({len(tuning.runs)} of "
                                  f"{len(sweep.tuning)} tuning runs recorded): run the sweep to the end first")
     return Study(runs, curves_df, layers_df, skipped, settings, versions, split, partial, tuning, excluded,
-                 environments=environments, engines=engines)
+                 environments=environments, engines=engines, axes=axes)
 
 
 def environment(config: dict[str, Any]) -> tuple[str, str, str]:
@@ -338,14 +342,23 @@ def _step0(run_dir: Path) -> tuple[dict[str, float | None], str | None]:
     return values, problem and f"{problem}: its step-0 figures are left out"
 
 
-def _name_problems(runs: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, dict[str, list[Any]]]]:
+def _name_problems(runs: pd.DataFrame, axes: tuple = ()) -> tuple[pd.DataFrame, dict[str, dict[str, list[Any]]]]:
     """A problem is (dataset, model, every training setting but init and seed): runs whose settings
     differ are never pooled. Where one dataset_model has several settings, each problem's name says
-    what differs, e.g. `digits_mlp [epochs=1, lr=0.5]`; `split` lists the differing settings."""
+    what differs, e.g. `digits_mlp [epochs=1, lr=0.5]`; `split` lists the differing settings. A model on one of the
+    study's axes is named by its value there (`digits_mlp[depth=16]`), its runs marked with `axis` and
+    `axis_value`."""
+    from initbench.plan.axes import find_axis
     from initbench.syntax import format_value
 
     runs = runs.copy()
-    runs["problem"] = runs["dataset"] + "_" + runs["model"]
+    pairs = list(zip(runs["model"], runs["settings"], strict=True))
+    on_axis = {p: find_axis(p[0], json.loads(p[1]), axes) for p in set(pairs)} if axes else {}
+    found = [on_axis.get(p) for p in pairs]
+    runs["axis"] = [f[0].name if f else None for f in found]
+    runs["axis_value"] = [f[1] if f else None for f in found]
+    model = [f[0].label(f[1]) if f else m for f, m in zip(found, runs["model"], strict=True)]
+    runs["problem"] = runs["dataset"] + "_" + pd.Series(model, index=runs.index)
     split: dict[str, dict[str, list[Any]]] = {}
     for base, g in runs.groupby("problem", sort=True):
         variants = {s: json.loads(s) for s in g["settings"].unique()}

@@ -12,11 +12,13 @@ import numpy as np
 import pandas as pd
 
 from initbench.report.across import TAUS
+from initbench.report.answers import POINTS, in_points
 from initbench.report.load import Study
 from initbench.report.stats import METRICS_HIGHER_IS_BETTER, Ranking, scored
 from initbench.report.tuning import Tuning, sensitivity_frame
 
 ACROSS = "across problems"
+SCALING = "scaling"  # plot_all's key for an axis's plot: "scaling mlp.depth"
 VERDICT_COLORS = {"best": "#222222", "baseline": "#222222", "better": "#1a9850", "worse": "#d73027",
                   "equivalent": "#4575b4", "inconclusive": "#888888", "failed": "#bbbbbb"}
 MAX_LAYERS = 12
@@ -26,7 +28,7 @@ ZOOM = 6  # a scheme is drawn when its difference to the reference is within ZOO
 # The report's own plot files (and the per-problem bar charts of earlier versions): a new report removes
 # these before drawing, so plots of problems that are gone do not linger; other images are left alone.
 PLOT_FILES = ("forest_*.png", "curves_*.png", "final_*.png", "gradnorm0_*.png", "grad_*.png", "update_*.png",
-              "ranking_*.png", "sensitivity_*.png", "step0_*.png", "ranks.png", "profile.png")
+              "ranking_*.png", "sensitivity_*.png", "step0_*.png", "scaling_*.png", "ranks.png", "profile.png")
 
 
 def remove_old_plots(out: Path) -> None:
@@ -95,17 +97,27 @@ def plot_all(study: Study, ranking: Ranking, out: Path) -> dict[str, list[Path]]
         plots[problem] = paths
     if ranking.per_problem["problem"].nunique() > 1:
         plots[ACROSS] = [_ranks(plt, ranking, out / "ranks.png"), _profile(plt, ranking, out / "profile.png")]
+    if study.axes:
+        from initbench.report.scaling import plot_scaling, scaling_table
+
+        table = scaling_table(study.runs, ranking, study.axes)
+        for axis in study.axes:
+            plots[f"{SCALING} {axis.name}"] = [plot_scaling(plt, axis, table, ranking.metric,
+                                                            out / f"scaling_{slug(axis.name)}.png")]
     return plots
 
 
 def _forest(plt: Any, problem: str, table: pd.DataFrame, ranking: Ranking, path: Path) -> Path:
+    """Each scheme's paired difference to the reference in accuracy points, with its 95% interval."""
     names, limit = _zoomed(table, ranking.margin)
+    table = in_points(table)
+    limit *= POINTS
     shown = table["init"].isin(names)
     inside, outside = table[shown].iloc[::-1], table[~shown]
     wide = len(outside) > 0
     fig = plt.figure(figsize=(10.5 if wide else 7.5, max(0.38 * len(inside), 0.33 * 3 * len(outside)) + 1.8))
     ax = fig.add_axes((0.3, 0.18, 0.45 if wide else 0.65, 0.7))
-    m = ranking.margin
+    m = ranking.margin * POINTS
     ax.axvspan(-m, m, color="#4575b4", alpha=0.08, lw=0)
     ax.axvline(0, color="#222222", lw=1)
     y = np.arange(len(inside))
@@ -121,13 +133,14 @@ def _forest(plt: Any, problem: str, table: pd.DataFrame, ranking: Ranking, path:
     ends = np.clip(ends[np.isfinite(ends)], -limit, limit)  # a CI running further is cut at the frame
     pad = 0.08 * (ends.max() - ends.min())
     ax.set_xlim(ends.min() - pad, ends.max() + pad)
-    ax.set_xlabel(f"paired difference in {ranking.metric} to {table['reference'].iloc[0]} (mean, 95% t-interval)")
-    ax.set_title(f"{problem}: difference to the reference; shaded: ±margin {m * 100:g} points", fontsize=10)
+    ax.set_xlabel(f"paired difference in {ranking.metric} to {table['reference'].iloc[0]}, accuracy points "
+                  "(mean, 95% t-interval)")
+    ax.set_title(f"{problem}: difference to the reference; shaded: ±margin {m:g} points", fontsize=10)
     if wide:
         lines = ["off the scale:"]
         for _, r in outside.iterrows():
-            ci = (f" [{r['delta_ci_low']:+.2f}, {r['delta_ci_high']:+.2f}]" if np.isfinite(r["delta_ci_low"]) else "")
-            lines += [f"{r['init']} ({r['verdict']})", f"  Δ {r['delta']:+.3f}{ci}",
+            ci = (f" [{r['delta_ci_low']:+.1f}, {r['delta_ci_high']:+.1f}]" if np.isfinite(r["delta_ci_low"]) else "")
+            lines += [f"{r['init']} ({r['verdict']})", f"  Δ {r['delta']:+.1f}{ci} points",
                       f"  {r['failure_rate']:.0%} of runs failed"]
         fig.text(0.78, 0.88, "\n".join(lines), va="top", fontsize=7, family="monospace")
     return _save(fig, path, tight=False)
@@ -152,8 +165,7 @@ def _curves(plt: Any, problem: str, study: Study, runs: pd.DataFrame, order: lis
             if ax is axes[1] and init not in sane:
                 continue
             b = _band(c, col)
-            if col == "train_loss":
-                b = b.where(b > 0)
+            b = b.where(b > 0) if col == "train_loss" else b * POINTS
             if not len(b):
                 continue
             ax.plot(b.index, b[0.5], label=init, **style)
@@ -163,13 +175,13 @@ def _curves(plt: Any, problem: str, study: Study, runs: pd.DataFrame, order: lis
                 zoom_values += [late[0.25].min(), late[0.75].max()]
             if col == "train_loss":
                 loss_values += b[0.5].dropna().tolist()
-    axes[0].set(title=f"{problem}: validation accuracy", xlabel="step", ylabel="val acc (median, IQR over seeds)",
-                ylim=(0, 1))
+    axes[0].set(title=f"{problem}: validation accuracy", xlabel="step",
+                ylabel="val acc, points (median, IQR over seeds)", ylim=(0, POINTS))
     axes[1].set(title="validation accuracy, zoomed to the schemes that trained", xlabel="step")
     zoom = np.array([v for v in zoom_values if np.isfinite(v)])
     if len(zoom):
-        pad = max(0.01, 0.1 * (zoom.max() - zoom.min()))
-        axes[1].set_ylim(max(0, zoom.min() - pad), min(1, zoom.max() + pad))
+        pad = max(1.0, 0.1 * (zoom.max() - zoom.min()))
+        axes[1].set_ylim(max(0, zoom.min() - pad), min(POINTS, zoom.max() + pad))
     axes[2].set(title="train loss (median, IQR over seeds)", xlabel="step", yscale="log")
     if loss_values:
         lo, hi = np.percentile(loss_values, [1, 99])
@@ -184,11 +196,11 @@ def _curves(plt: Any, problem: str, study: Study, runs: pd.DataFrame, order: lis
 def _final(plt: Any, problem: str, runs: pd.DataFrame, order: list[str], sane: list[str], colors: dict[str, Any],
            metric: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(max(6.0, 0.7 * len(order)), 4.5))
-    data = [runs.loc[runs["init"] == i, "score"].astype(float).dropna().to_numpy() for i in order]
+    data = [runs.loc[runs["init"] == i, "score"].astype(float).dropna().to_numpy() * POINTS for i in order]
     inside = np.concatenate([d for i, d in zip(order, data, strict=True) if i in sane] or [np.zeros(0)])
-    lo, hi = (inside.min(), inside.max()) if len(inside) else (0.0, 1.0)
-    pad = max(0.005, 0.08 * (hi - lo))
-    lo, hi = max(0.0, lo - pad), min(1.0, hi + pad)
+    lo, hi = (inside.min(), inside.max()) if len(inside) else (0.0, float(POINTS))
+    pad = max(0.5, 0.08 * (hi - lo))
+    lo, hi = max(0.0, lo - pad), min(float(POINTS), hi + pad)
     rng = np.random.default_rng(0)
     for k, (init, vals) in enumerate(zip(order, data, strict=True), 1):
         x = k + rng.uniform(-0.12, 0.12, len(vals))
@@ -200,7 +212,7 @@ def _final(plt: Any, problem: str, runs: pd.DataFrame, order: list[str], sane: l
     ax.set_xticks(range(1, len(order) + 1), order, rotation=35, ha="right", fontsize=8)
     ax.set_ylim(lo, hi)
     ax.set(title=f"{problem}: {METRICS_HIGHER_IS_BETTER[metric].split(' (')[0]} per run "
-                 "(bar: median; triangles: off the scale)", ylabel=metric)
+                 "(bar: median; triangles: off the scale)", ylabel=f"{metric}, accuracy points")
     return _save(fig, path)
 
 

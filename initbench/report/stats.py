@@ -60,8 +60,11 @@ def iqm(x: np.ndarray) -> float:
 
 
 def prob_improvement(x: np.ndarray, y: np.ndarray) -> float:
-    """P(X > Y) for a random run of each, ties counting half (the Mann-Whitney U statistic / (n m))."""
+    """P(X > Y) for a random run of each, ties counting half (the Mann-Whitney U statistic / (n m)); NaN when
+    either has no runs (a scheme whose every run failed)."""
     x, y = np.asarray(x, dtype=float)[:, None], np.asarray(y, dtype=float)[None, :]
+    if not x.size or not y.size:
+        return math.nan
     return float(((x > y) + 0.5 * (x == y)).mean())
 
 
@@ -150,6 +153,7 @@ class Ranking:
     alpha: float = ALPHA
     test: str = "wilcoxon"
     profile: pd.DataFrame = field(default_factory=pd.DataFrame)
+    seed_notes: dict[str, str] = field(default_factory=dict)  # problem -> what its seeds can show (seed_note)
 
 
 def scored(runs: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -179,8 +183,9 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
     for init, g in runs.groupby("init", sort=False):
         x = g["score"].dropna().to_numpy(dtype=float)
         lo, hi = np.clip(mean_ci(x), 0.0, 1.0)  # an accuracy's mean lies in [0, 1]
-        reached = g["steps_to_target"].notna()
-        known = g["target_known"] if "target_known" in g else pd.Series(True, index=g.index)
+        trained = ~g["status"].isin(FAILED_STATUSES)  # a run that failed later reached no target that counts
+        reached = g["steps_to_target"].notna() & trained
+        known = (g["target_known"] if "target_known" in g else pd.Series(True, index=g.index)) & trained
         status = g["status"].value_counts()
         lrs = g["lr"].dropna().unique() if "lr" in g else []
         rows.append({
@@ -216,7 +221,7 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         else:
             why = "failed in every run here" if len(present) else "has no runs here"
             notes.append(f"The baseline {baseline} {why}; the reference is the best scheme instead.")
-    if reference != baseline:
+    if reference != baseline and len(table) > 1:  # one scheme alone is compared with nothing
         notes.append(f"The reference is {reference}, the best by {metric} chosen from these same runs; choosing "
                      "the best favours it (winner's curse), so its lead is likely overstated. Declare a baseline "
                      "(`--baseline` or `baseline:` in the sweep file) for an unbiased reference.")
@@ -253,6 +258,7 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
     seed_words = seed_note([cmp[i]["nonzero"] for i in tested], test, alpha)
     if seed_words:
         notes.append(seed_words)
+    table.attrs["seed_note"] = seed_words  # the report's answer says it first
     return table, notes
 
 
@@ -299,9 +305,10 @@ def rank(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "wilcoxon
         raise InitbenchError(f"margin must be between 0 and 100 accuracy points, got {margin * 100:g}")
     if baseline is not None and baseline not in set(runs["init"]):
         raise InitbenchError(f"unknown baseline '{baseline}'; valid: {', '.join(sorted(set(runs['init'])))}")
-    tables, notes, references = [], {}, {}
+    tables, notes, references, seed_notes = [], {}, {}, {}
     for problem, g in runs.groupby("problem", sort=True):
         table, problem_notes = rank_problem(g, metric, test, baseline, margin, alpha)
+        seed_notes[problem] = table.attrs.get("seed_note", "")
         tables.append(table.assign(problem=problem))
         notes[problem] = problem_notes
         references[problem] = table["reference"].iloc[0]
@@ -309,4 +316,5 @@ def rank(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "wilcoxon
     per_problem = per_problem[["problem", *[c for c in per_problem.columns if c != "problem"]]]
     overall, profile = across_problems(scored(runs, metric), per_problem, references)
     targets = runs.groupby("problem")["target"].first().to_dict() if "target" in runs else {}
-    return Ranking(per_problem, overall, notes, references, targets, metric, baseline, margin, alpha, test, profile)
+    return Ranking(per_problem, overall, notes, references, targets, metric, baseline, margin, alpha, test, profile,
+                   seed_notes)

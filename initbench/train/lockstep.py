@@ -84,6 +84,7 @@ class StackedClassifier(SteppedModule):
         self.mode = "vmap"
         self._layouts: dict[str, list[tuple[int, ...] | None]] = {}
         self.lrs = lrs or [spec.lr] * self.k
+        self.log_every_given = spec.log_every
         params, buffers = stack_module_state(models)
         self.names = list(params)
         self.stacked = nn.ParameterList([nn.Parameter(params[n].detach().clone()) for n in self.names])
@@ -185,7 +186,7 @@ class StackedClassifier(SteppedModule):
         opt.optimizer.zero_grad(set_to_none=True)
         logits = self.logits(x)
         losses = self._member_losses(logits, y)
-        monitor = step % self.spec.log_every == 0
+        monitor = step % self.log_every == 0
         # each member's gradient is its own loss's: nothing crosses members
         self.backward_and_step(losses.sum(), opt, self.monitor.before_update if monitor else None)
         if self._frozen:  # a member that diverged keeps the parameters its run alone would end with
@@ -327,7 +328,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
                               test=module.results[m], error=None, diverged_step=module.divergence[m].step,
                               steps=module.steps_done if stopped is None else stopped + 1,
                               epochs=trainer.current_epoch if stopped is None else module.stop_epoch[m], speed=speed,
-                              wall_time_s=wall)
+                              wall_time_s=wall, log_every=module.log_every)
         record.finish(summary)
         if wandb_runs:
             dashboards.finish_run(wandb_runs[m], summary, record.path)

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from initbench.spec import log_interval
 from initbench.train.monitor import NormMonitor
 from initbench.train.optim import OPTIMIZER_TABLE, SCHEDULE_TABLE
 
@@ -53,6 +54,8 @@ class SteppedModule(L.LightningModule):
         self.automatic_optimization = False
         self.steps_done = 0  # optimizer steps taken in this fit
         self.last_train_loss: float | None = None
+        self.log_every_given: int | None = None  # the spec's log_every; None: LOG_POINTS_PER_EPOCH per epoch
+        self.log_every = 1  # the steps between logged points, set when training starts
         self._last_step = -1
         self._plain = True
         self._before_update: Any = None
@@ -83,6 +86,7 @@ class SteppedModule(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._last_step = self.total_steps() - 1
+        self.log_every = log_interval(self.log_every_given, self.trainer.datamodule.steps_per_epoch)
         # A precision that scales the loss (16-mixed) needs Lightning's backward and step; otherwise torch's own are
         # what they would call, without their per-step wrappers.
         self._plain = getattr(self.trainer.precision_plugin, "scaler", None) is None
@@ -198,11 +202,11 @@ class Classifier(SteppedModule):
 
     def __init__(self, model: nn.Module, num_classes: int, optimizer: str = "sgd", lr: float = 0.05,
                  momentum: float = 0.9, weight_decay: float = 0.0, schedule: str = "none",
-                 log_every: int = 20) -> None:
+                 log_every: int | None = None) -> None:
         super().__init__()
         self.model = model
         self.optimizer_name, self.lr, self.momentum = optimizer, lr, momentum
-        self.weight_decay, self.schedule, self.log_every = weight_decay, schedule, log_every
+        self.weight_decay, self.schedule, self.log_every_given = weight_decay, schedule, log_every
         self.divergence = Divergence()
         self.monitor = NormMonitor.of(model)
         self.results: dict[str, dict[str, float]] = {}  # stage -> its last metrics

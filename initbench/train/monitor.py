@@ -117,25 +117,33 @@ def chance_accuracy(labels: torch.Tensor) -> float:
     return float(torch.bincount(labels).max()) / len(labels) if len(labels) else math.nan
 
 
+def collapse_rule(num_classes: int, chance_acc: float, n_val: int) -> dict[str, float]:
+    """The collapse rule's numbers for one run: its final training loss within 5% of ln(classes) (the loss of a
+    uniform guess) and its final validation accuracy no better than chance (the majority-class share of the
+    validation split plus 3 binomial standard errors)."""
+    uniform_loss = math.log(num_classes)
+    return {"train_loss_from": uniform_loss * (1 - COLLAPSE_LOSS_TOLERANCE),
+            "train_loss_to": uniform_loss * (1 + COLLAPSE_LOSS_TOLERANCE),
+            "val_acc_at_most": chance_acc + COLLAPSE_ACC_SE * math.sqrt(chance_acc * (1 - chance_acc) / n_val)}
+
+
 def collapsed(train_loss_final: float | None, val_acc_final: float | None, num_classes: int, chance_acc: float,
               n_val: int) -> bool:
-    """A run that never trained: its final training loss is within 5% of ln(classes) (the loss of a
-    uniform guess) and its final validation accuracy is no better than chance (the majority-class share
-    of the validation split plus 3 binomial standard errors)."""
+    """A run that never trained, by `collapse_rule`."""
     if train_loss_final is None or val_acc_final is None or num_classes < 2 or n_val < 1:
         return False
-    uniform_loss = math.log(num_classes)
-    near_uniform = abs(train_loss_final - uniform_loss) <= COLLAPSE_LOSS_TOLERANCE * uniform_loss
-    at_chance = val_acc_final <= chance_acc + COLLAPSE_ACC_SE * math.sqrt(chance_acc * (1 - chance_acc) / n_val)
-    return near_uniform and at_chance
+    rule = collapse_rule(num_classes, chance_acc, n_val)
+    return (rule["train_loss_from"] <= train_loss_final <= rule["train_loss_to"]
+            and val_acc_final <= rule["val_acc_at_most"])
 
 
 def run_summary(run_id: str, tidy: dict[str, Any], y_val: torch.Tensor, num_classes: int, *,
                 test: dict[str, float] | None, error: tuple[str, str] | None, diverged_step: int | None, steps: int,
-                epochs: int, speed: Throughput, wall_time_s: float) -> dict[str, Any]:
+                epochs: int, speed: Throughput, wall_time_s: float, log_every: int) -> dict[str, Any]:
     """A trained run's summary.json, from either engine: the status (`ok`; `failed` with the error and traceback; then
     `diverged` at its step, else `collapsed` by the collapse rule), the test figures, the curves' final figures
-    (`tidy`: RunRecord.tidy_metrics), the steps and epochs taken, and the time it took."""
+    (`tidy`: RunRecord.tidy_metrics), the steps and epochs taken, the steps between logged points, and the time it
+    took. A collapsed run records the rule's numbers it was judged by (`collapse_rule`)."""
     summary: dict[str, Any] = {"run_id": run_id, "status": "ok"}
     if test is not None:
         summary.update(test_loss=test["test/loss"], test_acc=test["test/acc"])
@@ -147,8 +155,10 @@ def run_summary(run_id: str, tidy: dict[str, Any], y_val: torch.Tensor, num_clas
     chance = chance_accuracy(y_val)
     if summary["status"] == "ok" and collapsed(summary.get("train_loss_final"), summary.get("val_acc_final"),
                                                num_classes, chance, len(y_val)):
-        summary.update(status="collapsed", chance_acc=chance)
-    summary.update(steps=steps, epochs=epochs, train_time_s=round(speed.seconds, 3), images_per_s=speed.images_per_s,
+        summary.update(status="collapsed", chance_acc=chance, collapse_rule=collapse_rule(num_classes, chance,
+                                                                                          len(y_val)))
+    summary.update(steps=steps, epochs=epochs, log_every=log_every, train_time_s=round(speed.seconds, 3),
+                   images_per_s=speed.images_per_s,
                    wall_time_s=wall_time_s)
     return summary
 

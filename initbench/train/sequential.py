@@ -57,7 +57,8 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
         logger.finalize("success")
     summary = run_summary(spec.run_id, record.tidy_metrics(), prepared.data.y_val, prepared.data.num_classes,
                           test=test, error=error, diverged_step=module.divergence.step, steps=module.steps_done,
-                          epochs=trainer.current_epoch, speed=speed, wall_time_s=round(time.time() - started, 3))
+                          epochs=trainer.current_epoch, speed=speed, wall_time_s=round(time.time() - started, 3),
+                          log_every=module.log_every)
     record.finish(summary)
     if use_wandb:
         dashboards.finish_train_logger(trainer.loggers[-1], summary, run_dir)

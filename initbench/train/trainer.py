@@ -60,7 +60,7 @@ def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], pro
         max_steps=spec.max_steps or -1,
         logger=loggers or False,
         callbacks=callbacks,
-        log_every_n_steps=spec.log_every,  # step metrics go to the loggers directly (module.log_metrics)
+        log_every_n_steps=1,  # unused: step metrics go to the loggers directly (module.log_metrics)
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=progress,
