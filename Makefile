@@ -4,9 +4,10 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow bench bench-executors results clean
+.PHONY: demo test test-slow docs bench bench-executors results clean
 
 # The main job on the offline default: the quickstart study (digits, both models, 10 schemes,
 # 10 seeds) trained from scratch into demo/, then ranked; prints where the report is.
@@ -14,13 +15,17 @@ demo: $(STAMP)
 	rm -rf demo/quickstart
 	$(VENV)/bin/initbench sweep experiments/quickstart.yaml --out demo/quickstart
 
-test: $(STAMP) $(FMNIST)
+test: $(STAMP) $(FMNIST) $(CHROMIUM)
 	$(VENV)/bin/ruff check initbench tests scripts
 	$(PY) -m pytest -q
 
 # The checks marked slow (a faster test covers the same path): e.g. 20 random kills of a sweep.
-test-slow: $(STAMP) $(FMNIST)
+test-slow: $(STAMP) $(FMNIST) $(CHROMIUM)
 	$(PY) -m pytest -q -m slow
+
+# The documentation site, built strictly (a broken link or reference fails) into site/.
+docs: $(STAMP)
+	$(VENV)/bin/mkdocs build --strict --site-dir site
 
 # Figures, printed: how fast the command answers (fresh processes), then training throughput against plain PyTorch.
 bench: $(STAMP) $(FMNIST)
@@ -48,5 +53,10 @@ $(FMNIST):
 	$(SUDO) apt-get install -y -q dataset-fashion-mnist || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q dataset-fashion-mnist)
 
+# A real browser for the HTML report's test, from Debian.
+$(CHROMIUM):
+	$(SUDO) apt-get install -y -q chromium || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
 clean:
-	rm -rf $(VENV) build *.egg-info
+	rm -rf $(VENV) build site *.egg-info
