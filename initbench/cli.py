@@ -156,7 +156,7 @@ def _report(args: argparse.Namespace) -> None:
               f"points: --target {target * 100:g})", file=sys.stderr)
         target *= 100
     files = write_report(args.results_dir, args.metric, args.test, target, args.out, wandb=wandb,
-                         baseline=args.baseline, margin_points=args.margin)
+                         baseline=args.baseline, margin_points=args.margin, claims=args.claims)
     print_answers(files["answers"])
     print(f"report: {files['html']}\nalso: {files['markdown']}, {files['ranking']}, {files['runs']}")
     if wandb:
@@ -256,6 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--target", type=float, default=None, metavar="POINTS",
                    help="validation accuracy in points (0-100] for steps-to-target (default: 90%% of the best val "
                         "accuracy per problem); a value up to 1 is read as a fraction, the older form")
+    p.add_argument("--claims", type=Path, default=None, metavar="FILE",
+                   help="judge the claims of FILE (a claims: list, alone or in a sweep file) on these records instead "
+                        "of the ones the sweep file declared; they read as declared after the data")
     options.add_out_option(p, None, "where to write the report (default: RESULTS_DIR)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")

@@ -81,6 +81,27 @@ def write_study(out: Path, name: str, source: dict[str, Any], runs: int, **how: 
     write_json(Path(out) / STUDY, {"name": name, "source": source, "runs": runs, **how})
 
 
+def declare_claims(out: Path, claims: Any) -> list[dict[str, Any]]:
+    """The study file's `claims`: each claim (plan.claims.Claim) as written, with when it was declared and whether
+    records already existed then (`after_data`). A claim the study file already holds, the same id and the same
+    words, keeps its first declaration; a new or changed one is declared now."""
+    try:
+        before = {c.get("id"): c for c in read_study(out).get("claims") or [] if isinstance(c, dict)}
+    except (OSError, ValueError):
+        before = {}
+    after_data = any(Path(out).glob(f"*/*/{SUMMARY}"))
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    declared = []
+    for claim in claims:
+        source = json.loads(json.dumps(claim.source))
+        old = before.get(claim.id)
+        if old is not None and old.get("claim") == source:
+            declared.append(old)
+        else:
+            declared.append({"id": claim.id, "claim": source, "declared": now, "after_data": after_data})
+    return declared
+
+
 def read_study(results_dir: Path) -> dict[str, Any]:
     """A results folder's study file ({} for a folder of single runs); OSError or ValueError when it is unreadable."""
     path = Path(results_dir) / STUDY

@@ -276,6 +276,11 @@ SETTINGS = tuple(f.name for f in dataclasses.fields(RunSpec) if f.compare and f.
 LOG_FIELDS = tuple(f.name for f in dataclasses.fields(LogSpec))  # where curves go: never part of a run's identity
 
 
+def setting_defaults() -> dict[str, Any]:
+    """Each training setting's default (what a run that does not set it trains with)."""
+    return {f.name: f.default for f in dataclasses.fields(RunSpec) if f.name in SETTINGS}
+
+
 SEED_LIMIT = 2**32  # seeds are 0 <= seed < 2**32: torch's generators and the data order's arithmetic stay exact
 # field -> (type, lowest, highest, whether the highest is excluded, how messages name it)
 _FIELDS: dict[str, tuple[type, float | None, float | None, bool, str]] = {

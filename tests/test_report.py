@@ -174,7 +174,8 @@ def test_failed_schemes_and_a_zoom_that_leaves_them_out():
 
 
 def test_a_reference_must_have_trained():
-    """A declared baseline that failed in every run is no reference, and neither is a scheme with one lucky run."""
+    """A declared baseline that failed in every run stays the reference (its runs score as they ended, so the
+    differences exist); the best scheme is never one with one lucky run."""
     base = np.random.default_rng(5).uniform(0.9, 0.95, 10)
     lucky = np.full(10, np.nan)
     lucky[0] = 0.99
@@ -182,8 +183,13 @@ def test_a_reference_must_have_trained():
                  {"dead": ["collapsed"] * 10, "lucky": ["ok"] + ["failed"] * 9})
     table, notes = rank_problem(runs, baseline="dead")
     by = table.set_index("init")
-    assert by.loc["dead", "verdict"] == "failed" and (table["reference"] == "a").all()
-    assert any("failed in every run" in n for n in notes)
+    assert by.loc["dead", "verdict"] == "failed" and (table["reference"] == "dead").all()
+    assert any("failed in every run" in n and "best scheme here is a" in n for n in notes)
+    assert by.loc["a", "verdict"] == "better" and by.loc["b", "verdict"] == "better"
+    assert by.loc["a", "delta"] == pytest.approx((base - 0.1).mean())
+    table, notes = rank_problem(runs)
+    by = table.set_index("init")
+    assert (table["reference"] == "a").all()
     assert by.loc["lucky", "rank"] == 3 and by.loc["lucky", "verdict"] == "inconclusive"  # 1 pair: no word
     assert by.loc["a", "verdict"] == "best" and by.loc["b", "verdict"] == "worse"
     few = _runs({"a": base[:2], "b": base[:2] - 0.01})

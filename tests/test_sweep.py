@@ -111,7 +111,7 @@ def test_sweep_runs_the_grid_then_skips_it(tmp_path, capsys):
     assert len(summaries) == 4 and (out / "report.html").exists() and (out / "sweep.json").exists()
     assert main(["sweep", str(path), "--out", str(out), "--no-progress", "--no-report"]) == 0
     assert "0 ok, 0 diverged, 0 collapsed, 0 failed, 4 already done" in capsys.readouterr().out
-    # the sweep file's baseline reaches the report (zeros never trains, so the best stands in, with a note),
+    # the sweep file's baseline reaches the report (zeros never trains; it stays the reference, with a note),
     # unless the report asks for the best
     report = json.loads((out / "report.json").read_text())
     assert report["baseline"] == "zeros" and "failed in every run" in " ".join(*report["notes"].values())

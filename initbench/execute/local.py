@@ -14,7 +14,7 @@ from initbench.execute.claims import Claims, clear_orphan_lock
 from initbench.execute.resources import check_executor, study_threads, task_resources
 from initbench.plan.sweep import Sweep
 from initbench.plan.tune import score as tune_score
-from initbench.record import RunRecord, write_study
+from initbench.record import RunRecord, declare_claims, write_study
 from initbench.spec import LOCKSTEP_MODES, RunSpec
 
 # This module stays light at import (torch and Lightning load when a sweep runs).
@@ -157,7 +157,9 @@ def _execute(sweep: Sweep, out: Path, shard: tuple[int, int], problems: dict[tup
     from tqdm.auto import tqdm
 
     try:
-        write_study(out, sweep.name, sweep.source, len(sweep.runs), lockstep_mode=lockstep_mode, threads=threads)
+        how = {"claims": declare_claims(out, sweep.claims)} if sweep.claims else {}
+        write_study(out, sweep.name, sweep.source, len(sweep.runs), lockstep_mode=lockstep_mode, threads=threads,
+                    **how)
     except OSError as exc:
         raise InitbenchError(f"cannot write to the results folder {out}: {exc.strerror or exc}") from None
     counts = {"ok": 0, "diverged": 0, "collapsed": 0, "failed": 0, "skipped": 0, "busy": 0, "lost": 0, "waiting": 0}

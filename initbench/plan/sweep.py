@@ -14,15 +14,16 @@ import yaml
 from initbench import registry
 from initbench.errors import InitbenchError
 from initbench.plan.axes import Axis, model_entry, qualified
+from initbench.plan.claims import METRICS, Claim, cell_attributes, parse_claims
 from initbench.plan.tune import Tune, choose, parse_tune
-from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec, check_threads
+from initbench.spec import LOGGERS, SETTINGS, LogSpec, RunSpec, check_threads, setting_defaults
 from initbench.syntax import format_call, parse_call
 
 # This module stays light at import (torch and Lightning load after the file's names are checked).
 
 WANDB_KEYS = ("project", "entity")
 TOP_KEYS = ("name", "description", "datasets", "models", "inits", "seeds", "train", "tune", "baseline", "logger",
-            "wandb", "resources")
+            "wandb", "resources", "claims")
 # What each Ray task asks of the cluster (`--executor ray`; the flags of the same names override them).
 RESOURCE_KEYS = ("cpus_per_task", "gpus_per_task", "threads")
 # Bounds on what a sweep file may ask for, checked before anything is built from it.
@@ -49,6 +50,7 @@ class Sweep:
     reference: str | None = None  # the shared protocol's scheme: the baseline, else the first init
     resources: dict[str, float] = dataclasses.field(default_factory=dict)  # threads; per Ray task: cpus/gpus_per_task
     axes: tuple[Axis, ...] = ()  # model parameters varied over values (`vary:`), each value its own problem
+    claims: tuple[Claim, ...] = ()  # what the file declares its runs will show (plan.claims), judged by the report
 
     def shard(self, index: int, count: int, runs: tuple[RunSpec, ...] | None = None) -> tuple[RunSpec, ...]:
         """Shard `index` of `count` (1-based) of `runs` (default: the grid), in order. Runs that can train as one
@@ -244,6 +246,10 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     for init in _entries(doc, "inits", path):
         bad.check(registry.check_init, init)
     bad.refuse()
+    defaults = setting_defaults()
+    cells = [cell_attributes(dataset, model, {**defaults, **shared, **m_over, **d_over})
+             for dataset, d_over in datasets for model, m_over in models]
+    claims = parse_claims(doc.get("claims"), str(path), _entries(doc, "inits", path), cells, METRICS)
     seeds_doc = doc.get("seeds")
     n_seeds = seeds_doc if isinstance(seeds_doc, int) and not isinstance(seeds_doc, bool) else len(
         seeds_doc) if isinstance(seeds_doc, list) else 1
@@ -302,7 +308,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     if len(set(ids)) != len(ids):
         raise InitbenchError(f"{path}: the grid lists the same run twice (duplicate inits, models or seeds)")
     if tune is None:
-        return Sweep(experiment, dict(doc), tuple(runs), resources=resources, axes=axes)
+        return Sweep(experiment, dict(doc), tuple(runs), resources=resources, axes=axes, claims=claims)
     # stage 1: the grid's first seed's runs, at every lr, on each tuning seed (seed-major, the lr innermost: one
     # lockstep group per problem and tuning seed); its runs log under their own experiment name
     tune_log = dataclasses.replace(log, experiment=f"{experiment}-tune")
@@ -311,7 +317,7 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
     reference = inits[0]
     if doc.get("baseline") is not None:
         reference = next(i for i in inits if canonical_init(i) == canonical_init(doc["baseline"]))
-    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference, resources, axes)
+    return Sweep(experiment, dict(doc), tuple(runs), tune, tuple(tuning), reference, resources, axes, claims)
 
 
 def _resources(value: Any, path: Path) -> dict[str, float]:

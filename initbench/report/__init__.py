@@ -19,6 +19,7 @@ from typing import Any
 from initbench.errors import InitbenchError
 from initbench.record import write_json
 from initbench.report.answers import answer, plain
+from initbench.report.claims import claim_lines, judge, study_claims
 from initbench.report.document import build, to_html, to_markdown
 from initbench.report.load import Study, load_study, steps_to_target
 from initbench.report.plots import plot_all, remove_old_plots
@@ -48,7 +49,8 @@ __all__ = ["ALPHA", "DEFAULT_METRIC", "MARGIN_POINTS", "METRICS_HIGHER_IS_BETTER
            "rank_problem", "seed_note", "seeds_needed", "smallest_wilcoxon_p", "steps_to_target", "write_report"]
 
 
-OPTIONAL_FILES = ("tuning.csv", "protocols.csv", "diagnostics.csv", "scaling.csv")  # removed when a new report has none
+# tables a report writes only when it has them: removed when a new report has none
+OPTIONAL_FILES = ("tuning.csv", "protocols.csv", "diagnostics.csv", "scaling.csv", "claims.csv")
 
 
 def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path) -> dict[str, Any]:
@@ -63,6 +65,8 @@ def _write_files(study: Study, ranking: Ranking, stage: Path, results_dir: Path)
         study.predictors.to_csv(stage / "diagnostics.csv", index=False)
     if study.axes:
         scaling_table(study.runs, ranking, study.axes).to_csv(stage / "scaling.csv", index=False)
+    if study.claims is not None:
+        study.claims.to_csv(stage / "claims.csv", index=False)
     plots = plot_all(study, ranking, stage)
     doc = build(study, ranking, plots, results_dir)
     (stage / "report.md").write_text(to_markdown(doc))
@@ -100,16 +104,26 @@ def generation_mismatch(out: Path) -> list[str]:
             if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest]
 
 
+def _study_file(results_dir: Path) -> dict[str, Any]:
+    from initbench.record import read_study
+
+    try:
+        return read_study(results_dir)
+    except (OSError, ValueError):
+        return {}
+
+
 def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "wilcoxon", target: float | None = None,
                  out: Path | None = None, wandb: tuple[str, str | None] | None = None, baseline: str | None = None,
-                 margin_points: float = MARGIN_POINTS) -> dict[str, Any]:
+                 margin_points: float = MARGIN_POINTS, claims: Path | None = None) -> dict[str, Any]:
     """Write runs.csv, ranking.csv, ranking_overall.csv, the plots, report.md and report.html, then report.json, which
     names the generation and each file's checksum (`generation_mismatch` finds a report cut short between its
     renames; the next report replaces it whole, and removes the hidden folders cut-short reports left);
     with `wandb=(project, entity)` also log the ranking to W&B as report runs. The baseline defaults to
     the sweep file's `baseline:`; without one (or with `baseline="best"`), each problem's best scheme is
-    the reference. `target` is in accuracy points. Returns the files' paths and, under `answers`, each problem's
-    answer in plain words (what the report opens the problem with)."""
+    the reference. `target` is in accuracy points. The claims judged (claims.csv and the report's first section) are
+    those of the file `claims`, else the ones the sweep file declares. Returns the files' paths and, under
+    `answers`, the claims and each problem's answer in plain words (what the report opens the problem with)."""
     if target is not None and not (math.isfinite(target) and 0 < target <= 100):
         raise InitbenchError(f"--target is a validation accuracy in points, (0, 100], got {target}")
     if not (math.isfinite(margin_points) and 0 <= margin_points < 100):
@@ -125,7 +139,15 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
         from initbench.inits import display_init
 
         baseline = display_init(baseline)  # the canonical spelling, as in the runs
+    order = problem_order(study.runs, study.axes)
+    if claims is not None:  # checked before anything is ranked or written
+        from initbench.report.claims import read_claims
+
+        claims = read_claims(claims, study.runs, order, list(dict.fromkeys(study.runs["init"])))
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
+    stated, declared = study_claims(study.settings, _study_file(Path(results_dir)), claims)
+    if stated:
+        study.claims = judge(stated, study.runs, order, metric, test, ranking.alpha, ranking.margin, declared)
     if study.tuning is not None and study.tuning.alternative is not None and len(study.tuning.alternative):
         from initbench.report.tuning import compare_protocols
 
@@ -158,7 +180,9 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
             "generation": hashlib.sha256(json.dumps(files).encode()).hexdigest()[:16], "files": files,
             "metric": metric, "test": test, "baseline": baseline, "margin": margin_points, "runs": len(study.runs),
             "skipped": study.skipped, "partial": study.partial, "notes": ranking.notes,
-            "references": ranking.references, "wandb_runs": wandb_runs})
+            "references": ranking.references, "wandb_runs": wandb_runs,
+            "claims": [] if study.claims is None else study.claims[["id", "word", "declared", "after_data"]].to_dict(
+                "records")})
         remove_old_plots(out)
         for name in OPTIONAL_FILES:  # tables an earlier report of this folder wrote and this one has not
             if not (stage / name).exists():
@@ -170,9 +194,9 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
     scaled = scaling_table(study.runs, ranking, study.axes)
     files = {"runs": out / "runs.csv", "ranking": out / "ranking.csv", "overall": out / "ranking_overall.csv",
              "markdown": out / "report.md", "html": out / "report.html",
-             "answers": {**{f"{axis.name} (scaling)": [plain(line) for line in lines(scaled, axis)]
+             "answers": {**({"claims": claim_lines(study.claims)} if study.claims is not None else {}),
+                         **{f"{axis.name} (scaling)": [plain(line) for line in lines(scaled, axis)]
                             for axis in study.axes},
                          **{problem: [plain(line) for line in answer(problem, ranking)]
-                            for problem in problem_order(study.runs, study.axes)
-                            if problem in ranking.references}}}
+                            for problem in order if problem in ranking.references}}}
     return files

@@ -76,7 +76,10 @@ def answer(problem: str, ranking: Ranking) -> list[str]:
     table = ranking.per_problem[ranking.per_problem["problem"] == problem]
     ref = table[table["init"] == table["reference"]].iloc[0]
     metric = METRICS_HIGHER_IS_BETTER[ranking.metric].split(" (")[0]
-    what = "the declared baseline" if ref["verdict"] == "baseline" else "the best scheme, chosen from these runs"
+    declared = ref["init"] == ranking.baseline
+    what = "the declared baseline" if declared else "the best scheme, chosen from these runs"
+    if declared and ref["verdict"] == "failed":
+        what += ", failed in every run"
     lines = [f"Reference: **{ref['init']}** ({what}): {metric} {points(ref['mean'])} points"
              f"{_interval(ref, 'ci_low', 'ci_high', False)}, {int(ref['n'])} runs."]
     if len(table) == 1:

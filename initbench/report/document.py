@@ -61,6 +61,7 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
     if study.skipped or study.partial:
         doc.append(Block("note", f"{len(study.skipped)} folder(s) skipped and {len(study.partial)} record(s) "
                                  "partial: see the sections near the end."))
+    doc += _claims_blocks(study)
     doc += _scaling_blocks(study, ranking, plots)
     forests = {problem: next((p for p in paths if p.stem.startswith("forest_")), None)
                for problem, paths in plots.items()}
@@ -129,6 +130,32 @@ def build(study: Study, ranking: Ranking, plots: dict[str, list[Path]], results_
     doc += [Block("h2", "Study settings"), Block("pre", settings),
             Block("h2", "Versions"), Block("pre", json.dumps(study.versions, indent=2))]
     return doc
+
+
+def _claims_blocks(study: Study) -> list[Block]:
+    """The claims the study declared (or `--claims` gave): each one's word, the numbers behind it, when it was
+    declared."""
+    if study.claims is None:
+        return []
+    t = study.claims
+    after = [str(a) == "True" for a in t["after_data"]]
+    table = pd.DataFrame({"id": t["id"], "claim": t["claim"], "word": t["word"],
+                          "numbers": [f"{n} ({w})" if n and w else n or w for n, w in zip(t["numbers"], t["why"],
+                                                                                          strict=True)],
+                          "declared": [f"{d}, after the data" if a else d or "unknown"
+                                       for d, a in zip(t["declared"], after, strict=True)]})
+    blocks = [Block("h2", "Claims"),
+              Block("p", "What the study said it would show, judged by the rules of the verdicts. **supported**: the "
+                         "claim's test passed (p_holm < 0.05 over the claims, direction and 95% CI agreeing; for "
+                         "equivalent and not_worse, the CI inside the margin). **contradicted**: the opposite passed. "
+                         "**not shown**: the seeds cannot tell. Failure claims use exact tests on the failure counts; "
+                         "differences are in accuracy points."),
+              Block("table", table, [{"supported": "v-better", "contradicted": "v-worse"}.get(w, "v-inconclusive")
+                                     for w in t["word"]])]
+    if any(after):
+        blocks.append(Block("note", f"Declared after the data: {', '.join(t['id'][after])}. These were written with "
+                                    "the runs' results at hand, so they are descriptions, not tests of a prediction."))
+    return blocks
 
 
 def _scaling_blocks(study: Study, ranking: Ranking, plots: dict[str, list[Path]]) -> list[Block]:

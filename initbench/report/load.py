@@ -40,6 +40,7 @@ class Study:
     environments: Counter = field(default_factory=Counter)
     engines: Counter = field(default_factory=Counter)
     axes: tuple = ()  # the study's axes (plan.axes.Axis): model parameters varied over values
+    claims: pd.DataFrame | None = None  # the claims judged (report.claims), once the report has judged them
 
     @property
     def grads0(self) -> pd.DataFrame:

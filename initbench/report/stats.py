@@ -214,13 +214,17 @@ def rank_problem(runs: pd.DataFrame, metric: str = DEFAULT_METRIC, test: str = "
         if len(candidates):
             reference = candidates.iloc[0]["init"]
             break
-    if baseline is not None:
+    if baseline is not None:  # a declared baseline stays the reference, even one that failed in every run
         present = table.loc[table["init"] == baseline, "failure_rate"]
-        if len(present) and present.iloc[0] < 1:
+        if not len(present):
+            notes.append(f"The baseline {baseline} has no runs here; the reference is the best scheme instead.")
+        elif present.iloc[0] >= 1:
+            notes.append(f"The baseline {baseline} failed in every run here; it stays the reference, its runs scored "
+                         "as they ended (a diverged run at chance level), so each delta is the gain over a failed "
+                         f"scheme. The best scheme here is {reference}.")
             reference = baseline
         else:
-            why = "failed in every run here" if len(present) else "has no runs here"
-            notes.append(f"The baseline {baseline} {why}; the reference is the best scheme instead.")
+            reference = baseline
     if reference != baseline and len(table) > 1:  # one scheme alone is compared with nothing
         notes.append(f"The reference is {reference}, the best by {metric} chosen from these same runs; choosing "
                      "the best favours it (winner's curse), so its lead is likely overstated. Declare a baseline "
