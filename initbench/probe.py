@@ -181,6 +181,34 @@ def plot_signal(frame: Any, path: Path) -> Path:
     return path
 
 
+def plot_steps(frame: Any, stat: str, path: Path) -> Path:
+    """Over the training steps: `stat` of each activation module's output (the widest, deepest model), one panel per
+    init, one line per layer, the mean over seeds (Glorot & Bengio's figure 2: a top sigmoid layer driven to
+    saturation)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = frame[(frame["stat"] == stat) & (frame["kind"] != "layer")]
+    for key in ("width", "model_depth"):
+        if rows[key].notna().any():
+            rows = rows[rows[key] == rows[key].max()]
+    inits = list(dict.fromkeys(rows["init"]))
+    fig, axes = plt.subplots(1, len(inits), figsize=(4.8 * len(inits), 3.6), squeeze=False, sharey=True)
+    for ax, init in zip(axes[0], inits, strict=True):
+        for layer, by_layer in rows[rows["init"] == init].groupby("layer", sort=False):
+            mean = by_layer.groupby("step")["value"].mean()
+            ax.plot(mean.index, mean.to_numpy(), label=str(layer))
+        ax.set(title=init if len(init) < 40 else init[:37] + "...", xlabel="training step")
+    axes[0][0].set_ylabel(f"{stat} of the activations")
+    axes[0][-1].legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def plot_coord_check(frame: Any, stat: str, path: Path) -> Path:
     """The coordinate check: `stat` of every parameterised layer against width, one panel per (init, step shown),
     one line per layer (mean over seeds). Flat lines: the init's scale does not depend on width."""
@@ -288,6 +316,10 @@ def write_probe(probe: Probe, out: Path, data_dir: Path | None = None, download:
         for stat in probe.stats:
             if stat in set(frame.loc[frame["kind"] == "layer", "stat"]):
                 files[f"coord_{stat}"] = plot_coord_check(frame, stat, out / f"coord_check_{stat}.png")
+    if probe.steps:
+        for stat in ("act_mean", "dead_frac"):
+            if stat in set(frame.loc[frame["kind"] != "layer", "stat"]):
+                files[f"steps_{stat}"] = plot_steps(frame, stat, out / f"steps_{stat}.png")
     if jacobian is not None:
         files["jacobian"] = plot_jacobian(jacobian, out / "jacobian_spectrum.png")
     if wandb:

@@ -93,6 +93,19 @@ def test_the_long_form_table_follows_training_step_by_step(tmp_path):
     assert first.nunique() == 4
 
 
+def test_steps_show_the_top_sigmoid_layer_driven_to_saturation(tmp_path):
+    """Glorot & Bengio 2010's figure 2 over the probe's steps: a 5-layer sigmoid network's top hidden layer falls
+    towards 0 in the first hundred steps while the lower layers stay near 0.5; steps_act_mean.png draws it."""
+    assert main(["probe", "--model", "mlp(depth=5, width=256, activation=sigmoid)", "--dataset", "digits",
+                 "--inits", "xavier_uniform", "--seeds", "1", "--steps", "150", "--lr", "0.1", "--stats", "act_mean",
+                 "--out", str(tmp_path)]) == 0
+    frame = pd.read_csv(tmp_path / "probe.csv")
+    act = frame[frame["kind"] == "activation"].pivot_table(index="step", columns="layer", values="value")
+    assert act.loc[0].between(0.45, 0.55).all()  # the sigmoid of a centred pre-activation
+    assert act.loc[150, "layers.act5"] < 0.3 and act.loc[150, "layers.act1"] > 0.45
+    assert (tmp_path / "steps_act_mean.png").stat().st_size > 10_000
+
+
 def test_the_coordinate_check_over_widths(tmp_path):
     """kaiming's hidden pre-activations keep their scale as the MLP widens (a flat coordinate check); the last
     layer's output under normal(std=1) grows with width, as sqrt(width) per layer."""
