@@ -246,6 +246,7 @@ def test_gallery_studies_plan_and_train_one_run_of_each_problem(tmp_path, capsys
         doc = yaml.safe_load(paper.read_text())
         doc.pop("claims")
         doc.pop("baseline", None)
+        doc.pop("tune", None)
         doc.update(seeds=[0], inits=doc["inits"][:1])
         doc["train"] = {**doc.get("train", {}), "epochs": 1, "limit_train": 64, "limit_val": 64, "limit_test": 64,
                         "batch_size": 32}
@@ -256,3 +257,15 @@ def test_gallery_studies_plan_and_train_one_run_of_each_problem(tmp_path, capsys
         assert main(["sweep", str(small), "--out", str(out), "--no-progress", "--no-report"]) in (0, 1)
         capsys.readouterr()
         assert len(list(out.glob("*/*/summary.json"))) == len(problems), paper
+
+
+def test_a_word_that_a_spec_reads_as_a_value_names_its_axis_and_its_problem():
+    """`vary: {norm: [none, batch]}`: the spec reads none as None; the axis and a claim's where still find it."""
+    from initbench.plan.axes import Axis
+    from initbench.plan.claims import cell_attributes, select
+
+    axis = Axis("resnet", "norm", ("none", "batch"), {"depth": 8})
+    assert axis.value_of("resnet(depth=8, norm=None)", {}) == (True, "none")
+    assert axis.label("none") == "resnet[norm=none]"
+    cells = [cell_attributes("digits", f"resnet(depth=8, norm={n})", {}) for n in ("None", "batch")]
+    assert select(Claim("c", "fails", ("zeros",), (("norm", "none"),)), cells) == [0]

@@ -52,12 +52,28 @@ class Axis:
         None)."""
         name, params = parse_call(model_spec, "model")
         if self.setting:
-            value = settings.get(self.key)
+            value = self.declared(settings.get(self.key))
             return (name == self.model and params == dict(self.fixed) and value in self.values), value
         if name != self.model or self.key not in params:
             return False, None
-        value = params.pop(self.key)
+        value = self.declared(params.pop(self.key))
         return (value in self.values and params == dict(self.fixed)), value
+
+    def declared(self, value: Any) -> Any:
+        """A run's value as the axis declares it: the word a spec reads as a value (`none` is None, `true` True)
+        comes back as written."""
+        for v in self.values:
+            if isinstance(v, str) and v != value and spec_value(v) == value:
+                return v
+        return value
+
+
+def spec_value(word: str) -> Any:
+    """What a model spec reads `word` as (`none` -> None); the word itself where a spec could not read it."""
+    try:
+        return parse_call(f"v(v={word})", "model")[1]["v"]
+    except InitbenchError:
+        return word
 
 
 def model_entry(item: Any, path: Path | str) -> tuple[list[Any], Axis | None]:

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from initbench.errors import InitbenchError
+from initbench.plan.axes import spec_value
 from initbench.syntax import format_call, format_value, parse_call
 
 # The claim kinds and what each says (the first word of the claim is its kind's key).
@@ -66,9 +67,9 @@ class Claim:
         """The claim in words: `kaiming_normal better than xavier_normal (auc_val_acc) where depth=30`."""
         a, b = self.schemes[0], self.schemes[1] if len(self.schemes) > 1 else None
         if self.kind == "equivalent":
-            text = f"{a} equivalent to {b} within ±{self.margin:g} points"
+            text = f"{a} equivalent to {b} within ±{self.margin:g} accuracy points"
         elif self.kind == "not_worse":
-            text = f"{a} not worse than {b} by more than {self.margin:g} points"
+            text = f"{a} not worse than {b} by more than {self.margin:g} accuracy points"
         elif self.kind == "fails_sooner":
             text = f"{a} fails at a smaller {self.along} than {b}"
         elif self.kind in ("fails", "trains"):
@@ -226,5 +227,8 @@ def select(claim: Claim, cells: list[dict[str, Any]], label: str | None = None) 
 
 
 def _same(a: Any, b: Any) -> bool:
-    """A where value against a problem's: equal as values, or as their spelling (`norm: none` is None)."""
+    """A where value against a problem's: equal as values, as a spec reads the word (`norm: none` is None), or as
+    their spelling."""
+    if isinstance(a, str):
+        a = spec_value(a)
     return a == b or format_value(a) == format_value(b)

@@ -180,9 +180,10 @@ def _interval_word(j: _Judged, m: float) -> None:
     inside = (-m < lo and hi < m) if j.claim.kind == "equivalent" else lo > -m
     beyond = (lo >= m or hi <= -m) if j.claim.kind == "equivalent" else hi <= -m
     j.word = "supported" if inside else "contradicted" if beyond else "not shown"
-    j.why = (f"the 95% CI [{points(lo, True)}, {points(hi, True)}] points lies "
-             + ("inside" if inside else "beyond" if beyond else "across")
-             + (f" ±{m * 100:g}" if j.claim.kind == "equivalent" else f" -{m * 100:g}"))
+    where = (("inside", "beyond", "across") if j.claim.kind == "equivalent" else ("above", "wholly below", "across"))
+    bound = f"±{m * 100:g}" if j.claim.kind == "equivalent" else f"-{m * 100:g}"
+    j.why = (f"the 95% CI [{points(lo, True)}, {points(hi, True)}] lies "
+             f"{where[0] if inside else where[1] if beyond else where[2]} {bound} points")
 
 
 def _word(j: _Judged, p_holm: float, alpha: float, margin: float) -> None:
