@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow docs bench bench-executors results clean
+.PHONY: demo test test-slow docs bench bench-executors results papers clean
 
 # The main job on the offline default: the quickstart study (digits, both models, 10 schemes,
 # 10 seeds) trained from scratch into demo/, then ranked; prints where the report is.
@@ -57,6 +57,10 @@ $(FMNIST):
 $(CHROMIUM):
 	$(SUDO) apt-get install -y -q chromium || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q chromium)
+
+# The gallery of the init papers (experiments/papers), trained from scratch into results/papers; about 7 minutes.
+papers: $(STAMP)
+	sh scripts/papers.sh
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

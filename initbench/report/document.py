@@ -142,7 +142,7 @@ def _claims_blocks(study: Study) -> list[Block]:
     table = pd.DataFrame({"id": t["id"], "claim": t["claim"], "word": t["word"],
                           "numbers": [f"{n} ({w})" if n and w else n or w for n, w in zip(t["numbers"], t["why"],
                                                                                           strict=True)],
-                          "declared": [f"{d}, after the data" if a else d or "unknown"
+                          "declared": [f"{d}, after the data" if a else f"{d}, before the data" if d else "unknown"
                                        for d, a in zip(t["declared"], after, strict=True)]})
     blocks = [Block("h2", "Claims"),
               Block("p", "What the study said it would show, judged by the rules of the verdicts. **supported**: the "
