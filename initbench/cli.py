@@ -258,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "accuracy per problem); a value up to 1 is read as a fraction, the older form")
     p.add_argument("--claims", type=Path, default=None, metavar="FILE",
                    help="judge the claims of FILE (a claims: list, alone or in a sweep file) on these records instead "
-                        "of the ones the sweep file declared; they read as declared after the data")
+                        "of the ones the sweep file declared; those it did not declare read as declared after the data")
     options.add_out_option(p, None, "where to write the report (default: RESULTS_DIR)")
     p.add_argument("--wandb", action="store_true",
                    help="also log the ranking table, a bar chart and the plots as a W&B run (job_type report)")

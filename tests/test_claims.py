@@ -167,6 +167,10 @@ BAD = {
                    "metric 'loss': valid: val_acc_final"),
     "one id twice": ("- {id: a, fails: zeros, where: {depth: 1}}\n  - {id: a, fails: zeros, where: {depth: 2}}",
                      "claim a: the id is used twice"),
+    "along not a name": ("- {id: a, fails_sooner: zeros, than: kaiming_normal, along: [depth]}",
+                         "along names one key of the problems"),
+    "along not on every problem": ("- {id: a, fails_sooner: zeros, than: kaiming_normal, along: norm}",
+                                   "along 'norm': no problem that where picks has it"),
     "two bad claims": ("- {id: a, fails: lsuv, where: {depth: 1}}\n  - {id: b, fails: zeros, where: {depth: 9}}",
                        "2 bad claims: (1) claim a: lsuv"),
 }
@@ -269,3 +273,36 @@ def test_a_word_that_a_spec_reads_as_a_value_names_its_axis_and_its_problem():
     assert axis.label("none") == "resnet[norm=none]"
     cells = [cell_attributes("digits", f"resnet(depth=8, norm={n})", {}) for n in ("None", "batch")]
     assert select(Claim("c", "fails", ("zeros",), (("norm", "none"),)), cells) == [0]
+
+
+def test_a_trend_runs_along_the_axis_in_increasing_order_and_skips_values_without_both_schemes():
+    """Problems listed as separate models come in name order (depth=10 before depth=2): the trend sorts them by
+    value; a value where one scheme has no runs is left out, never tested on 0 runs."""
+    from initbench.plan.claims import cell_attributes, select
+
+    cells = [cell_attributes("digits", f"mlp(depth={d})", {}) for d in (10, 2, 30)]
+    claim = Claim("t", "fails_sooner", ("a", "b"), along="depth")
+    assert select(claim, cells) == [1, 0, 2]
+    dead = (np.full(6, 0.1), ["collapsed"] * 6)
+    runs = _runs({2: {"a": (BASE[:6], None), "b": (BASE[:6], None)}, 8: {"a": dead},
+                  16: {"a": dead, "b": (BASE[:6], None)}, 32: {"a": dead, "b": dead}})
+    runs = runs.assign(model=runs["model"].str.replace("width=32, ", ""))
+    row = _judge(runs, Claim("t", "fails_sooner", ("a", "b"), along="depth")).loc["t"]
+    assert "at depth 16" in row["failures_a"] and "depth 8 left out" in row["why"]
+    assert row["p_value"] == pytest.approx(2 / special.comb(12, 6)) and row["word"] == "supported"
+
+
+def test_a_claims_note_that_yaml_reads_as_a_date_is_stored_as_text(tmp_path):
+    path = tmp_path / "s.yaml"
+    path.write_text(_study("  - {id: a, fails: zeros, where: {depth: 1}, note: 2024-05-01}\n"))
+    (claim,) = load_sweep(path).claims
+    assert claim.source["note"] == "2024-05-01" and json.dumps(claim.source)
+
+
+def test_a_tuned_study_cannot_pick_a_problem_by_its_lr(tmp_path):
+    path = tmp_path / "s.yaml"
+    text = _study("  - {id: a, fails: zeros, where: {depth: 1, lr: 0.05}}\n").replace(
+        "train: {epochs: 1,", "tune: {lr: [0.01, 0.1], seeds: [100]}\ntrain: {epochs: 1,")
+    path.write_text(text)
+    with pytest.raises(InitbenchError, match="where names 'lr', which no problem has"):
+        load_sweep(path)

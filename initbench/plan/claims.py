@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -73,9 +74,7 @@ class Claim:
         elif self.kind == "fails_sooner":
             text = f"{a} fails at a smaller {self.along} than {b}"
         elif self.kind in ("fails", "trains"):
-            text = (f"{a} {self.kind}" + (f" more often than {b}" if self.kind == "fails" and b else "")
-                    + (f" where {b} fails" if self.kind == "trains" and b else "")
-                    + ("" if b else " (in most runs)"))
+            text = f"{a} {self.kind}" + (f" more often than {b}" if b else " (in most runs)")
         else:
             text = f"{a} {self.kind} than {b}"
         if self.metric:
@@ -180,14 +179,17 @@ def _claim(item: Any, index: int, spellings: dict[str, Any], cells: list[dict[st
         raise InitbenchError(f"{label}: metric {metric!r}: " + (f"valid: {', '.join(metrics)}" if kind in PAIRED
                                                                else "failure claims count failed runs, no metric"))
     along = item.get("along")
+    if along is not None and not isinstance(along, str):
+        raise InitbenchError(f"{label}: along names one key of the problems (e.g. along: depth), got {along!r}")
     if (along is None) != (kind != "fails_sooner"):
         raise InitbenchError(f"{label}: along: (the axis) goes with fails_sooner claims, and they need it")
     where = item.get("where") or {}
     if not isinstance(where, Mapping):
         raise InitbenchError(f"{label}: where must map keys to values, e.g. where: {{depth: 30}}")
     note = item.get("note", "")
+    source = json.loads(json.dumps(dict(item), default=str))  # as sweep.json stores it (a YAML date as its text)
     claim = Claim(name, kind, tuple(found), tuple(where.items()), float(margin), metric, along,
-                  str(note) if note is not None else "", dict(item))
+                  str(note) if note is not None else "", source)
     select(claim, cells, label)
     return claim
 
@@ -217,12 +219,17 @@ def select(claim: Claim, cells: list[dict[str, Any]], label: str | None = None) 
             raise InitbenchError(f"{label}: where picks {len(picked)} problems; tell them apart with "
                                  f"{' or '.join(differ) or 'where'}")
         return picked
-    if not any(claim.along in cells[i] for i in picked):
-        raise InitbenchError(f"{label}: along {claim.along!r} is not a key of the problems; valid: {', '.join(keys)}")
+    if not all(claim.along in cells[i] for i in picked):
+        problem = "no problem" if not any(claim.along in cells[i] for i in picked) else "not every problem"
+        raise InitbenchError(f"{label}: along {claim.along!r}: {problem} that where picks has it (narrow where to "
+                             f"the problems along it); keys: {', '.join(keys)}")
     values = [format_value(cells[i].get(claim.along)) for i in picked]
     if len(set(values)) < 2 or len(set(values)) != len(values):
         raise InitbenchError(f"{label}: along {claim.along} needs one problem per value, at two values or more "
                              f"(where picks {len(picked)} problems with {claim.along} = {', '.join(values)})")
+    numbers = [cells[i][claim.along] for i in picked]
+    if all(isinstance(v, int | float) and not isinstance(v, bool) for v in numbers):  # a trend runs upwards
+        picked = [i for _, i in sorted(zip(numbers, picked, strict=True))]
     return picked
 
 

@@ -247,7 +247,9 @@ def sweep_from_doc(doc: Any, path: Path, name: str | None = None, check: bool = 
         bad.check(registry.check_init, init)
     bad.refuse()
     defaults = setting_defaults()
-    cells = [cell_attributes(dataset, model, {**defaults, **shared, **m_over, **d_over})
+    tuned = {"lr"} if doc.get("tune") is not None else set()  # a tuned study's problems are not told apart by lr
+    cells = [cell_attributes(dataset, model, {k: v for k, v in {**defaults, **shared, **m_over, **d_over}.items()
+                                              if k not in tuned})
              for dataset, d_over in datasets for model, m_over in models]
     claims = parse_claims(doc.get("claims"), str(path), _entries(doc, "inits", path), cells, METRICS)
     seeds_doc = doc.get("seeds")

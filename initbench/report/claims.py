@@ -11,8 +11,9 @@
   against one half, the exact binomial test; two-sided, Holm-corrected over the claims, and the direction must agree.
 - fails_sooner: along the axis, the first value at which each scheme mostly fails; Fisher's exact test there.
 
-A scheme that failed in every run is judged like any other: its runs score as the ranking scores them (chance
-level), so its paired differences exist."""
+A scheme that failed in every run is judged like any other: its runs score as the ranking scores them (a collapsed
+run its accuracy, a diverged one chance level), so its paired differences exist; only runs that crashed (status
+`failed`) have no score, and a paired claim on a scheme whose every run crashed is not shown."""
 
 from __future__ import annotations
 
@@ -29,7 +30,7 @@ from scipy import stats
 from initbench.errors import InitbenchError
 from initbench.plan.claims import COUNTED, Claim, cell_attributes, select
 from initbench.report.answers import points
-from initbench.report.stats import FAILED_STATUSES, MIN_PAIRS, holm, paired_difference, scored
+from initbench.report.stats import FAILED_STATUSES, MIN_PAIRS, MOST, holm, paired_difference, scored
 from initbench.syntax import format_value
 
 WORDS = {
@@ -149,28 +150,31 @@ def _judge(claim: Claim, runs: pd.DataFrame, picked: list[str], metric: str, tes
 
 
 def _sooner(j: _Judged, runs: pd.DataFrame, picked: list[str], values: list[str], a: str, b: str) -> _Judged:
-    """A trend: the first value along the axis where each scheme mostly fails; Fisher's test at the earlier one."""
-    def first(init: str) -> int:
-        for i, problem in enumerate(picked):
-            failed, n = _counts(runs[runs["problem"] == problem], init)
-            if n and failed / n >= 0.5:
-                return i
-        return len(picked)
+    """A trend: the first value along the axis where each scheme mostly fails (more than half its runs), among the
+    values where both have runs; Fisher's exact test at the earlier of the two."""
+    counts = [(_counts(runs[runs["problem"] == p], a), _counts(runs[runs["problem"] == p], b)) for p in picked]
+    both = [i for i, ((_, na), (_, nb)) in enumerate(counts) if na and nb]
+    missing = [values[i] for i in range(len(picked)) if i not in both]
 
-    at_a, at_b = first(a), first(b)
+    def first(k: int) -> int:
+        return next((i for i in both if counts[i][k][0] / counts[i][k][1] > MOST), len(picked))
+
+    at_a, at_b = first(0), first(1)
     along = j.claim.along
     j.test = f"Fisher's exact test on the failure counts at the first {along} where one of the two mostly fails"
     j.failures = tuple(f"mostly fails from {along} {values[i]}" if i < len(picked) else "never mostly fails"
                        for i in (at_a, at_b))
+    gaps = f" ({along} {', '.join(missing)} left out: not both schemes have runs there)" if missing else ""
     if at_a == at_b:
-        j.why = f"both mostly fail first at {along} {values[at_a]}" if at_a < len(picked) else "neither mostly fails"
+        j.why = (f"both mostly fail first at {along} {values[at_a]}" if at_a < len(picked)
+                 else "neither mostly fails") + gaps
         return j
     at = min(at_a, at_b)
-    here = runs[runs["problem"] == picked[at]]
-    (fa, na), (fb, nb) = _counts(here, a), _counts(here, b)
+    (fa, na), (fb, nb) = counts[at]
     j.p = float(stats.fisher_exact([[fa, na - fa], [fb, nb - fb]]).pvalue)
-    j.direction = float(np.sign(fa / na - fb / nb)) if na and nb else 0.0
+    j.direction = float(np.sign(fa / na - fb / nb))
     j.failures = (f"{fa}/{na} at {along} {values[at]}, {j.failures[0]}", f"{fb}/{nb}, {j.failures[1]}")
+    j.why = gaps.strip(" ()")
     return j
 
 
@@ -194,15 +198,15 @@ def _word(j: _Judged, p_holm: float, alpha: float, margin: float) -> None:
         lo, hi = -hi, -lo
     paired = j.claim.kind in ("better", "worse")
     if p_holm < alpha and j.direction > 0 and (not paired or lo > 0):
-        j.word, j.why = "supported", "in the claimed direction"
+        j.word, why = "supported", "in the claimed direction"
     elif p_holm < alpha and j.direction < 0 and (not paired or hi < 0):
-        j.word, j.why = "contradicted", "in the other direction"
+        j.word, why = "contradicted", "in the other direction"
     elif paired and p_holm >= alpha and -margin < lo and hi < margin:
-        j.word = "contradicted"
-        j.why = f"no difference: the 95% CI lies inside ±{margin * 100:g} points"
+        j.word, why = "contradicted", f"no difference: the 95% CI lies inside ±{margin * 100:g} points"
     else:
-        j.why = (f"p_holm not below {alpha:g}" if p_holm >= alpha else
-                 "the test and the 95% CI of the mean difference disagree")
+        why = (f"p_holm not below {alpha:g}" if p_holm >= alpha else
+               "the test and the 95% CI of the mean difference disagree")
+    j.why = "; ".join(x for x in (why, j.why) if x)
 
 
 def _numbers(j: _Judged) -> str:
@@ -257,6 +261,8 @@ def read_claims(path: Any, runs: pd.DataFrame, order: list[str], inits: list[str
         raise InitbenchError(f"the claims file {path} is not YAML: {str(exc).splitlines()[0]}") from None
     if not isinstance(doc, dict) or "claims" not in doc:
         raise InitbenchError(f"the claims file {path} must be a mapping with a claims: list (a sweep file's block)")
+    if not doc["claims"]:
+        raise InitbenchError(f"the claims file {path} lists no claims under claims:")
     return parse_claims(doc["claims"], str(path), inits, cells_of(runs, order)[1], METRICS)
 
 

@@ -13,7 +13,7 @@ import pandas as pd
 
 from initbench.plan.axes import Axis
 from initbench.report.answers import POINTS, names
-from initbench.report.stats import Ranking
+from initbench.report.stats import MOST, Ranking
 
 COLUMNS = ["axis", "value", "problem", "init", "n", "mean", "ci_low", "ci_high", "failure_rate", "verdict", "delta",
            "delta_ci_low", "delta_ci_high", "p_holm", "reference"]
@@ -51,7 +51,7 @@ def first_failures(table: pd.DataFrame, axis: Axis) -> dict[str, Any]:
     """Per scheme, the first value (in the axis's order) at which most of its runs failed; None: none did."""
     rows = table[table["axis"] == axis.name]
     return {init: next((v for v in axis.values if (g["value"] == v).any()
-                        and g.loc[g["value"] == v, "failure_rate"].iloc[0] > 0.5), None)
+                        and g.loc[g["value"] == v, "failure_rate"].iloc[0] > MOST), None)
             for init, g in rows.groupby("init", sort=False)}
 
 

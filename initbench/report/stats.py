@@ -30,6 +30,7 @@ ALPHA = 0.05
 MARGIN_POINTS = 0.5  # equivalence margin, in accuracy points (0.5 points = 0.005)
 LEVEL = 0.95
 FAILED_STATUSES = ("diverged", "collapsed", "failed")
+MOST = 0.5  # "most runs fail": a failure rate above this (the scaling section's words and the claims' trends)
 MIN_PAIRS = 3  # fewer paired seeds than this: always inconclusive (a zero spread is no certainty)
 VERDICTS = {
     "best": "the reference: the best scheme by the ranking metric (chosen from these runs)",
