@@ -7,7 +7,7 @@ FMNIST := /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
 CHROMIUM := /usr/bin/chromium
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test test-slow docs bench bench-executors results papers clean
+.PHONY: demo test test-slow docs bench bench-executors results papers gpu-check clean
 
 # The main job on the offline default: the quickstart study (digits, both models, 10 schemes,
 # 10 seeds) trained from scratch into demo/, then ranked; prints where the report is.
@@ -61,6 +61,12 @@ $(CHROMIUM):
 # The gallery of the init papers (experiments/papers), trained from scratch into results/papers; about 7 minutes.
 papers: $(STAMP)
 	sh scripts/papers.sh
+
+# On a machine with CUDA: the GPU path checked and measured from the source tree with the machine's own python3 (no
+# venv, no installs), under 8 minutes; prints one Markdown table for the README. The suite runs its CPU form
+# (python3 scripts/gpu_check.py --cpu).
+gpu-check:
+	python3 scripts/gpu_check.py
 
 clean:
 	rm -rf $(VENV) build site *.egg-info

@@ -40,7 +40,9 @@ class TensorBatches:
         return -(-self.steps_per_epoch // self.steps)
 
     def _order(self, epoch: int) -> Tensor:
-        return torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        """The epoch's order, drawn on the CPU whatever device the data is on (the same order everywhere)."""
+        order = torch.randperm(len(self.y), generator=torch.Generator().manual_seed(self.seed * 100_003 + epoch))
+        return order.to(self.y.device)
 
     def first(self) -> tuple[Tensor, Tensor]:
         """The first batch of the first epoch (what training starts on), without gathering the epoch."""
@@ -97,8 +99,19 @@ class TensorDataModule(L.LightningDataModule):
         self._ready = False
 
     def setup(self, stage: str | None = None) -> None:
-        if self._ready:
-            return
+        if not self._ready:
+            self._decode()
+        trainer = getattr(self, "trainer", None)
+        device = trainer.strategy.root_device if trainer is not None else None
+        if device is not None and device.type != "cpu" and self.x_train.device != device:
+            self.to_device(device)
+
+    def to_device(self, device: torch.device) -> None:
+        """Every split moved to `device` once, for the whole run (no host-to-device copy per batch on a GPU)."""
+        for name in ("x_train", "y_train", "x_val", "y_val", "x_test", "y_test", "mean", "std"):
+            setattr(self, name, getattr(self, name).to(device))
+
+    def _decode(self) -> None:
         d = decode(self.name, self.data_dir, self.download)
         check_limits(self.name, d, self.val_fraction, self.limits, self.batch_size)
         perm = torch.randperm(len(d.y_train), generator=torch.Generator().manual_seed(self.split_seed))

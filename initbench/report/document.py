@@ -338,7 +338,8 @@ CSS = """body{font-family:system-ui,sans-serif;max-width:1360px;margin:2em auto;
 line-height:1.45}
 .scroll{overflow-x:auto;max-width:100%;margin:.5em 0 1.5em}table{border-collapse:collapse;font-size:12.5px}
 td,th{border:1px solid #ccc;padding:3px 6px;text-align:right;white-space:nowrap}th{background:#f3f3f3;position:sticky;
-top:0}td.t{text-align:left;white-space:normal;min-width:6em;max-width:40em}tr.v-best td,tr.v-baseline td{background:#e4e4e4;font-weight:600}
+top:0}td.t{text-align:left;white-space:normal;min-width:6em;max-width:40em}
+tr.v-best td,tr.v-baseline td{background:#e4e4e4;font-weight:600}
 tr.v-better td{background:#d9f0d3}tr.v-worse td{background:#fbe0dc}tr.v-equivalent td{background:#dde8f6}
 tr.v-failed td{color:#999}.note{background:#fff6d6;border-left:4px solid #e0b000;padding:.4em .8em}
 img{max-width:100%;margin:.5em 0;display:block}pre{background:#f6f6f6;padding:.8em;overflow:auto;font-size:12px}
