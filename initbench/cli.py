@@ -87,6 +87,9 @@ def _bench(args: argparse.Namespace) -> None:
 
 
 def _sweep(args: argparse.Namespace) -> int:
+    from initbench.execute.resources import check_executor
+
+    check_executor(args.executor, args.address, args.cpus_per_task, args.gpus_per_task)  # before torch loads
     from initbench.execute.local import completed, dry_run, execute, progress_text
     from initbench.plan.sweep import load_sweep, parse_shard
 

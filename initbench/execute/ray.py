@@ -8,6 +8,7 @@ that trained the run, under the same results path (`wandb sync` them from there)
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import socket
@@ -25,25 +26,34 @@ RETRIES = 3  # a task whose worker process or node dies is run again this many t
 CONNECT_TIMEOUT_S = 5.0
 
 
+NO_RAY = "--executor ray needs Ray, which is not installed: pip install 'initbench[ray]'"
+
+
 def check_ray(address: str | None = None) -> None:
     """Ray is an optional extra: say how to get it when it is missing. Joining a cluster (`address`) with a token
     found here, Ray's client is put in token mode first: Ray reads its mode when it is imported."""
+    if address is not None and address != "auto":
+        _address_form(address)
     if address is not None and token_source() and "RAY_AUTH_MODE" not in os.environ:
         os.environ["RAY_AUTH_MODE"] = "token"  # as ray.init("auto") does on the head; a cluster without auth accepts it
-    try:
-        import ray  # noqa: F401
-    except ImportError:
-        raise InitbenchError("--executor ray needs Ray, which is not installed: pip install 'initbench[ray]'") from None
+    if importlib.util.find_spec("ray") is None:  # found, not imported: these checks answer in a blink
+        raise InitbenchError(NO_RAY)
 
 
-def _reachable(address: str) -> None:
-    """A one-line error for an address nobody answers at, before Ray's own long retries."""
+def _address_form(address: str) -> tuple[str, int]:
+    """HOST and PORT of a `--address`, or a one-line error."""
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit():
         raise InitbenchError(f"--address must be HOST:PORT (the head node's GCS address, e.g. 10.0.0.5:6379) or "
                              f"auto, got {address!r}")
+    return host, int(port)
+
+
+def _reachable(address: str) -> None:
+    """A one-line error for an address nobody answers at, before Ray's own long retries."""
+    host, port = _address_form(address)
     try:
-        socket.create_connection((host, int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
         raise InitbenchError(f"no Ray cluster answers at {address}: {exc.strerror or exc}; start one with `ray start "
                              "--head` there, or leave out --address for a local Ray on this machine") from None
@@ -112,9 +122,18 @@ def connect(address: str | None, cpus_per_task: float, gpus_per_task: float,
     """Join the cluster at `address` (`auto`: the one `ray start` made on this machine), or start a local Ray on
     this machine's cores; check that some node can give a task what it asks for (`named`: where the CPUs and GPUs
     asked for were given). Returns the disconnect."""
-    import ray
-    from ray.exceptions import RayError
+    try:
+        import ray
+        from ray.exceptions import RayError
+    except ImportError:  # installed but broken, or shadowed
+        raise InitbenchError(NO_RAY) from None
 
+    no_gpu = f"{named[1]} {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train on CPUs"
+    if address is None and gpus_per_task > 0:  # a local Ray has this machine's GPUs: none, said before it starts
+        import torch
+
+        if not torch.cuda.is_available():
+            raise InitbenchError(no_gpu)
     if address is None:
         try:
             ray.init(address="local", num_cpus=cores(), include_dashboard=False, log_to_driver=False,
@@ -126,8 +145,7 @@ def connect(address: str | None, cpus_per_task: float, gpus_per_task: float,
     gpus = ray.cluster_resources().get("GPU", 0)
     if gpus_per_task > 0 and gpus == 0:
         ray.shutdown()
-        raise InitbenchError(f"{named[1]} {gpus_per_task:g}: the Ray cluster has no GPU; leave it out to train "
-                             "on CPUs")
+        raise InitbenchError(no_gpu)
     most = max((node["Resources"].get("CPU", 0) for node in ray.nodes() if node.get("Alive")), default=0)
     if cpus_per_task > most:  # Ray would wait for such a node for ever
         ray.shutdown()
