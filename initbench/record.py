@@ -86,20 +86,20 @@ def declare_claims(out: Path, claims: Any) -> list[dict[str, Any]]:
     records already existed then (`after_data`). A claim the study file already holds, the same id and the same
     words, keeps its first declaration; a new or changed one is declared now."""
     try:
-        before = {c.get("id"): c for c in read_study(out).get("claims") or [] if isinstance(c, dict)}
+        study = read_study(out)
     except (OSError, ValueError):
-        before = {}
+        study = {}
     after_data = any(Path(out).glob(f"*/*/{SUMMARY}"))
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    declared = []
-    for claim in claims:
-        source = json.loads(json.dumps(claim.source))
-        old = before.get(claim.id)
-        if old is not None and old.get("claim") == source:
-            declared.append(old)
-        else:
-            declared.append({"id": claim.id, "claim": source, "declared": now, "after_data": after_data})
-    return declared
+    return [stored_claim(study, claim) or {"id": claim.id, "claim": claim.source, "declared": now,
+                                           "after_data": after_data} for claim in claims]
+
+
+def stored_claim(study: dict[str, Any], claim: Any) -> dict[str, Any] | None:
+    """The study file's entry for `claim` when it holds it unchanged (the same id and the same words as written:
+    a claim's source is already what JSON stores), else None."""
+    return next((c for c in study.get("claims") or [] if isinstance(c, dict) and c.get("id") == claim.id
+                 and c.get("claim") == claim.source), None)
 
 
 def read_study(results_dir: Path) -> dict[str, Any]:

@@ -77,12 +77,13 @@ def judge(claims: tuple[Claim, ...], runs: pd.DataFrame, order: list[str], metri
     for claim in claims:
         claim = dataclasses.replace(claim, schemes=tuple(map(display_init, claim.schemes)))  # as the runs name them
         try:
-            picked = [problems[i] for i in select(claim, cells)]
+            chosen = select(claim, cells)
         except InitbenchError as exc:
             judged.append(_Judged(claim, "", why=str(exc)))
             continue
+        picked = [problems[i] for i in chosen]
         here = runs[runs["problem"].isin(picked)]
-        values = [format_value(cells[problems.index(p)].get(claim.along)) for p in picked] if claim.along else []
+        values = [format_value(cells[i].get(claim.along)) for i in chosen] if claim.along else []
         judged.append(_judge(claim, here, picked, claim.metric or metric, test, margin, values))
     tested = [j for j in judged if not math.isnan(j.p)]
     for j, p_holm in zip(tested, holm([j.p for j in tested]) if tested else [], strict=True):
@@ -233,14 +234,13 @@ def study_claims(settings: dict[str, Any], study_file: dict[str, Any], claims: t
         from initbench.plan.sweep import sweep_from_doc
 
         claims = sweep_from_doc(settings, "sweep.json", check=False).claims
-    stored = {c.get("id"): c for c in study_file.get("claims") or [] if isinstance(c, dict)}
+    from initbench.record import stored_claim
+
     declared = {}
     for claim in claims:
-        old = stored.get(claim.id)
-        if old is not None and old.get("claim") == json.loads(json.dumps(claim.source)):
-            declared[claim.id] = {"declared": old.get("declared", ""), "after_data": old.get("after_data")}
-        else:
-            declared[claim.id] = {"declared": "at report time", "after_data": True}
+        old = stored_claim(study_file, claim)
+        declared[claim.id] = ({"declared": old.get("declared", ""), "after_data": old.get("after_data")}
+                              if old is not None else {"declared": "at report time", "after_data": True})
     return claims, declared
 
 

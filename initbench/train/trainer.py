@@ -50,16 +50,14 @@ def make_trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any],
                              f"precision {spec.precision!r}): {message}") from None
 
 
-def deterministic_cudnn() -> str:
-    """cuDNN picks deterministic kernels and never by timing (benchmark off), so the same command on the same GPU
-    gives the same records; how a record says so (its device line)."""
-    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False
-    return "cudnn deterministic, benchmark off"
+# cuDNN picks deterministic kernels and never by timing (benchmark off), so the same command on the same GPU gives
+# the same records; a CUDA record's device line says so.
+CUDNN = "cudnn deterministic, benchmark off"
 
 
 def _trainer(spec: RunSpec, callbacks: list[L.Callback], loggers: list[Any], progress: bool,
              validate: bool) -> L.Trainer:
-    deterministic_cudnn()
+    torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = True, False  # CUDNN
     return L.Trainer(
         accelerator=spec.accelerator,
         devices=1,  # one device per run (validate() refuses more): on a multi-GPU machine "auto" would start DDP
@@ -87,7 +85,7 @@ def quiet_lightning() -> None:
 def device_name(trainer: L.Trainer) -> str:
     root = trainer.strategy.root_device
     if root.type == "cuda":
-        return f"cuda: {torch.cuda.get_device_name(root)} ({deterministic_cudnn()})"
+        return f"cuda: {torch.cuda.get_device_name(root)} ({CUDNN})"
     return f"{root.type}: {cpu_name()}"
 
 
