@@ -71,19 +71,29 @@ def _bench(args: argparse.Namespace) -> None:
                         ("--lockstep", args.lockstep)):  # refused before torch loads
         if value is not None and value < 1:
             raise InitbenchError(f"{flag} must be at least 1, got {value}")
+    if args.fixed_cost and args.lockstep is not None:
+        raise InitbenchError("--fixed-cost and --lockstep measure different things; give one")
+    dataset = args.dataset or ("digits" if args.fixed_cost else "fashion-mnist")
+    models = args.models or (["mlp", "simplecnn"] if args.fixed_cost else ["mlp", "simplecnn", DEEP_MLP])
     from initbench.bench import bench, format_rows
 
+    if args.fixed_cost:
+        from initbench.bench import fixed_cost, format_fixed
+
+        rows = [fixed_cost(model, dataset, args.repeats, args.batch_size, args.data_dir) for model in models]
+        print(format_fixed(rows, dataset, args.repeats, args.batch_size))
+        return
     if args.lockstep is not None:
         from initbench.bench import DEFAULT_STEPS, bench_lockstep, format_lockstep
 
-        for model in args.models:
-            row = bench_lockstep(model, args.dataset, args.lockstep, args.steps or DEFAULT_STEPS.get(model, 300) // 5,
+        for model in models:
+            row = bench_lockstep(model, dataset, args.lockstep, args.steps or DEFAULT_STEPS.get(model, 300) // 5,
                                  args.repeats, args.batch_size, args.accelerator, args.data_dir)
-            print(format_lockstep(row, args.dataset, args.repeats, args.batch_size))
+            print(format_lockstep(row, dataset, args.repeats, args.batch_size))
         return
-    rows = bench(args.models, args.dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
+    rows = bench(models, dataset, args.steps, args.repeats, args.batch_size, args.accelerator,
                  args.data_dir)
-    print(format_rows(rows, args.dataset, args.repeats, args.batch_size))
+    print(format_rows(rows, dataset, args.repeats, args.batch_size))
 
 
 def _sweep(args: argparse.Namespace) -> int:
@@ -308,9 +318,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_probe)
 
     p = sub.add_parser("bench", help="training throughput: initbench vs a plain PyTorch loop, same process")
-    p.add_argument("--models", nargs="+", default=["mlp", "simplecnn", DEEP_MLP],
-                   help=f"models to measure (default: mlp simplecnn '{DEEP_MLP}')")
-    p.add_argument("--dataset", default="fashion-mnist", help="dataset (default: fashion-mnist)")
+    p.add_argument("--models", nargs="+", default=None,
+                   help=f"models to measure (default: mlp simplecnn '{DEEP_MLP}'; mlp simplecnn with --fixed-cost)")
+    p.add_argument("--dataset", default=None, help="dataset (default: fashion-mnist; digits with --fixed-cost)")
     p.add_argument("--steps", type=int, default=None, help="steps per measurement (default: 1000 mlp, 150 simplecnn, "
                    "300 the deep mlp and other models)")
     p.add_argument("--repeats", type=int, default=5,
@@ -318,6 +328,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lockstep", type=int, default=None, metavar="K",
                    help="instead: K runs of each model trained in lockstep against the same K one by one, and the "
                         "speedup")
+    p.add_argument("--fixed-cost", action="store_true",
+                   help="instead: what a whole run costs beyond its epochs (set-up, step-0 validation and "
+                        "diagnostics, test pass, record), from runs of two lengths timed interleaved")
     options.add_batch_size_option(p)
     p.add_argument("--accelerator", default="auto", help="auto, cpu, gpu, ... (default: auto)")
     options.add_data_options(p, download=False)

@@ -96,6 +96,7 @@ def test_sweep_refuses_the_whole_grid_before_the_first_run(case, capsys, tmp_pat
     (["list", "inits", "zzz*"], "no init matches 'zzz*'; valid: constant"),
     (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
+    (["bench", "--fixed-cost", "--lockstep", "4"], "--fixed-cost and --lockstep measure different things; give one"),
     (["report", "results/quickstart", "--target", "-1"],
      "--target is a validation accuracy in points, (0, 100], got -1.0"),
     (["report", "results/quickstart", "--margin", "-1"], "--margin is in accuracy points, 0 to 100, got -1.0"),
