@@ -123,19 +123,21 @@ class StackedClassifier(SteppedModule):
         Each way first stores the stacked parameters in the memory layout their gradients arrive in (found by one
         forward and backward pass on a real batch)."""
         errors, layouts = [], {}
-        for mode in LOCKSTEP_MODES:  # one vmap over the members, or member by member
-            self.mode = mode
+        preferred = rule_mode(self.base[0], tuple(x.shape[1:]), x.device) if wanted == "auto" else wanted
+        for mode in LOCKSTEP_MODES:  # one vmap over the members, or member by member; in this order, up to the one
+            self.mode = mode         # wanted (a later way is tried only where no earlier one could run)
             try:
                 layouts[mode] = self._arrival_layouts(x, y)
                 self._relayout(layouts[mode])
             except Exception as exc:
                 errors.append(f"{mode}: {type(exc).__name__}: {exc}")
+            if preferred in layouts:
+                break
         for p in self.stacked:
             p.grad = None
         if not layouts:
             raise LockstepFailed("; ".join(errors))
         self._layouts = layouts
-        preferred = rule_mode(self.base[0], tuple(x.shape[1:]), x.device) if wanted == "auto" else wanted
         self.use(preferred if preferred in layouts else next(iter(layouts)))
         return self.mode
 
