@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import math
 import statistics
 import tempfile
@@ -214,8 +215,10 @@ def group_flops(members: list[Prepared], device: torch.device) -> int:
     return counter.get_total_flops()
 
 
+@functools.cache
 def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
-    """FLOP/s of this device's best float32 n x n matrix product, measured now (the best of `repeats`)."""
+    """FLOP/s of this device's best float32 n x n matrix product, measured now (the best of `repeats`; once per
+    process and device: the groups of one command share the figure)."""
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = math.inf
     for _ in range(repeats + 1):
@@ -263,6 +266,45 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
             "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
             "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
             "device": device.type, "mode": mode, "step_flops": flops, "matmul_peak": matmul_peak(device)}
+
+
+def compile_gain(model: str, dataset: str, k: int, steps: int, repeats: int, accelerator: str,
+                 backend: str = "inductor", data_dir: Path | None = None) -> dict[str, Any]:
+    """A lockstep group's forward and backward pass (the arithmetic a compiler could fuse; the optimizer step is the
+    same either way) eager and through `torch.compile(backend=...)`, `steps` passes each, interleaved after both are
+    warm (the compile itself not counted): whether compiling the group's step would pay on this device."""
+    from initbench.train.lockstep import StackedClassifier
+
+    members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
+                               init_seed=i, accelerator=accelerator), data_dir, diagnose=False) for i in range(k)]
+    spec, data = members[0].spec, members[0].data
+    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
+                               lambda *a: None).to(device)
+    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+    mode = module.choose_mode(x, y)
+    compiled = torch.compile(module.logits, backend=backend)
+
+    def passes(logits: Callable[[torch.Tensor], torch.Tensor], n: int) -> float:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        for _ in range(n):
+            module._member_losses(logits(x), y).sum().backward()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start
+
+    start = time.perf_counter()
+    passes(compiled, 3)
+    compile_s = time.perf_counter() - start
+    passes(module.logits, 3)
+    eager, fused, ratios = pooled(abba(lambda tag: passes(module.logits, steps), lambda tag: passes(compiled, steps),
+                                       repeats))
+    return {"model": model, "k": k, "steps": steps, "mode": mode, "backend": backend, "device": device.type,
+            "eager_s": statistics.median(eager), "compiled_s": statistics.median(fused),
+            "gain": 1 / statistics.median(ratios), "compile_s": compile_s}
 
 
 def format_lockstep(row: dict[str, Any], dataset: str, repeats: int, batch_size: int) -> str:

@@ -3,6 +3,7 @@
 import hashlib
 import os
 import pickle
+import shutil
 import struct
 import tempfile
 from pathlib import Path
@@ -14,13 +15,18 @@ from torchvision.datasets import CIFAR10
 
 from initbench.spec import RunSpec
 
-# Never touch the user's cache; each test session gets its own data folder.
-os.environ["INITBENCH_DATA_DIR"] = tempfile.mkdtemp(prefix="initbench-data-")
+# Never touch the user's cache; each test session gets its own data folder, removed when the session ends.
+DATA_DIR = tempfile.mkdtemp(prefix="initbench-data-")
+os.environ["INITBENCH_DATA_DIR"] = DATA_DIR
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
 torch.set_num_threads(min(2, torch.get_num_threads()))
 
 FASHION_MNIST_DEBIAN = Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    shutil.rmtree(DATA_DIR, ignore_errors=True)
 
 
 def tiny(**overrides) -> RunSpec:
