@@ -2,7 +2,8 @@
 the machine already has (no pip, no venv: the repository root goes on the import path). Prints one Markdown table
 ready for the README: the `gpu` tests, training throughput through initbench against the plain PyTorch loop (MLP
 and SimpleCNN on CIFAR-shaped tensors), and lockstep groups (MLP x12 and x60, SimpleCNN x16) against the same runs
-one by one, with the device, peak memory and the bound the device's matmul peak puts on any lockstep speedup.
+one by one, with the device, peak memory and the bound the device's matmul peak puts on any lockstep speedup; and
+whether torch.compile speeds up a large group's step (the engine adopts it only where this row shows a gain).
 
     python3 scripts/gpu_check.py          # on a machine with CUDA, under 8 minutes
     python3 scripts/gpu_check.py --cpu    # the same at toy sizes on the CPU, skipping what needs CUDA (the suite
@@ -35,6 +36,10 @@ SIZES = {"gpu": {"bench_steps": {"mlp": 1000, "simplecnn": 300}, "repeats": 3, "
                  "lockstep_repeats": 1},
          "cpu": {"bench_steps": {"mlp": 20, "simplecnn": 4}, "repeats": 1, "lockstep_steps": 4,
                  "lockstep_repeats": 1}}
+# torch.compile on a large group's step (model, K, passes, backend): kept in the engine only if this shows a gain. The
+# CPU form traces the same step with the eager backend (no C++ compiler needed), so the code path cannot rot.
+COMPILE_GAIN = 1.05  # a gain beyond the noise of one interleaved measurement
+COMPILE = {"gpu": ("simplecnn", 16, 100, "inductor"), "cpu": ("mlp", 3, 4, "eager")}
 RATIO_TARGET = 0.95
 
 
@@ -70,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["GPU_CHECK_SMALL"] = "1"
     import torch
 
-    from initbench.bench import bench, bench_lockstep
+    from initbench.bench import bench, bench_lockstep, compile_gain
     from initbench.train.trainer import use_threads
 
     kind = "cpu" if args.cpu else "gpu"
@@ -108,6 +113,16 @@ def main(argv: list[str] | None = None) -> int:
                      f"{r['speedup']:.2f}x; {r['lockstep_s']:.2f} s against {r['sequential_s']:.2f} s{memory}; "
                      f"bound {bound:.1f}x", f">= {target:g}x" if target else "-",
                      "-" if target is None else "met" if r["speedup"] >= target else "below"))
+    model, k, passes, backend = COMPILE[kind]
+    try:
+        r = compile_gain(model, DATASET, k, passes, sizes["lockstep_repeats"] + 1, accelerator, backend)
+        figure = (f"{r['gain']:.2f}x; {r['compiled_s']:.3f} s against {r['eager_s']:.3f} s; compiling took "
+                  f"{r['compile_s']:.0f} s")
+        verdict = "gain" if r["gain"] >= COMPILE_GAIN else "no gain"
+    except Exception as exc:  # a compiler that cannot take the step is a finding, not a crash of the check
+        figure, verdict = f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:120]}", "no gain"
+    rows.append((f"{model} x{k} lockstep forward and backward, torch.compile ({backend}) / eager ({passes} passes)",
+                 figure, f">= {COMPILE_GAIN}x to adopt it", verdict))
     when = datetime.date.today().isoformat()
     torch_version = torch.__version__
     print(f"GPU check, {when}: {device}, torch {torch_version}"

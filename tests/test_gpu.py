@@ -1,12 +1,15 @@
 """The GPU code paths, each test run on the CPU in every suite (so it cannot rot between GPU loans) and on CUDA with
 `pytest -m gpu` (make gpu-check; never in CI, which has no GPU): a run, a divergence, a lockstep group in vmap mode
-with a diverging member, bf16-mixed, two identical runs bit-equal, a sweep with a tuning stage."""
+with a diverging member, bf16-mixed, two identical runs bit-equal, a sweep with a tuning stage, no host reads of the
+device's values beyond the logged points."""
 
+import dataclasses
 import json
 import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -108,6 +111,54 @@ def test_a_sweep_with_a_tuning_stage(accelerator, tmp_path, capsys):
     assert len(list(Path(out).glob("*/*/summary.json"))) == 4 + 4  # 2 inits x 2 lrs to tune, 2 x 2 seeds
 
 
+class HostReads(torch.overrides.TorchFunctionMode):
+    """Counts every read of a tensor's value by the host (item, tolist, bool, float, int, numpy): on CUDA each one waits
+    for the device."""
+
+    READS = frozenset({torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
+             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        self.count += func in self.READS
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("engine", ["sequential", "lockstep"])
+@pytest.mark.parametrize("accelerator", DEVICES)
+def test_training_reads_from_the_device_only_where_it_logs(accelerator, engine, tmp_path):
+    """The same run for 6 and for 14 steps, logged at step 0 and at the last step only (validation too): the host
+    reads tensor values as often in both, so no training step, evaluation batch or norm reading waits for the device
+    (on CUDA, torch's sync debug mode counts the synchronizing calls too)."""
+    device = _device(accelerator)
+    counts = []
+    for steps in (6, 14):
+        spec = RunSpec(dataset="digits", model="simplecnn(channels=[4, 8], fc=[16])", epochs=1, max_steps=steps,
+                       batch_size=16, limit_train=256, limit_val=64, limit_test=64, log_every=100,
+                       accelerator=accelerator)
+        out = tmp_path / f"{steps}"
+        with warnings.catch_warnings(record=True) as caught, HostReads() as reads:
+            warnings.simplefilter("always")
+            if device == "cuda":
+                torch.cuda.set_sync_debug_mode("warn")
+            try:
+                if engine == "lockstep":
+                    group = [spec, dataclasses.replace(spec, init="orthogonal")]
+                    ((_, _, summary, _), _) = claim_and_run_group(group, out, progress=False)
+                else:
+                    _, summary = run(spec, out, progress=False)
+            finally:
+                if device == "cuda":
+                    torch.cuda.set_sync_debug_mode("default")
+        assert summary["steps"] == steps
+        syncs = sum("synchroniz" in str(w.message) for w in caught)
+        counts.append((reads.count, syncs))
+    assert counts[0][0] > 0 and counts[0] == counts[1], counts
+
+
 def test_the_gpu_check_runs_in_its_cpu_form():
     """make gpu-check's script at toy sizes on the CPU, as a fresh process from the source tree: its table has every
     row, each with a figure."""
@@ -121,6 +172,7 @@ def test_the_gpu_check_runs_in_its_cpu_form():
         "| `pytest -m gpu`", "| mlp: initbench / plain loop (20 steps, batch 128)",
         "| simplecnn: initbench / plain loop (4 steps, batch 128)",
         "| mlp x3 in lockstep (vmap) / one by one (4 steps)",
-        "| simplecnn x2 in lockstep (loop) / one by one (4 steps)"]
+        "| simplecnn x2 in lockstep (loop) / one by one (4 steps)",
+        "| mlp x3 lockstep forward and backward, torch.compile (eager) / eager (4 passes)"]
     assert all(re.search(r"\d", r.split(" | ")[1]) for r in rows[1:])
-    assert "skipped: needs CUDA" in rows[0]
+    assert "skipped: needs CUDA" in rows[0] and "failed" not in rows[-1]
