@@ -41,6 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     existing = RunRecord(record_dir(spec, args.out))
     if existing.complete and not args.force:  # nothing to train: answered without loading torch
         return tell_run(args.out, spec, existing.path, existing.summary(), "done")
+    spec.validate()  # the checks that need torch or the user's code, before Lightning loads
     from initbench.execute.units import claim_and_run, refuse_busy
     from initbench.train.trainer import use_threads
 
