@@ -234,9 +234,10 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
 
 
 def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, batch_size: int, accelerator: str,
-                   data_dir: Path | None = None) -> dict[str, Any]:
+                   data_dir: Path | None = None, peak_size: int = 2048) -> dict[str, Any]:
     """K runs of one model (different inits) trained in lockstep and the same K one after another through
-    initbench, interleaved; the speedup is the ratio of their wall times for the same steps."""
+    initbench, interleaved; the speedup is the ratio of their wall times for the same steps (the device's matmul
+    peak, which bounds it, measured on peak_size x peak_size products)."""
     quiet_lightning()
     members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
                                init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
@@ -265,7 +266,8 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
     return {"model": model, "k": k, "steps": steps, "lockstep_s": statistics.median(together),
             "sequential_s": statistics.median(alone), "speedup": statistics.median(ratios),
             "speedup_min": ratios[0], "speedup_max": ratios[-1], "peak_mib": None if peak is None else peak / 2**20,
-            "device": device.type, "mode": mode, "step_flops": flops, "matmul_peak": matmul_peak(device)}
+            "device": device.type, "mode": mode, "step_flops": flops, "matmul_peak": matmul_peak(device, peak_size),
+            "peak_size": peak_size}
 
 
 def compile_gain(model: str, dataset: str, k: int, steps: int, repeats: int, accelerator: str,
@@ -327,6 +329,6 @@ def roofline(row: dict[str, Any]) -> str:
     floor = work / row["matmul_peak"]
     return (f"the group's matrix products: {row['step_flops'] / 1e9:.2f} GFLOP a step, run at "
             f"{work / row['lockstep_s'] / 1e9:.0f} GFLOP/s; this {row['device']}'s float32 matmul peak "
-            f"{row['matmul_peak'] / 1e9:.0f} GFLOP/s (2048x2048, measured now), at which they would take "
-            f"{floor:.2f} s: no lockstep engine could be more than {row['sequential_s'] / floor:.2f}x faster than "
-            "these sequential runs")
+            f"{row['matmul_peak'] / 1e9:.0f} GFLOP/s ({row['peak_size']}x{row['peak_size']}, measured now), at "
+            f"which they would take {floor:.2f} s: no lockstep engine could be more than "
+            f"{row['sequential_s'] / floor:.2f}x faster than these sequential runs")
