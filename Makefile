@@ -43,10 +43,11 @@ results: $(STAMP)
 
 # constraints.txt pins every package to the versions this project is tested with (torch 2.14.1 and
 # torchvision 0.29.1 come from this machine's local wheel store); pyproject.toml keeps ranges for users.
+# The packages' bytecode is compiled by compileall on every core, not by pip one file after another (the install takes
+# about 70 s instead of 87 s here); it must be there, as this machine sets PYTHONDONTWRITEBYTECODE (without it every
+# process compiles torch and Lightning again). A file it cannot compile (a package's own test data) is left as it is.
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	# The packages' bytecode is compiled by compileall on every core, not by pip one file after another (the install
-	# takes about 70 s instead of 87 s here); a file it cannot compile (a package's own test data) is left as it is.
 	$(PY) -m pip install -qq --disable-pip-version-check --no-compile -c constraints.txt -e '.[dev]'
 	$(PY) -m compileall -q -j 0 $(VENV)/lib > /dev/null || true
 	touch $@

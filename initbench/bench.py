@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from initbench.data import TensorBatches
+from initbench.errors import InitbenchError
 from initbench.record import RunRecord
 from initbench.spec import LOG_POINTS_PER_EPOCH, RunSpec
 from initbench.train.monitor import Throughput
@@ -108,36 +109,41 @@ def _bench_model(model: str, dataset: str, n_steps: int, repeats: int, batch_siz
             "device": str(device), "params": sum(q.numel() for q in prepared.module.model.parameters())}
 
 
-def run_seconds(spec: RunSpec, out: Path, data_dir: Path | None = None) -> float:
-    """Wall seconds of one whole run as `initbench run` trains it (set-up, step-0 diagnostics, validation, training,
-    test pass, record written), into a folder of its own."""
+def run_seconds(spec: RunSpec, out: Path, data_dir: Path | None = None) -> tuple[float, dict[str, Any]]:
+    """(wall seconds, summary) of one whole run as `initbench run` trains it (set-up, step-0 diagnostics, validation,
+    training, test pass, record written), into a folder of its own; a run that did not train to its end (it failed
+    or diverged) is an error: its time is not a run's."""
     from initbench.execute.units import claim_and_run
 
     start = time.perf_counter()
-    claim_and_run(spec, out, progress=False, data_dir=data_dir, download=False)
-    return time.perf_counter() - start
+    _, summary, outcome = claim_and_run(spec, out, progress=False, data_dir=data_dir, download=False)
+    seconds = time.perf_counter() - start
+    if outcome != "trained" or summary.get("status") not in ("ok", "collapsed"):
+        raise InitbenchError(f"{spec.model} on {spec.dataset} did not train to its end "
+                             f"({summary.get('status', outcome)}): no fixed cost to measure")
+    return seconds, summary
 
 
 FIXED_EPOCHS = (2, 6)  # the short and the long run of the fixed-cost measurement
 
 
-def fixed_cost(model: str, dataset: str, repeats: int, batch_size: int, data_dir: Path | None = None
-               ) -> dict[str, Any]:
+def fixed_cost(model: str, dataset: str, repeats: int, batch_size: int, accelerator: str = "auto",
+               data_dir: Path | None = None) -> dict[str, Any]:
     """What a run costs beyond its epochs: whole runs of FIXED_EPOCHS[0] and FIXED_EPOCHS[1] epochs (otherwise the
     same spec) timed interleaved; the line through them gives the cost of an epoch (its slope: training steps,
     logging, validation) and of a run of no epochs (its intercept: everything else, once per run)."""
     quiet_lightning()
-    short, long = (RunSpec(model=model, dataset=dataset, batch_size=batch_size, epochs=e) for e in FIXED_EPOCHS)
+    short, long = (RunSpec(model=model, dataset=dataset, batch_size=batch_size, epochs=e, accelerator=accelerator)
+                   for e in FIXED_EPOCHS)
     with tempfile.TemporaryDirectory() as tmp:
-        run_seconds(short, Path(tmp) / "warm", data_dir)  # imports, data cache, kernels
-        pairs = abba(lambda tag: run_seconds(short, Path(tmp) / tag, data_dir),
-                     lambda tag: run_seconds(long, Path(tmp) / tag, data_dir), repeats)
+        _, warm = run_seconds(short, Path(tmp) / "warm", data_dir)  # imports, data cache, kernels
+        pairs = abba(lambda tag: run_seconds(short, Path(tmp) / tag, data_dir)[0],
+                     lambda tag: run_seconds(long, Path(tmp) / tag, data_dir)[0], repeats)
     span = FIXED_EPOCHS[1] - FIXED_EPOCHS[0]
     epoch = sorted((sum(b) - sum(a)) / 2 / span for a, b in pairs)
     fixed = sorted(sum(a) / 2 - FIXED_EPOCHS[0] * (sum(b) - sum(a)) / 2 / span for a, b in pairs)
     return {"model": model, "fixed_s": statistics.median(fixed), "fixed_min": fixed[0], "fixed_max": fixed[-1],
-            "epoch_s": statistics.median(epoch), "steps_per_epoch": prepare(short, data_dir, False,
-                                                                           diagnose=False).data.steps_per_epoch}
+            "epoch_s": statistics.median(epoch), "steps_per_epoch": warm["steps"] // FIXED_EPOCHS[0]}
 
 
 def format_fixed(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_size: int) -> str:
@@ -146,12 +152,19 @@ def format_fixed(rows: list[dict[str, Any]], dataset: str, repeats: int, batch_s
     lines = [f"per-run fixed cost: whole runs on {dataset} (batch {batch_size}) of {short} and {long} epochs, "
              f"{repeats} interleaved repeats ({short}, {long}, {long}, {short}; medians), torch threads "
              f"{torch.get_num_threads()}; fixed = set-up, step-0 validation and diagnostics, test pass, record",
-             f"{'model':<{width}}{'fixed s/run':>12}{'range':>14}{'s/epoch':>9}{'steps/epoch':>13}"
+             f"{'model':<{width}}{'fixed s/run':>12}{'range':>16}{'s/epoch':>9}{'steps/epoch':>13}"
              f"{'fixed, in epochs':>18}"]
+    noisy = []
     for r in rows:
         spread = f"{r['fixed_min']:.3f}..{r['fixed_max']:.3f}"
-        lines.append(f"{r['model']:<{width}}{r['fixed_s']:>12.3f}{spread:>14}"
-                     f"{r['epoch_s']:>9.3f}{r['steps_per_epoch']:>13}{r['fixed_s'] / r['epoch_s']:>18.1f}")
+        in_epochs = f"{r['fixed_s'] / r['epoch_s']:.1f}" if r["epoch_s"] > 0 else "-"
+        lines.append(f"{r['model']:<{width}}{r['fixed_s']:>12.3f}{spread:>16}"
+                     f"{r['epoch_s']:>9.3f}{r['steps_per_epoch']:>13}{in_epochs:>18}")
+        if r["fixed_min"] < 0 or r["epoch_s"] <= 0:
+            noisy.append(r["model"])
+    if noisy:
+        lines.append(f"note: for {', '.join(noisy)} the machine's noise is as large as the fixed cost (a repeat's "
+                     "line crossed zero): give more --repeats")
     return "\n".join(lines)
 
 

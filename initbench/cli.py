@@ -74,6 +74,8 @@ def _bench(args: argparse.Namespace) -> None:
             raise InitbenchError(f"{flag} must be at least 1, got {value}")
     if args.fixed_cost and args.lockstep is not None:
         raise InitbenchError("--fixed-cost and --lockstep measure different things; give one")
+    if args.fixed_cost and args.steps is not None:
+        raise InitbenchError("--fixed-cost times whole runs of 2 and 6 epochs; --steps is for the other measurements")
     dataset = args.dataset or ("digits" if args.fixed_cost else "fashion-mnist")
     models = args.models or (["mlp", "simplecnn"] if args.fixed_cost else ["mlp", "simplecnn", DEEP_MLP])
     from initbench.bench import bench, format_rows
@@ -81,7 +83,8 @@ def _bench(args: argparse.Namespace) -> None:
     if args.fixed_cost:
         from initbench.bench import fixed_cost, format_fixed
 
-        rows = [fixed_cost(model, dataset, args.repeats, args.batch_size, args.data_dir) for model in models]
+        rows = [fixed_cost(model, dataset, args.repeats, args.batch_size, args.accelerator, args.data_dir)
+                for model in models]
         print(format_fixed(rows, dataset, args.repeats, args.batch_size))
         return
     if args.lockstep is not None:

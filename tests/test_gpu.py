@@ -116,7 +116,8 @@ class HostReads(torch.overrides.TorchFunctionMode):
     for the device."""
 
     READS = frozenset({torch.Tensor.item, torch.Tensor.tolist, torch.Tensor.__bool__, torch.Tensor.__float__,
-             torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy})
+                       torch.Tensor.__int__, torch.Tensor.__index__, torch.Tensor.numpy, torch.Tensor.__format__,
+                       torch.Tensor.__repr__})
 
     def __init__(self) -> None:
         super().__init__()
@@ -147,7 +148,9 @@ def test_training_reads_from_the_device_only_where_it_logs(accelerator, engine, 
             try:
                 if engine == "lockstep":
                     group = [spec, dataclasses.replace(spec, init="orthogonal")]
-                    ((_, _, summary, _), _) = claim_and_run_group(group, out, progress=False)
+                    ((_, path, summary, _), _) = claim_and_run_group(group, out, progress=False,
+                                                                      note=pytest.fail)  # no fallback to one by one
+                    assert json.loads((path / "config.json").read_text())["engine"] == "lockstep"
                 else:
                     _, summary = run(spec, out, progress=False)
             finally:

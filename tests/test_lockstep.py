@@ -86,12 +86,15 @@ def test_an_interrupted_group_reruns_only_its_incomplete_members(tmp_path):
 def test_the_loop_mode_gives_the_single_runs_numbers(tmp_path):
     import torch
 
-    from initbench.train.lockstep import StackedClassifier, _dim_order
+    from initbench.train.lockstep import LockstepFailed, StackedClassifier, _dim_order
     from initbench.train.prepare import prepare
 
     members = [prepare(RunSpec(init=i, **CALM)) for i in ("kaiming_normal", "orthogonal")]
     module = StackedClassifier([p.module.model for p in members], 10, members[0].spec, lambda *a: None)
     x, y = members[0].data.x_train[:32], members[0].data.y_train[:32]
+    assert module.choose_mode(x, y, "vmap") == "vmap"
+    with pytest.raises(LockstepFailed, match="lockstep mode loop was not prepared: choose_mode tried vmap"):
+        module.use("loop")  # the way it trains in is the last one tried
     assert module.choose_mode(x, y, "loop") == "loop"  # vmap is tried first: both ways are ready
     module.use("loop")
     loop = module.logits(x)

@@ -97,6 +97,7 @@ def test_sweep_refuses_the_whole_grid_before_the_first_run(case, capsys, tmp_pat
     (["bench", "--steps", "0"], "--steps must be at least 1, got 0"),
     (["bench", "--repeats", "0"], "--repeats must be at least 1, got 0"),
     (["bench", "--fixed-cost", "--lockstep", "4"], "--fixed-cost and --lockstep measure different things; give one"),
+    (["bench", "--fixed-cost", "--steps", "40"], "--fixed-cost times whole runs of 2 and 6 epochs; --steps is for"),
     (["report", "results/quickstart", "--target", "-1"],
      "--target is a validation accuracy in points, (0, 100], got -1.0"),
     (["report", "results/quickstart", "--margin", "-1"], "--margin is in accuracy points, 0 to 100, got -1.0"),

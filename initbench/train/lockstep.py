@@ -124,8 +124,8 @@ class StackedClassifier(SteppedModule):
         forward and backward pass on a real batch)."""
         errors, layouts = [], {}
         preferred = rule_mode(self.base[0], tuple(x.shape[1:]), x.device) if wanted == "auto" else wanted
-        for mode in LOCKSTEP_MODES:  # one vmap over the members, or member by member; in this order, up to the one
-            self.mode = mode         # wanted (a later way is tried only where no earlier one could run)
+        for mode in LOCKSTEP_MODES:  # one vmap over the members, or member by member; in this order (each way's
+            self.mode = mode         # layouts are found after the earlier one's), stopping at the one wanted
             try:
                 layouts[mode] = self._arrival_layouts(x, y)
                 self._relayout(layouts[mode])
@@ -143,7 +143,9 @@ class StackedClassifier(SteppedModule):
 
     def use(self, mode: str) -> None:
         """Train (or evaluate) the members `mode`'s way, with the parameters stored as its gradients arrive (as
-        `choose_mode` found them); only before the optimizer is made."""
+        `choose_mode` found them); only before the optimizer is made, and only a way `choose_mode` tried."""
+        if mode not in self._layouts:
+            raise LockstepFailed(f"lockstep mode {mode} was not prepared: choose_mode tried {', '.join(self._layouts)}")
         self.mode = mode
         self._relayout(self._layouts[mode])
 
