@@ -49,8 +49,7 @@ def plain_loop(prepared: Prepared, steps: int, device: torch.device) -> float:
             done += 1
             if done == steps:
                 break
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     return seen / (time.perf_counter() - start)
 
 
@@ -93,12 +92,23 @@ def bench(models: list[str], dataset: str, steps: int | None, repeats: int, batc
                          data_dir) for model in models]
 
 
+def _bench_device(accelerator: str) -> torch.device:
+    """The device a bench measurement trains on: CUDA when asked for (gpu, cuda) or when `auto` finds it."""
+    return torch.device("cuda" if accelerator in ("gpu", "cuda") or (
+        accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+
+
+def _sync(device: torch.device) -> None:
+    """Wait for the device's queued work (a timer read on the host then measures the work, not its queueing)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def _bench_model(model: str, dataset: str, n_steps: int, repeats: int, batch_size: int, accelerator: str,
                  data_dir: Path | None) -> dict[str, Any]:
     spec = RunSpec(model=model, dataset=dataset, batch_size=batch_size, accelerator=accelerator)
     prepared = prepare(spec, data_dir, diagnose=False)  # no record is written
-    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()) else "cpu")
+    device = _bench_device(accelerator)
     with tempfile.TemporaryDirectory() as tmp:
         plain_loop(prepared, 20, device)  # warm-up: allocator, kernels, caches
         plain, ours, ratios = pooled(abba(lambda tag: plain_loop(prepared, n_steps, device),
@@ -209,6 +219,24 @@ def lockstep_loop(members: list[Prepared], steps: int, workdir: Path) -> tuple[f
     return speed.seconds, module.mode
 
 
+def _unlogged_group(members: list[Prepared], device: torch.device) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """(the members stacked as one lockstep module that logs nothing, on `device`; its first training batch)."""
+    from initbench.train.lockstep import StackedClassifier
+
+    spec, data = members[0].spec, members[0].data
+    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
+                               lambda *a: None).to(device)
+    return module, *(t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+
+
+def _lockstep_members(model: str, dataset: str, k: int, batch_size: int, accelerator: str,
+                     data_dir: Path | None = None) -> list[Prepared]:
+    """K runs of `model` prepared to train together, their inits drawn in turn from LOCKSTEP_INITS."""
+    return [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)], init_seed=i,
+                            batch_size=batch_size, accelerator=accelerator), data_dir, diagnose=False)
+            for i in range(k)]
+
+
 def group_flops(members: list[Prepared], device: torch.device) -> int:
     """FLOPs of one group step's forward and backward pass, as torch's FlopCounterMode counts them member by member
     (matrix products and convolutions: the work no engine can skip). Counted in the member loop whatever mode the
@@ -216,13 +244,8 @@ def group_flops(members: list[Prepared], device: torch.device) -> int:
     0.69 GFLOP a step counted under vmap against 0.54 for the same arithmetic member by member)."""
     from torch.utils.flop_counter import FlopCounterMode
 
-    from initbench.train.lockstep import StackedClassifier
-
-    spec, data = members[0].spec, members[0].data
-    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
-                               lambda *a: None).to(device)
+    module, x, y = _unlogged_group(members, device)
     module.mode = "loop"
-    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
     with FlopCounterMode(display=False) as counter:
         module._member_losses(module.logits(x), y).sum().backward()
     return counter.get_total_flops()
@@ -235,13 +258,11 @@ def matmul_peak(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
     a, b = torch.randn(n, n, device=device), torch.randn(n, n, device=device)
     best = math.inf
     for _ in range(repeats + 1):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         start = time.perf_counter()
         for _ in range(4):
             a @ b
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         best = min(best, (time.perf_counter() - start) / 4)
     return 2 * n**3 / best
 
@@ -252,9 +273,7 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
     initbench, interleaved; the speedup is the ratio of their wall times for the same steps (the device's matmul
     peak, which bounds it, measured on peak_size x peak_size products)."""
     quiet_lightning()
-    members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
-                               init_seed=i, batch_size=batch_size, accelerator=accelerator), data_dir,
-                       diagnose=False) for i in range(k)]
+    members = _lockstep_members(model, dataset, k, batch_size, accelerator, data_dir)
     cuda = members[0].data.x_train.is_cuda or (accelerator in ("auto", "gpu", "cuda") and torch.cuda.is_available())
     peak, mode = None, "?"
 
@@ -283,32 +302,22 @@ def bench_lockstep(model: str, dataset: str, k: int, steps: int, repeats: int, b
             "peak_size": peak_size}
 
 
-def compile_gain(model: str, dataset: str, k: int, steps: int, repeats: int, accelerator: str,
+def compile_gain(model: str, dataset: str, k: int, steps: int, repeats: int, batch_size: int, accelerator: str,
                  backend: str = "inductor", data_dir: Path | None = None) -> dict[str, Any]:
     """A lockstep group's forward and backward pass (the arithmetic a compiler could fuse; the optimizer step is the
     same either way) eager and through `torch.compile(backend=...)`, `steps` passes each, interleaved after both are
     warm (the compile itself not counted): whether compiling the group's step would pay on this device."""
-    from initbench.train.lockstep import StackedClassifier
-
-    members = [prepare(RunSpec(model=model, dataset=dataset, init=LOCKSTEP_INITS[i % len(LOCKSTEP_INITS)],
-                               init_seed=i, accelerator=accelerator), data_dir, diagnose=False) for i in range(k)]
-    spec, data = members[0].spec, members[0].data
-    device = torch.device("cuda" if accelerator in ("gpu", "cuda") or (
-        accelerator == "auto" and torch.cuda.is_available()) else "cpu")
-    module = StackedClassifier([copy.deepcopy(p.module.model) for p in members], data.num_classes, spec,
-                               lambda *a: None).to(device)
-    x, y = (t[: spec.batch_size].to(device) for t in (data.x_train, data.y_train))
+    device = _bench_device(accelerator)
+    module, x, y = _unlogged_group(_lockstep_members(model, dataset, k, batch_size, accelerator, data_dir), device)
     mode = module.choose_mode(x, y)
     compiled = torch.compile(module.logits, backend=backend)
 
     def passes(logits: Callable[[torch.Tensor], torch.Tensor], n: int) -> float:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         start = time.perf_counter()
         for _ in range(n):
             module._member_losses(logits(x), y).sum().backward()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+        _sync(device)
         return time.perf_counter() - start
 
     start = time.perf_counter()

@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                      "-" if target is None else "met" if r["speedup"] >= target else "below"))
     model, k, passes, backend = COMPILE[kind]
     try:
-        r = compile_gain(model, DATASET, k, passes, sizes["lockstep_repeats"] + 1, accelerator, backend)
+        r = compile_gain(model, DATASET, k, passes, sizes["lockstep_repeats"] + 1, 128, accelerator, backend)
         figure = (f"{r['gain']:.2f}x ({r['mode']}, batch 128); {r['compiled_s']:.3f} s against {r['eager_s']:.3f} s; "
                   f"the first 3 passes, compile included, {r['compile_s']:.0f} s")
         verdict = "-" if kind == "cpu" else "gain" if r["gain"] >= COMPILE_GAIN else "no gain"  # cpu: a trace only
