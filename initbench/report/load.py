@@ -12,7 +12,8 @@ from typing import Any
 import pandas as pd
 
 from initbench.errors import InitbenchError
-from initbench.record import CONFIG, DIAGNOSTICS, MANIFEST, METRICS, STATUSES, STUDY, SUMMARY, RunRecord, study_source
+from initbench.record import CONFIG, DIAGNOSTICS, METRICS, STATUSES, STUDY, SUMMARY, RunRecord, study_source
+from initbench.report.layers import layer_metrics, layer_order
 from initbench.report.tuning import Tuning, split_runs
 from initbench.spec import AXES, LOG_FIELDS, PER_RUN
 
@@ -154,7 +155,7 @@ def load_study(results_dir: Path) -> Study:
             continue
         seen[run_id] = rel
         step0, step0_problem = _step0(run_dir)
-        order, order_problem = _layer_order(run_dir)
+        order, order_problem = layer_order(run_dir)
         said = problems + [p for p in (step0_problem, order_problem) if p]  # the last two leave the curves whole
         rows.append({**_run_row(run_id, rel, config, spec, summary), **step0, "partial": "; ".join(said),
                      "curve_whole": not problems})
@@ -179,7 +180,7 @@ def load_study(results_dir: Path) -> Study:
         columns=["step", "run_id", "val_acc", "train_loss"])
     for col in ("val_acc", "train_loss"):  # a run that never logged one (diverged at step 0) leaves None there
         curves_df[col] = pd.to_numeric(curves_df[col], errors="coerce")
-    layers_df = _layer_metrics(layers)
+    layers_df = layer_metrics(layers)
     settings = _sweep_settings(results_dir, skipped)
     sweep = None
     if settings.get("tune") is not None:  # the study's plan, rebuilt to rank exactly the runs it trained
@@ -258,58 +259,6 @@ def _first_word(metrics: pd.DataFrame) -> tuple[str, str] | None:
             if len(words):
                 return str(column), str(words.iloc[0])
     return None
-
-
-def _layer_order(run_dir: Path) -> tuple[list[str], str | None]:
-    """Parameter names in model order, from the run's init manifest, and what is wrong with the manifest (None: it
-    is whole, or the record has none)."""
-    try:
-        manifest = RunRecord(run_dir).manifest()
-    except OSError:
-        return [], None
-    except ValueError as exc:
-        return [], f"unreadable {MANIFEST} ({type(exc).__name__}): its layers are shown in file order"
-    records = manifest.get("records") if isinstance(manifest, dict) else None
-    if not isinstance(manifest, dict):
-        return [], f"{MANIFEST} is not a mapping: its layers are shown in file order"
-    if not isinstance(records, list) or not all(isinstance(r, dict) and isinstance(r.get("name"), str)
-                                                for r in records):
-        return [], f"{MANIFEST} has no list of named parameters: its layers are shown in file order"
-    return [r["name"] for r in records], None
-
-
-def _layer_metrics(parts: list[tuple[str, pd.DataFrame, list[str]]]) -> pd.DataFrame:
-    """Every run's grad_norm/<layer> and update_ratio/<layer> columns -> one long frame, run after run in the order
-    given, each run's layers in model order. The runs that share their columns and layer order are melted in one
-    pass (one pass per run cost the report seconds on a study of hundreds of runs)."""
-    groups: dict[tuple[tuple[str, ...], tuple[str, ...]], list[tuple[int, str, pd.DataFrame]]] = {}
-    for pos, (run_id, metrics, order) in enumerate(parts):
-        cols = tuple(c for c in metrics.columns if c.startswith(("grad_norm/", "update_ratio/")))
-        if cols:
-            groups.setdefault((cols, tuple(order)), []).append((pos, run_id, metrics[["step", *cols]]))
-    frames = []
-    for (cols, order), runs in groups.items():
-        ids = pd.DataFrame({"pos": [pos for pos, _, m in runs for _ in range(len(m))],
-                            "run_id": [run_id for _, run_id, m in runs for _ in range(len(m))]})
-        wide = pd.concat([ids, pd.concat([m for _, _, m in runs], ignore_index=True)], axis=1)
-        stats = []
-        for stat in ("grad_norm", "update_ratio"):
-            named = [c for c in cols if c.startswith(stat + "/")]
-            if not named:
-                continue
-            long = wide[["pos", "run_id", "step", *named]].dropna(subset=named, how="all").melt(
-                id_vars=["pos", "run_id", "step"], var_name="layer", value_name=stat)
-            long["layer"] = long["layer"].str.slice(len(stat) + 1)
-            stats.append(long.set_index(["pos", "run_id", "step", "layer"]))
-        df = pd.concat(stats, axis=1).reset_index()
-        known = [*order, "total"]
-        df["order"] = df["layer"].map({name: i for i, name in enumerate(known)})
-        frames.append(df.dropna(subset=["order"]) if order else df.assign(order=0))
-    columns = ["run_id", "step", "layer", "grad_norm", "update_ratio"]  # a missing stat: NaN
-    if not frames:
-        return pd.DataFrame(columns=columns)
-    df = pd.concat(frames, ignore_index=True).sort_values(["pos", "order", "step"], kind="stable")
-    return df.reindex(columns=columns).reset_index(drop=True)
 
 
 def _run_row(run_id: str, rel: Path, config: dict, spec: dict, summary: dict) -> dict[str, Any]:
