@@ -85,10 +85,7 @@ def declare_claims(out: Path, claims: Any) -> list[dict[str, Any]]:
     """The study file's `claims`: each claim (plan.claims.Claim) as written, with when it was declared and whether
     records already existed then (`after_data`). A claim the study file already holds, the same id and the same
     words, keeps its first declaration; a new or changed one is declared now."""
-    try:
-        study = read_study(out)
-    except (OSError, ValueError):
-        study = {}
+    study = study_or_empty(out)
     after_data = any(Path(out).glob(f"*/*/{SUMMARY}"))
     now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
     return [stored_claim(study, claim) or {"id": claim.id, "claim": claim.source, "declared": now,
@@ -111,6 +108,14 @@ def read_study(results_dir: Path) -> dict[str, Any]:
     if not isinstance(study, dict):
         raise ValueError("not a mapping")
     return study
+
+
+def study_or_empty(results_dir: Path) -> dict[str, Any]:
+    """The study file, or {} where there is none or it cannot be read (its reader says which, where that matters)."""
+    try:
+        return read_study(results_dir)
+    except (OSError, ValueError):
+        return {}
 
 
 def study_source(results_dir: Path) -> dict[str, Any]:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from initbench.errors import InitbenchError
 from initbench.plan.sweep import Sweep
-from initbench.record import read_study
+from initbench.record import study_or_empty
 from initbench.spec import check_threads, cores
 
 EXECUTORS = ("sequential", "ray")
@@ -22,10 +22,7 @@ def study_threads(sweep: Sweep, out: Path, threads: int | None, here: bool) -> i
     if threads is None and "threads" in sweep.resources:
         threads, named = int(sweep.resources["threads"]), f"{sweep.name}: resources threads"
     check_threads(threads, named, here=False)
-    try:
-        recorded = read_study(out).get("threads")
-    except (OSError, ValueError):
-        recorded = None  # an unreadable study file is rewritten when the sweep starts
+    recorded = study_or_empty(out).get("threads")  # an unreadable study file is rewritten when the sweep starts
     if isinstance(recorded, int) and not isinstance(recorded, bool) and recorded >= 1:
         if threads is not None and threads != recorded:
             raise InitbenchError(f"{named} {threads}: the study in {out} trains with {recorded} torch threads (its "

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench.errors import InitbenchError
-from initbench.record import write_json
+from initbench.record import study_or_empty, write_json
 from initbench.report.answers import answer, plain
 from initbench.report.claims import claim_lines, judge, study_claims
 from initbench.report.document import build, to_html, to_markdown
@@ -104,15 +104,6 @@ def generation_mismatch(out: Path) -> list[str]:
             if not (out / name).is_file() or hashlib.sha256((out / name).read_bytes()).hexdigest() != digest]
 
 
-def _study_file(results_dir: Path) -> dict[str, Any]:
-    from initbench.record import read_study
-
-    try:
-        return read_study(results_dir)
-    except (OSError, ValueError):
-        return {}
-
-
 def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "wilcoxon", target: float | None = None,
                  out: Path | None = None, wandb: tuple[str, str | None] | None = None, baseline: str | None = None,
                  margin_points: float = MARGIN_POINTS, claims: Path | None = None) -> dict[str, Any]:
@@ -145,7 +136,7 @@ def write_report(results_dir: Path, metric: str = DEFAULT_METRIC, test: str = "w
 
         claims = read_claims(claims, study.runs, order, list(dict.fromkeys(study.runs["init"])))
     ranking = rank(study.runs, metric, test, baseline, margin_points / 100)
-    stated, declared = study_claims(study.settings, _study_file(Path(results_dir)), claims)
+    stated, declared = study_claims(study.settings, study_or_empty(Path(results_dir)), claims)
     if stated:
         study.claims = judge(stated, study.runs, order, metric, test, ranking.alpha, ranking.margin, declared)
     if study.tuning is not None and study.tuning.alternative is not None and len(study.tuning.alternative):
