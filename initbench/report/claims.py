@@ -266,11 +266,17 @@ def read_claims(path: Any, runs: pd.DataFrame, order: list[str], inits: list[str
     return parse_claims(doc["claims"], str(path), inits, cells_of(runs, order)[1], METRICS)
 
 
+def declared_after(value: Any) -> bool:
+    """Whether a judged claim's `after_data` says it was declared after the data (True; False or None: not known to
+    be, the value as the study file stored it, whatever type the table holds it in)."""
+    return str(value) == "True"
+
+
 def claim_lines(judged: pd.DataFrame) -> list[str]:
     """Each claim in one line of words for the terminal and the report's answers: word, claim, numbers, when."""
     lines = []
     for _, row in judged.iterrows():
-        after = " [declared after the data]" if str(row["after_data"]) == "True" else ""
+        after = " [declared after the data]" if declared_after(row["after_data"]) else ""
         numbers = "; ".join(x for x in (row["numbers"], row["why"]) if x)
         lines.append(f"{row['word']}: {row['id']}: {row['claim']}" + (f" ({numbers})" if numbers else "") + after)
     return lines

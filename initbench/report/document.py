@@ -17,6 +17,7 @@ import pandas as pd
 
 from initbench.report.across import RESAMPLES
 from initbench.report.answers import answer, in_points, main_table, points
+from initbench.report.claims import declared_after
 from initbench.report.load import Study
 from initbench.report.plots import SCALING
 from initbench.report.scaling import problem_order
@@ -138,7 +139,7 @@ def _claims_blocks(study: Study) -> list[Block]:
     if study.claims is None:
         return []
     t = study.claims
-    after = [str(a) == "True" for a in t["after_data"]]
+    after = [declared_after(a) for a in t["after_data"]]
     table = pd.DataFrame({"id": t["id"], "claim": t["claim"], "word": t["word"],
                           "numbers": [f"{n} ({w})" if n and w else n or w for n, w in zip(t["numbers"], t["why"],
                                                                                           strict=True)],
