@@ -14,6 +14,20 @@ class Terminated(BaseException):
     """SIGTERM arrived: raised wherever the process is, so that it stops like Ctrl-C does (records stay whole)."""
 
 
+def raise_stop(exc: BaseException) -> None:
+    """Raise the Ctrl-C or SIGTERM that `exc` was raised while handling, if any. A stop can arrive at any line, and a
+    library's clean-up can fail as the stop passes through it (vmap's, when the stop lands between its entering and
+    leaving a level) and replace it with an error of its own: a handler that turns errors into results (a failed run,
+    a group trained one by one) calls this first, so that a stop is never taken for a result."""
+    seen: set[int] = set()
+    cause: BaseException | None = exc
+    while cause is not None and id(cause) not in seen:
+        if isinstance(cause, KeyboardInterrupt | Terminated):
+            raise cause
+        seen.add(id(cause))
+        cause = cause.__context__
+
+
 class RunBusy(InitbenchError):
     """Another process holds the run's lock: nothing was touched."""
 

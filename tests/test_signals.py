@@ -176,3 +176,74 @@ def test_ten_sigterms_and_ten_kill_9s_at_random_moments(plan, tmp_path):
     assert _complete(out) == 6 and len(list(out.glob("digits_mlp/*"))) == 6
     _same_report(plan[1], out)
     os.sync()
+
+
+def test_a_stop_replaced_by_an_error_of_its_own_clean_up_is_raised_again():
+    """vmap's clean-up can fail as a SIGTERM passes through it and raise its own error in the stop's place: the stop,
+    anywhere behind an error, is what a handler raises; an error with no stop behind it is left to the handler."""
+    from initbench.errors import raise_stop
+
+    def masked(stop: BaseException) -> RuntimeError:
+        try:
+            try:
+                raise stop
+            except BaseException:
+                raise ValueError("the library's clean-up failed") from None  # __context__ keeps the stop
+        except ValueError as inner:
+            try:
+                raise RuntimeError("and its caller's too") from inner
+            except RuntimeError as outer:
+                return outer
+
+    for stop in (Terminated(), KeyboardInterrupt()):
+        with pytest.raises(type(stop)) as caught:
+            raise_stop(masked(stop))
+        assert caught.value is stop
+    raise_stop(RuntimeError("an error of the run's own"))  # nothing behind it: returns
+
+
+MASKING_MODEL = '''
+from torch import nn
+
+from initbench.errors import Terminated
+
+CALLS = [0]
+
+
+class Masking(nn.Module):
+    """From its third forward pass in training mode on, a SIGTERM arrives and the clean-up it passes through fails."""
+
+    def __init__(self, input_shape, num_classes):
+        super().__init__()
+        self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, num_classes))
+
+    def forward(self, x):
+        if self.training:
+            CALLS[0] += 1
+            if CALLS[0] >= 3:
+                try:
+                    raise Terminated
+                except Terminated:
+                    raise RuntimeError("!dynamicLayerStack.empty() INTERNAL ASSERT FAILED") from None
+        return self.net(x)
+'''
+
+
+@pytest.mark.parametrize("engine", ["sequential", "lockstep"])
+def test_a_masked_sigterm_inside_training_stops_the_run_and_is_never_recorded(engine, tmp_path, monkeypatch):
+    """The stop comes back out of either engine as the stop: no run recorded as failed, no group trained one by one."""
+    from initbench.execute.units import claim_and_run_group, run
+    from initbench.spec import RunSpec
+
+    (tmp_path / "masking.py").write_text(MASKING_MODEL)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delitem(sys.modules, "masking", raising=False)  # its count of forward passes starts at 0
+    spec = RunSpec(dataset="digits", model="masking:Masking", epochs=1, batch_size=32, limit_train=128, limit_val=64,
+                   limit_test=64, accelerator="cpu")
+    with pytest.raises(Terminated):
+        if engine == "lockstep":
+            claim_and_run_group([spec, RunSpec(**{**spec.__dict__, "init": "orthogonal"})], tmp_path / "out",
+                                progress=False, note=pytest.fail)
+        else:
+            run(spec, tmp_path / "out", progress=False)
+    assert not list((tmp_path / "out").rglob("summary.json"))

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from initbench.data import TensorDataModule
-from initbench.errors import InitbenchError, RunBusy
+from initbench.errors import InitbenchError, RunBusy, raise_stop
 from initbench.execute.claims import Claims, RunLock
 from initbench.record import RunRecord, record_dir, run_config, run_dir_for
 from initbench.spec import RunSpec
@@ -89,6 +89,7 @@ def _prepare_or_error(spec: RunSpec, data_dir: Path | None, download: bool, keep
             raise
         return exc
     except Exception as exc:
+        raise_stop(exc)
         return exc
 
 

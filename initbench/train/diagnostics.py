@@ -13,6 +13,8 @@ import copy
 import math
 from typing import TYPE_CHECKING, Any
 
+from initbench.errors import raise_stop
+
 if TYPE_CHECKING:
     import torch
     from torch import nn
@@ -124,6 +126,7 @@ def step0(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, Any]:
         with torch.random.fork_rng(devices=[]):
             rows, loss = measure(copy.deepcopy(model), x, y)
     except Exception as exc:
+        raise_stop(exc)
         return {"error": f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"}
     return {"batch": len(y), "summary": summarize(rows, float(loss)), "layers": rows}
 

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call, stack_module_state, vmap
 
+from initbench.errors import raise_stop
 from initbench.record import RunRecord, run_config
 from initbench.spec import LOCKSTEP_MODES, RunSpec
 from initbench.train.module import Divergence, SteppedModule
@@ -130,6 +131,7 @@ class StackedClassifier(SteppedModule):
                 layouts[mode] = self._arrival_layouts(x, y)
                 self._relayout(layouts[mode])
             except Exception as exc:
+                raise_stop(exc)
                 errors.append(f"{mode}: {type(exc).__name__}: {exc}")
             if preferred in layouts:
                 break
@@ -295,6 +297,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
     except LockstepFailed:
         raise
     except Exception as exc:  # stacking or the first batch fails (memory, an unusual model): one by one instead
+        raise_stop(exc)
         raise LockstepFailed(f"{type(exc).__name__}: {exc}") from None
     use_wandb = "wandb" in spec.log.loggers
     if use_wandb:
@@ -313,6 +316,7 @@ def train_group(members: list[tuple[Any, Path]], out: Path, progress: bool, star
         trainer.fit(module, datamodule=data)  # which validates at its last step, so every stopped member too
         trainer.test(module, datamodule=data, verbose=False)
     except Exception as exc:  # the group crashed: the caller trains its runs one by one, each recording its own
+        raise_stop(exc)
         for run in wandb_runs:
             run.finish(exit_code=1)
         raise LockstepFailed(f"{type(exc).__name__}: {exc}") from exc

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from initbench.errors import raise_stop
 from initbench.record import RunRecord, run_config
 from initbench.train.monitor import RunBar, StepReport, Throughput, run_summary
 from initbench.train.prepare import Prepared
@@ -47,6 +48,7 @@ def train_run(prepared: Prepared, out: Path, run_dir: Path, progress: bool, star
         trainer.test(prepared.module, datamodule=prepared.data, verbose=False)
         test = module.results["test"]
     except Exception as exc:  # a crash inside training is a result too: recorded, not lost
+        raise_stop(exc)
         error = (f"{type(exc).__name__}: {exc}", traceback.format_exc(limit=5))
     except SystemExit:
         if trainer.interrupted:  # Lightning turns Ctrl-C into exit(1); the run stays unfinished, rerun later
