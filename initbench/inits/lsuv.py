@@ -17,7 +17,7 @@ from typing import Any
 
 from torch import Tensor, nn
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, raise_stop
 from initbench.inits.registry import get_strategy, register_init
 from initbench.inits.roles import iter_params
 from initbench.inits.walk import Walk
@@ -83,6 +83,7 @@ def _calibrate_all(model: nn.Module, walk: Walk, targets: dict[int, tuple[nn.Mod
     try:
         model(data)
     except Exception as exc:
+        raise_stop(exc)
         raise InitbenchError(f"init 'lsuv': the model's forward pass failed on a batch of shape "
                              f"{tuple(data.shape)}: {type(exc).__name__}: {' '.join(str(exc).split())}") from None
     finally:

@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from initbench.errors import InitbenchError
+from initbench.errors import InitbenchError, raise_stop
 from initbench.inits import gains
 from initbench.inits.manifest import Manifest, ParamRecord
 from initbench.inits.registry import InitSpec, NotApplicable, Sampled, Strategy, get_strategy, parse_init
@@ -173,6 +173,7 @@ class Walk:
         except NotApplicable as exc:
             why = str(exc)
         except Exception as exc:  # a plug-in that raised: the run fails, with the error (never a silent stand-in)
+            raise_stop(exc)
             if strategy.source == "builtin":
                 raise
             why = " ".join(f"{type(exc).__name__}: {exc}".split())
